@@ -1,0 +1,9 @@
+"""Earshot's nodes: one module per node, each a short open → loop → close story.
+
+`NODE_TYPES` maps the `type:` written in a graph YAML to "module:Class". It is the only
+place that names them, so `launch.py --list-nodes` and graph validation see every node
+without importing heavy libraries until a node actually runs.
+"""
+
+NODE_TYPES: dict[str, str] = {
+}

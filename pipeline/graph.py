@@ -1,0 +1,253 @@
+"""A YAML graph → a validated spec, before any process starts.
+
+Every mistake a config can hold is found here and reported as one :class:`GraphError`
+naming the file, the node and the field, so a typo never surfaces as a node crashing
+thirty seconds into a run. The graph format::
+
+    name: demo
+    settings: {heartbeat_s: 1.0, max_restarts: 5}
+    nodes:
+      camera:
+        type: camera                  # a key of the node registry
+        params: {source: demo/demo.mp4}
+        outputs: {frames: {endpoint: "tcp://127.0.0.1:5550"}}   # optional; ipc by default
+      renderer:
+        type: renderer
+        inputs:
+          video: camera/frames        # node/output, with the input's default policy
+          audio: {from: microphone/audio, policy: queue, size: 200}
+
+The registry (type name → "module:Class") is passed in by the caller: `pipeline` knows
+nothing about which nodes exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from pipeline.node import Node
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class GraphError(ValueError):
+    """A graph that cannot run; the message says where and why."""
+
+
+@dataclass
+class Settings:
+    """Supervisor knobs. Defaults suit a laptop; edge boxes may want longer timeouts."""
+
+    heartbeat_s: float = 1.0
+    heartbeat_timeout_s: float = 15.0  # no heartbeat for this long → the node is hung
+    start_timeout_s: float = 60.0  # nodes load models in open(): be patient
+    max_restarts: int = 5
+    restart_backoff_s: float = 0.5  # doubles per restart of the same node
+    restart_backoff_max_s: float = 10.0
+    allow_remote: bool = False  # tcp endpoints on non-loopback addresses need this
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise ValueError(f"{f.name} must be ≥ 0, got {value}")
+
+
+@dataclass
+class InputSpec:
+    port: str
+    from_node: str
+    from_port: str
+    policy: str
+    size: int
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    type: str
+    impl: str  # "module:Class"
+    params: dict[str, Any]
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    #: output port → endpoint ("" until resolved against a run directory)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    #: output port → how many inputs connect to it (the start handshake waits for them)
+    subscribers: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class GraphSpec:
+    name: str
+    source: str  # file it came from, for messages
+    settings: Settings
+    nodes: dict[str, NodeSpec]
+
+    def resolve_endpoints(self, run_dir: str | Path) -> None:
+        """Give every output without an explicit endpoint an ipc path in the run dir."""
+        for node in self.nodes.values():
+            for port, endpoint in node.endpoints.items():
+                if not endpoint:
+                    node.endpoints[port] = f"ipc://{Path(run_dir) / f'{node.name}.{port}'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GraphSpec:
+        nodes = {}
+        for name, n in data["nodes"].items():
+            inputs = {p: InputSpec(**i) for p, i in n["inputs"].items()}
+            nodes[name] = NodeSpec(**{**n, "inputs": inputs})
+        return cls(name=data["name"], source=data["source"], settings=Settings(**data["settings"]), nodes=nodes)
+
+
+def import_node_class(impl: str) -> type[Node]:
+    module_name, _, class_name = impl.partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Node)):
+        raise TypeError(f"{impl} is not a Node subclass")
+    return cls
+
+
+def load_graph(path: str | Path, registry: Mapping[str, str]) -> GraphSpec:
+    """Read and validate a graph file. Raises GraphError naming file, node and field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise GraphError(f"{path}: cannot read graph file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)  # safe_load: a config file builds data, never objects
+    except yaml.YAMLError as exc:
+        raise GraphError(f"{path}: not valid YAML: {exc}") from None
+    return validate_graph(data, registry, source=str(path))
+
+
+def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph>") -> GraphSpec:
+    def fail(where: str, why: str) -> GraphError:
+        return GraphError(f"{source}: {where}: {why}")
+
+    if not isinstance(data, dict):
+        raise fail("top level", "expected a mapping with 'nodes:'")
+    unknown = sorted(set(data) - {"name", "settings", "nodes"})
+    if unknown:
+        raise fail("top level", f"unknown key(s) {unknown} (allowed: name, settings, nodes)")
+    name = data.get("name", Path(source).stem)
+    if not isinstance(name, str) or not name:
+        raise fail("name", "must be a non-empty string")
+    try:
+        from pipeline.node import build_params
+
+        settings = build_params(Settings, data.get("settings") or {})
+    except ValueError as exc:
+        raise fail("settings", str(exc)) from None
+
+    raw_nodes = data.get("nodes")
+    if not isinstance(raw_nodes, dict) or not raw_nodes:
+        raise fail("nodes", "expected a non-empty mapping of node name → node")
+
+    classes: dict[str, type[Node]] = {}
+    nodes: dict[str, NodeSpec] = {}
+    for node_name, raw in raw_nodes.items():
+        where = f"node {node_name!r}"
+        if not isinstance(node_name, str) or not NAME_RE.match(node_name):
+            raise fail(where, "names are lower_snake_case, ≤ 32 characters, starting with a letter")
+        if not isinstance(raw, dict):
+            raise fail(where, "expected a mapping with 'type:'")
+        extra = sorted(set(raw) - {"type", "params", "inputs", "outputs"})
+        if extra:
+            raise fail(where, f"unknown key(s) {extra} (allowed: type, params, inputs, outputs)")
+        node_type = raw.get("type")
+        if node_type not in registry:
+            raise fail(f"{where} type", f"unknown node type {node_type!r}; known: {sorted(registry)}")
+        try:
+            cls = import_node_class(registry[node_type])
+        except Exception as exc:  # a broken node module must not look like a config typo
+            raise fail(f"{where} type", f"cannot load {registry[node_type]}: {type(exc).__name__}: {exc}") from None
+        try:
+            cls.make_params(raw.get("params") or {})
+        except (ValueError, TypeError) as exc:
+            raise fail(f"{where} params", str(exc)) from None
+        outputs = raw.get("outputs") or {}
+        if not isinstance(outputs, dict):
+            raise fail(f"{where} outputs", "expected a mapping of port → {endpoint: ...}")
+        endpoints = {port: "" for port in cls.outputs}
+        for port, conf in outputs.items():
+            if port not in cls.outputs:
+                raise fail(f"{where} outputs.{port}", f"{node_type} has no output {port!r}; it has {sorted(cls.outputs)}")
+            endpoint = conf.get("endpoint") if isinstance(conf, dict) else None
+            if not isinstance(endpoint, str):
+                raise fail(f"{where} outputs.{port}", "expected {endpoint: 'ipc://…' or 'tcp://host:port'}")
+            _check_endpoint(endpoint, settings.allow_remote, lambda why: fail(f"{where} outputs.{port}", why))
+            endpoints[port] = endpoint
+        classes[node_name] = cls
+        nodes[node_name] = NodeSpec(node_name, node_type, registry[node_type], raw.get("params") or {},
+                                    endpoints=endpoints, subscribers={p: 0 for p in cls.outputs})
+
+    for node_name, raw in raw_nodes.items():
+        cls = classes[node_name]
+        raw_inputs = raw.get("inputs") or {}
+        if not isinstance(raw_inputs, dict):
+            raise fail(f"node {node_name!r} inputs", "expected a mapping of port → 'node/output'")
+        for port, conf in raw_inputs.items():
+            where = f"node {node_name!r} inputs.{port}"
+            if port not in cls.inputs:
+                raise fail(where, f"{nodes[node_name].type} has no input {port!r}; it has {sorted(cls.inputs)}")
+            declared = cls.inputs[port]
+            if isinstance(conf, str):
+                conf = {"from": conf}
+            if not isinstance(conf, dict) or not isinstance(conf.get("from"), str):
+                raise fail(where, "expected 'node/output' or {from: node/output, policy: latest|queue, size: N}")
+            extra = sorted(set(conf) - {"from", "policy", "size"})
+            if extra:
+                raise fail(where, f"unknown key(s) {extra} (allowed: from, policy, size)")
+            src_node, _, src_port = conf["from"].partition("/")
+            if src_node not in nodes:
+                raise fail(where, f"unknown source node {src_node!r} (nodes: {sorted(nodes)})")
+            if src_node == node_name:
+                raise fail(where, "a node cannot read its own output")
+            src_cls = classes[src_node]
+            if src_port not in src_cls.outputs:
+                raise fail(where, f"node {src_node!r} has no output {src_port!r}; it has {sorted(src_cls.outputs)}")
+            out_type, in_type = src_cls.outputs[src_port].type, declared.type
+            if not issubclass(out_type, in_type):
+                raise fail(where, f"type mismatch: {src_node}/{src_port} sends {out_type.__name__}, "
+                                  f"{port} accepts {in_type.__name__}")
+            policy = conf.get("policy", declared.policy)
+            if policy not in ("latest", "queue"):
+                raise fail(where, f"policy {policy!r} is not one of latest, queue")
+            size = conf.get("size", declared.size)
+            if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 100_000:
+                raise fail(where, f"size must be an integer in 1..100000, got {size!r}")
+            nodes[node_name].inputs[port] = InputSpec(port, src_node, src_port, policy, size)
+            nodes[src_node].subscribers[src_port] += 1
+        if cls.inputs and not nodes[node_name].inputs:
+            raise fail(f"node {node_name!r} inputs", f"none wired; {nodes[node_name].type} reads {sorted(cls.inputs)}")
+
+    return GraphSpec(name=name, source=source, settings=settings, nodes=nodes)
+
+
+def _check_endpoint(endpoint: str, allow_remote: bool, fail: Any) -> None:
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("ipc", "tcp"):
+        raise fail(f"endpoint {endpoint!r}: use ipc://path or tcp://host:port")
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise fail(f"endpoint {endpoint!r}: tcp needs an explicit port 1..65535")
+        host = host.strip("[]")
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and not allow_remote:
+            raise fail(f"endpoint {endpoint!r} is not loopback; set settings.allow_remote: true to expose it")

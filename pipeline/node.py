@@ -1,0 +1,204 @@
+"""The base every node is built on: declare ports, then open → loop → close.
+
+A node file reads like a short story::
+
+    class Loudness(Node):
+        '''Why this node exists.'''
+
+        @dataclass
+        class Params:
+            gain_db: float = 0.0
+
+        inputs = {"audio": Input(AudioChunk, policy="queue", size=32)}
+        outputs = {"level": Output(Embedding)}
+
+        def on_message(self, port, msg):
+            self.send("level", Embedding(vector=..., capture_ns=msg.capture_ns))
+
+Sources (no inputs) implement ``step()`` instead and return ``False`` when they run dry.
+Everything else — sockets, policies, heartbeats, signals, end of stream — is the base's
+job, so graph validation can read the ports and params without running anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pipeline.messages import Message
+from pipeline.stats import Rolling
+
+
+@dataclass(frozen=True)
+class Input:
+    """An input port: the message type it accepts and its default queue policy.
+
+    ``latest`` is for video: a slow consumer should see the newest frame, not a backlog.
+    ``queue`` (bounded, drop-oldest) is for audio and features, where every chunk counts
+    but memory must not grow without bound. The graph YAML may override both.
+    """
+
+    type: type[Message]
+    policy: str = "queue"
+    size: int = 16
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    type: type[Message]
+    doc: str = ""
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+class BadInput(ValueError):
+    """Raised by a node for a message it cannot use (wrong shape, wrong rate...).
+
+    The loop counts it, logs it and carries on: one bad message must not stop a live graph.
+    """
+
+
+class Node:
+    """Base class. Subclasses declare ``Params``, ``inputs``, ``outputs`` and override hooks."""
+
+    Params: ClassVar[type] = NoParams
+    inputs: ClassVar[dict[str, Input]] = {}
+    outputs: ClassVar[dict[str, Output]] = {}
+    #: subscribe to the supervisor's telemetry (other nodes' heartbeats), e.g. to draw them.
+    wants_telemetry: ClassVar[bool] = False
+
+    def __init__(self, name: str, params: Any, runtime: Any = None) -> None:
+        self.name = name
+        self.params = params
+        self.log = logging.getLogger(f"earshot.{name}")
+        self._runtime = runtime  # pipeline.runner.Runtime (or a test harness)
+        self.stats: dict[str, Rolling] = {"compute_ms": Rolling()}
+        self.counters: dict[str, int] = {"errors": 0}
+        #: latest heartbeat stats of every node, if wants_telemetry
+        self.telemetry: dict[str, dict] = {}
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Acquire devices, load models. Runs before the graph starts."""
+
+    def step(self) -> bool:
+        """Sources only: produce some output; return False when there is nothing more."""
+        raise NotImplementedError(f"{type(self).__name__} has no inputs, so it must implement step()")
+
+    def on_message(self, port: str, msg: Message) -> None:
+        """Handle one message delivered on ``port``."""
+
+    def tick(self) -> None:
+        """Called every time round the loop (≈ every ``tick_s``), for timed work."""
+
+    def on_end(self) -> None:
+        """All inputs reached end of stream: flush what is buffered before ``close``."""
+
+    def close(self) -> None:
+        """Release devices and files. Always called, also after an error."""
+
+    # -- services ------------------------------------------------------------------------
+
+    def send(self, port: str, msg: Message) -> None:
+        if port not in self.outputs:
+            raise KeyError(f"{self.name}: no output port {port!r} (has {sorted(self.outputs)})")
+        expected = self.outputs[port].type
+        if not isinstance(msg, expected):
+            raise TypeError(f"{self.name}.{port}: sends {expected.__name__}, got {type(msg).__name__}")
+        self._runtime.send(port, msg)
+
+    @property
+    def stopping(self) -> bool:
+        return self._runtime.stopping
+
+    @property
+    def epoch_ns(self) -> int:
+        """The graph's shared start time: file sources pace media time from it, so video
+        and audio read by different processes come out aligned."""
+        return self._runtime.epoch_ns
+
+    def sleep_until(self, deadline_ns: int) -> bool:
+        """Sleep until a monotonic time, waking early on shutdown. False if stopping."""
+        while not self.stopping:
+            left = deadline_ns - time.monotonic_ns()
+            if left <= 0:
+                return True
+            time.sleep(min(left / 1e9, 0.05))
+        return False
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self.counters[counter] = self.counters.get(counter, 0) + n
+
+    def observe(self, stat: str, value: float) -> None:
+        self.stats.setdefault(stat, Rolling()).add(value)
+
+    @classmethod
+    def make_params(cls, values: dict[str, Any] | None) -> Any:
+        """Build and type-check Params from YAML values; raises ValueError naming the field."""
+        return build_params(cls.Params, values or {})
+
+
+_SIMPLE = {int: (int,), float: (int, float), str: (str,), bool: (bool,), list: (list,), dict: (dict,)}
+
+
+def build_params(params_cls: type, values: dict[str, Any]) -> Any:
+    import typing
+
+    if not dataclasses.is_dataclass(params_cls):
+        raise TypeError(f"{params_cls!r} is not a dataclass")
+    if not isinstance(values, dict):
+        raise ValueError(f"params must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown param(s) {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(params_cls)
+    for name, value in values.items():
+        _check_type(name, hints[name], value)
+    try:
+        params = params_cls(**values)
+    except TypeError as exc:  # a required field is missing
+        raise ValueError(str(exc)) from None
+    validate = getattr(params, "validate", None)
+    if callable(validate):
+        validate()  # raises ValueError with its own message
+    return params
+
+
+def _check_type(name: str, hint: Any, value: Any) -> None:
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        errors = []
+        for option in options:
+            try:
+                _check_type(name, option, value)
+                return
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(f"param {name!r}: {value!r} matches none of {options}")
+    if hint is type(None):
+        if value is not None:
+            raise ValueError(f"param {name!r}: expected null, got {value!r}")
+        return
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise ValueError(f"param {name!r}: {value!r} is not one of {list(typing.get_args(hint))}")
+        return
+    base = origin or hint
+    allowed = _SIMPLE.get(base)
+    if allowed is None:
+        return  # a type we do not check structurally
+    if not isinstance(value, allowed) or (base is not bool and isinstance(value, bool)):
+        raise ValueError(f"param {name!r}: expected {base.__name__}, got {type(value).__name__} {value!r}")

@@ -1,0 +1,260 @@
+"""One node's process: sockets, start handshake, the loop, heartbeats, shutdown.
+
+Started by the supervisor as ``python -m pipeline.runner RUN_DIR NODE``. The resolved
+graph (endpoints included) is read from ``RUN_DIR/graph.json``, written by the
+supervisor, so every process agrees on the wiring without re-reading the YAML.
+
+Telemetry goes over two supervisor sockets: nodes PUSH heartbeats to ``telemetry.in``;
+the supervisor PUBlishes them, plus its ``start`` command, on ``telemetry.out``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from pipeline.graph import GraphSpec, NodeSpec, import_node_class
+from pipeline.messages import Control, EndOfStream, Heartbeat, Message, MessageError, decode, encode
+from pipeline.node import Node
+from pipeline.stats import Rolling
+from pipeline.transport import Publisher, Subscriber
+
+
+def telemetry_endpoints(run_dir: str | Path) -> tuple[str, str]:
+    return f"ipc://{Path(run_dir) / 'telemetry.in'}", f"ipc://{Path(run_dir) / 'telemetry.out'}"
+
+
+class Runtime:
+    """What a node talks to: its publishers, subscribers and the supervisor."""
+
+    TICK_S = 0.02  # how often a node with inputs wakes without input (for tick() and heartbeats)
+
+    def __init__(self, graph: GraphSpec, spec: NodeSpec, run_dir: str | Path) -> None:
+        self.graph, self.spec = graph, spec
+        self.stopping = False
+        self.epoch_ns = time.monotonic_ns()
+        self.ctx = zmq.Context()
+        self.log = logging.getLogger(f"earshot.{spec.name}")
+        self.publishers = {port: Publisher(self.ctx, ep) for port, ep in spec.endpoints.items()}
+        src = graph.nodes
+        self.subscribers = {
+            port: Subscriber(self.ctx, src[i.from_node].endpoints[i.from_port], policy=i.policy, size=i.size,
+                             name=f"{spec.name}.{port}")
+            for port, i in spec.inputs.items()
+        }
+        tel_in, tel_out = telemetry_endpoints(run_dir)
+        self.telemetry_push = self.ctx.socket(zmq.PUSH)
+        self.telemetry_push.setsockopt(zmq.SNDHWM, 10)
+        self.telemetry_push.setsockopt(zmq.LINGER, 500)
+        self.telemetry_push.connect(tel_in)
+        self.control = self.ctx.socket(zmq.SUB)
+        self.control.setsockopt(zmq.SUBSCRIBE, Control.type_name.encode())
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.connect(tel_out)
+        self.latency = {port: Rolling() for port in self.subscribers}
+        self.state = "starting"
+        self._parent = os.getppid()
+        self._last_beat = 0.0
+        self.node: Node | None = None
+
+    # -- called by the node ----------------------------------------------------------------
+
+    def send(self, port: str, msg: Message) -> None:
+        self.publishers[port].send(msg, source=self.spec.name)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        cls = import_node_class(self.spec.impl)
+        self.node = node = cls(self.spec.name, cls.make_params(self.spec.params), runtime=self)
+        try:
+            node.open()
+            self._handshake()
+            self.state = "running"
+            self._loop(node)
+            if self.stopping:
+                return 0
+            node.on_end()
+            self.state = "finished"
+            # Only a natural end is announced: a crashed node is restarted, and a stopped
+            # graph stops everywhere, so neither should make readers think the stream is over.
+            for pub in self.publishers.values():
+                for _ in range(3):  # PUB can drop under pressure; EOS is idempotent downstream
+                    pub.send(EndOfStream(capture_ns=time.monotonic_ns(), reason=f"{self.spec.name} finished"))
+        finally:
+            try:
+                node.close()
+            finally:
+                if self.state != "finished":
+                    self.state = "stopped" if self.stopping else "failed"
+                self.heartbeat(force=True)
+                self._close_sockets()
+        return 0
+
+    def _handshake(self) -> None:
+        """Wait for every reader of our outputs, say ready, wait for the graph's start.
+
+        Waiting for subscriptions is what makes the first frames arrive: a PUB socket
+        silently drops whatever it sends before a subscription has propagated.
+        """
+        timeout = self.graph.settings.start_timeout_s
+        for port, pub in self.publishers.items():
+            want = self.spec.subscribers.get(port, 0)
+            if not pub.wait_for_subscribers(want, timeout):
+                self.log.warning("output %s: only %d of %d readers subscribed after %.0f s; starting anyway",
+                                 port, pub.subscribers, want, timeout)
+        self.state = "ready"
+        deadline = time.monotonic() + timeout
+        while not self.stopping and time.monotonic() < deadline:
+            self.heartbeat(force=True)
+            if self.control.poll(100):
+                msg = self._recv_control()
+                if isinstance(msg, Control) and msg.command == "start":
+                    self.epoch_ns = msg.epoch_ns
+                    return
+        if not self.stopping:
+            self.log.warning("no start from the supervisor after %.0f s; starting anyway", timeout)
+
+    def _recv_control(self) -> Message | None:
+        try:
+            return decode(self.control.recv_multipart(copy=False))
+        except MessageError as exc:
+            self.log.warning("bad telemetry message: %s", exc)
+            return None
+
+    def _loop(self, node: Node) -> None:
+        poller = zmq.Poller()
+        for sub in self.subscribers.values():
+            poller.register(sub.socket, zmq.POLLIN)
+        if node.wants_telemetry:  # other nodes' heartbeats, republished by the supervisor
+            self.control.setsockopt(zmq.SUBSCRIBE, Heartbeat.type_name.encode())
+            poller.register(self.control, zmq.POLLIN)
+        is_source = not self.subscribers
+        compute = node.stats["compute_ms"]
+        while not self.stopping:
+            if is_source:
+                t0 = time.perf_counter()
+                more = node.step()
+                compute.add((time.perf_counter() - t0) * 1e3)
+                if not more:
+                    return
+                poller.poll(0)
+            else:
+                poller.poll(int(self.TICK_S * 1000))
+            for sub in self.subscribers.values():
+                sub.drain()
+            if node.wants_telemetry:
+                self._drain_telemetry(node)
+            self._deliver(node, compute)
+            node.tick()
+            self.heartbeat()
+            if self.subscribers and all(sub.finished for sub in self.subscribers.values()):
+                return
+
+    def _deliver(self, node: Node, compute: Rolling) -> None:
+        # Round-robin over inputs so a busy audio queue cannot starve the video input.
+        pending = True
+        while pending and not self.stopping:
+            pending = False
+            for port, sub in self.subscribers.items():
+                msg = sub.pop()
+                if msg is None:
+                    continue
+                pending = pending or bool(sub.queue)
+                now = time.monotonic_ns()
+                if msg.capture_ns:
+                    self.latency[port].add((now - msg.capture_ns) / 1e6)
+                t0 = time.perf_counter()
+                try:
+                    node.on_message(port, msg)
+                except ValueError as exc:  # BadInput, MessageError, shape errors: count, log, go on
+                    node.count("errors")
+                    n = node.counters["errors"]
+                    if n <= 5 or n % 100 == 0:
+                        self.log.error("input %s: %s (error #%d; continuing)", port, exc, n)
+                compute.add((time.perf_counter() - t0) * 1e3)
+
+    def _drain_telemetry(self, node: Node) -> None:
+        while self.control.poll(0):
+            msg = self._recv_control()
+            if isinstance(msg, Heartbeat):
+                node.telemetry[msg.node] = msg.stats
+
+    # -- heartbeats ----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        node = self.node
+        inputs = {}
+        for port, sub in self.subscribers.items():
+            s = sub.stats
+            inputs[port] = {"received": s.received, "delivered": s.delivered, "dropped": s.dropped,
+                            "lost": s.lost, "bad": s.bad, "latency_ms": self.latency[port].summary()}
+        out: dict[str, Any] = {"inputs": inputs,
+                               "outputs": {p: {"sent": pub.sent, "readers": pub.subscribers}
+                                           for p, pub in self.publishers.items()}}
+        if node is not None:
+            out["counters"] = dict(node.counters)
+            out.update({name: r.summary() for name, r in node.stats.items()})
+            out["artifacts"] = list(getattr(node, "artifacts", []))
+        return out
+
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_beat < self.graph.settings.heartbeat_s:
+            return
+        self._last_beat = now
+        for pub in self.publishers.values():
+            pub.poll_subscriptions()
+        if os.getppid() != self._parent:  # the supervisor died: do not linger as an orphan
+            self.log.error("supervisor is gone; stopping")
+            self.stopping = True
+        beat = Heartbeat(node=self.spec.name, pid=os.getpid(), state=self.state, stats=self.stats(),
+                         capture_ns=time.monotonic_ns())
+        try:
+            self.telemetry_push.send_multipart(encode(beat), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def _close_sockets(self) -> None:
+        for pub in self.publishers.values():
+            pub.close()
+        for sub in self.subscribers.values():
+            sub.close()
+        self.control.close(linger=0)
+        self.telemetry_push.close(linger=500)
+        self.ctx.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m pipeline.runner RUN_DIR NODE", file=sys.stderr)
+        return 2
+    run_dir, node_name = argv
+    logging.basicConfig(level=os.environ.get("EARSHOT_LOG", "INFO"), stream=sys.stderr,
+                        format=f"%(asctime)s {node_name:>14} %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    graph = GraphSpec.from_dict(json.loads((Path(run_dir) / "graph.json").read_text()))
+    runtime = Runtime(graph, graph.nodes[node_name], run_dir)
+
+    def stop(signum: int, _frame: Any) -> None:
+        runtime.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return runtime.run()
+    except Exception:
+        logging.getLogger(f"earshot.{node_name}").exception("node %s crashed", node_name)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

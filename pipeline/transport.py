@@ -1,0 +1,186 @@
+"""Publishers and subscribers over ZeroMQ with explicit, counted drop policies.
+
+One output port = one XPUB socket that *binds*; every input connected to it = one SUB
+socket. XPUB rather than PUB because it tells the publisher who has subscribed, which
+is how a node knows its readers are really there before it sends its first frame (the
+zguide "slow joiner" problem: a PUB socket drops everything sent before a subscription
+has propagated).
+
+Drops happen in exactly two places, and both are counted:
+
+* in the receiver's own bounded queue (``latest`` keeps 1, ``queue`` keeps N and drops
+  the oldest) — counted as ``dropped``;
+* inside ZeroMQ when a high-water mark overflows — invisible to the socket API, so every
+  publisher numbers its messages and the receiver counts the gaps as ``lost``.
+
+Why not ``ZMQ_CONFLATE`` for ``latest``: it does not support multipart messages. Instead
+the receiver drains everything readable each time round the loop and keeps the newest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import zmq
+
+from pipeline.messages import EndOfStream, Message, MessageError, decode, encode
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["latest", "queue"]
+
+#: Below this many bytes pyzmq copies anyway; above it, zero-copy send avoids a memcpy
+#: of every frame (measured in ../shared/ENVIRONMENT.md: it pays near 1 MB).
+ZERO_COPY_MIN_BYTES = 256 * 1024
+
+
+@dataclass
+class InputStats:
+    received: int = 0
+    delivered: int = 0
+    dropped: int = 0  # discarded by our own queue policy
+    lost: int = 0  # sequence gaps: dropped inside ZeroMQ or upstream
+    bad: int = 0  # frames that failed to decode
+
+
+class Publisher:
+    """Sends messages on one bound endpoint; knows how many subscribers it has."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, *, hwm: int = 100, bind: bool = True) -> None:
+        self.endpoint = endpoint
+        self.socket = ctx.socket(zmq.XPUB)
+        self.socket.setsockopt(zmq.SNDHWM, hwm)
+        self.socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every (un)subscribe, even duplicates
+        self.socket.setsockopt(zmq.LINGER, 0)
+        if bind:
+            self.socket.bind(endpoint)
+            # tcp://host:0 asks the OS for a port: remember the one we got.
+            self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        else:
+            self.socket.connect(endpoint)
+        self.subscribers = 0
+        self.sent = 0
+        self._seq = 0
+
+    def poll_subscriptions(self, timeout_ms: int = 0) -> int:
+        """Consume pending (un)subscribe notifications; returns the subscriber count."""
+        while self.socket.poll(timeout_ms, zmq.POLLIN):
+            event = self.socket.recv()
+            if event[:1] == b"\x01":
+                self.subscribers += 1
+            elif event[:1] == b"\x00":
+                self.subscribers = max(0, self.subscribers - 1)
+            timeout_ms = 0
+        return self.subscribers
+
+    def wait_for_subscribers(self, count: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.poll_subscriptions() < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.poll_subscriptions(int(min(left, 0.05) * 1000))
+        return True
+
+    def send(self, msg: Message, source: str = "") -> None:
+        """Number and send; never blocks (a full HWM drops, and the reader sees the gap)."""
+        msg.seq = self._seq
+        if source:
+            msg.source = source
+        self._seq += 1
+        frames = encode(msg)
+        large = any(isinstance(f, memoryview) and f.nbytes >= ZERO_COPY_MIN_BYTES for f in frames)
+        try:
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=not large)
+            self.sent += 1
+        except zmq.Again:  # only with no subscribers at all on some transports: nothing to do
+            pass
+
+    def close(self, linger_ms: int = 1000) -> None:
+        """Give queued frames (the last data, the end-of-stream) a moment to leave."""
+        self.socket.close(linger=linger_ms)
+
+
+@dataclass
+class Subscriber:
+    """One input port: a SUB socket plus the bounded queue its policy asks for."""
+
+    ctx: zmq.Context
+    endpoint: str
+    policy: Policy = "queue"
+    size: int = 16
+    hwm: int = 100
+    name: str = ""
+    stats: InputStats = field(default_factory=InputStats)
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("latest", "queue"):
+            raise ValueError(f"input {self.name!r}: unknown policy {self.policy!r} (latest | queue)")
+        if self.size < 1:
+            raise ValueError(f"input {self.name!r}: queue size must be ≥ 1, got {self.size}")
+        self.queue: deque[Message] = deque()
+        self.capacity = 1 if self.policy == "latest" else self.size
+        self.socket = self.ctx.socket(zmq.SUB)
+        # A small HWM for `latest`: old frames should not pile up inside ZeroMQ either.
+        self.socket.setsockopt(zmq.RCVHWM, 4 if self.policy == "latest" else self.hwm)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self.socket.connect(self.endpoint)
+        self.ended = False
+        self.end_reason = ""
+        self._last_seq: dict[str, int] = {}
+        self.last_error = ""
+
+    def drain(self) -> int:
+        """Read everything readable now into the bounded queue. Returns messages read."""
+        n = 0
+        while True:
+            try:
+                frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return n
+            n += 1
+            self._accept(frames)
+
+    def _accept(self, frames: list) -> None:
+        try:
+            msg = decode(frames)
+        except MessageError as exc:
+            self.stats.bad += 1
+            self.last_error = str(exc)
+            if self.stats.bad <= 5 or self.stats.bad % 100 == 0:
+                log.warning("input %s: rejected malformed message #%d: %s", self.name, self.stats.bad, exc)
+            return
+        self.stats.received += 1
+        self._count_gap(msg)
+        if isinstance(msg, EndOfStream):
+            self.ended, self.end_reason = True, msg.reason
+            return
+        if len(self.queue) >= self.capacity:
+            self.queue.popleft()
+            self.stats.dropped += 1
+        self.queue.append(msg)
+
+    def _count_gap(self, msg: Message) -> None:
+        last = self._last_seq.get(msg.source)
+        if last is not None and msg.seq > last + 1:
+            self.stats.lost += msg.seq - last - 1
+        # seq going backwards means the upstream node restarted: start counting afresh.
+        self._last_seq[msg.source] = msg.seq
+
+    def pop(self) -> Message | None:
+        if not self.queue:
+            return None
+        self.stats.delivered += 1
+        return self.queue.popleft()
+
+    @property
+    def finished(self) -> bool:
+        return self.ended and not self.queue
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
