@@ -37,9 +37,18 @@ TOOLS = {
 
 
 def registry() -> dict[str, str]:
+    """Earshot's node types, plus any from EARSHOT_NODE_PLUGINS ("module:MAPPING,...").
+
+    The plugin hook lets a user's own node package (or the test suite's nodes) run
+    under the same launcher without editing this repository.
+    """
     from nodes import NODE_TYPES
 
-    return dict(NODE_TYPES)
+    types = dict(NODE_TYPES)
+    for plugin in filter(None, os.environ.get("EARSHOT_NODE_PLUGINS", "").split(",")):
+        module_name, _, attr = plugin.partition(":")
+        types.update(getattr(importlib.import_module(module_name), attr or "NODE_TYPES"))
+    return types
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ class Settings:
     heartbeat_s: float = 1.0
     heartbeat_timeout_s: float = 15.0  # no heartbeat for this long → the node is hung
     start_timeout_s: float = 60.0  # nodes load models in open(): be patient
+    drain_timeout_s: float = 5.0  # a finished node waits this long for readers to take the rest
     max_restarts: int = 5
     restart_backoff_s: float = 0.5  # doubles per restart of the same node
     restart_backoff_max_s: float = 10.0

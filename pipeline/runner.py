@@ -25,7 +25,7 @@ from pipeline.graph import GraphSpec, NodeSpec, import_node_class
 from pipeline.messages import Control, EndOfStream, Heartbeat, Message, MessageError, decode, encode
 from pipeline.node import Node
 from pipeline.stats import Rolling
-from pipeline.transport import Publisher, Subscriber
+from pipeline.transport import Publisher, ReceivePump, Subscriber
 
 
 def telemetry_endpoints(run_dir: str | Path) -> tuple[str, str]:
@@ -86,9 +86,13 @@ class Runtime:
             self.state = "finished"
             # Only a natural end is announced: a crashed node is restarted, and a stopped
             # graph stops everywhere, so neither should make readers think the stream is over.
-            for pub in self.publishers.values():
-                for _ in range(3):  # PUB can drop under pressure; EOS is idempotent downstream
-                    pub.send(EndOfStream(capture_ns=time.monotonic_ns(), reason=f"{self.spec.name} finished"))
+            for port, pub in self.publishers.items():
+                eos = EndOfStream(capture_ns=time.monotonic_ns(), reason=f"{self.spec.name} finished")
+                if not pub.send_reliably(eos, source=self.spec.name):
+                    self.log.warning("output %s: a reader did not take the end-of-stream in time", port)
+            for port, pub in self.publishers.items():
+                if not pub.wait_for_readers_to_leave(self.graph.settings.drain_timeout_s):
+                    self.log.info("output %s: %d reader(s) still connected at exit", port, pub.subscribers)
         finally:
             try:
                 node.close()
@@ -131,33 +135,32 @@ class Runtime:
             return None
 
     def _loop(self, node: Node) -> None:
-        poller = zmq.Poller()
-        for sub in self.subscribers.values():
-            poller.register(sub.socket, zmq.POLLIN)
         if node.wants_telemetry:  # other nodes' heartbeats, republished by the supervisor
             self.control.setsockopt(zmq.SUBSCRIBE, Heartbeat.type_name.encode())
-            poller.register(self.control, zmq.POLLIN)
+        pump = ReceivePump(list(self.subscribers.values()))
+        pump.start()
         is_source = not self.subscribers
         compute = node.stats["compute_ms"]
-        while not self.stopping:
-            if is_source:
-                t0 = time.perf_counter()
-                more = node.step()
-                compute.add((time.perf_counter() - t0) * 1e3)
-                if not more:
+        try:
+            while not self.stopping:
+                if is_source:
+                    t0 = time.perf_counter()
+                    more = node.step()
+                    compute.add((time.perf_counter() - t0) * 1e3)
+                    if not more:
+                        return
+                else:
+                    pump.ready.wait(self.TICK_S)
+                    pump.ready.clear()
+                if node.wants_telemetry:
+                    self._drain_telemetry(node)
+                self._deliver(node, compute)
+                node.tick()
+                self.heartbeat()
+                if self.subscribers and all(sub.finished for sub in self.subscribers.values()):
                     return
-                poller.poll(0)
-            else:
-                poller.poll(int(self.TICK_S * 1000))
-            for sub in self.subscribers.values():
-                sub.drain()
-            if node.wants_telemetry:
-                self._drain_telemetry(node)
-            self._deliver(node, compute)
-            node.tick()
-            self.heartbeat()
-            if self.subscribers and all(sub.finished for sub in self.subscribers.values()):
-                return
+        finally:
+            pump.stop()
 
     def _deliver(self, node: Node, compute: Rolling) -> None:
         # Round-robin over inputs so a busy audio queue cannot starve the video input.

@@ -20,6 +20,7 @@ the receiver drains everything readable each time round the loop and keeps the n
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -100,6 +101,42 @@ class Publisher:
         except zmq.Again:  # only with no subscribers at all on some transports: nothing to do
             pass
 
+    def send_reliably(self, msg: Message, source: str = "", timeout_s: float = 2.0) -> bool:
+        """Send one message that must not be dropped (end of stream): wait for room instead.
+
+        XPUB_NODROP makes a full high-water mark raise EAGAIN rather than drop silently;
+        it is switched on only for this send, so data keeps its drop-not-block policy.
+        """
+        self.socket.setsockopt(zmq.XPUB_NODROP, 1)
+        deadline = time.monotonic() + timeout_s
+        try:
+            msg.seq, msg.source = self._seq, source or msg.source
+            frames = encode(msg)
+            while True:
+                try:
+                    self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
+                    self._seq += 1
+                    self.sent += 1
+                    return True
+                except zmq.Again:
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.005)
+        finally:
+            self.socket.setsockopt(zmq.XPUB_NODROP, 0)
+
+    def wait_for_readers_to_leave(self, timeout_s: float) -> bool:
+        """After the end-of-stream: stay connected until every reader has unsubscribed.
+
+        A reader throttled by its own high-water mark would lose what is still in the
+        kernel buffer if we closed the connection under it, end-of-stream included.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.poll_subscriptions(20) > 0:
+            if time.monotonic() > deadline:
+                return False
+        return True
+
     def close(self, linger_ms: int = 1000) -> None:
         """Give queued frames (the last data, the end-of-stream) a moment to leave."""
         self.socket.close(linger=linger_ms)
@@ -123,6 +160,7 @@ class Subscriber:
         if self.size < 1:
             raise ValueError(f"input {self.name!r}: queue size must be ≥ 1, got {self.size}")
         self.queue: deque[Message] = deque()
+        self.lock = threading.Lock()  # the receive pump and the node's loop share the queue
         self.capacity = 1 if self.policy == "latest" else self.size
         self.socket = self.ctx.socket(zmq.SUB)
         # A small HWM for `latest`: old frames should not pile up inside ZeroMQ either.
@@ -157,13 +195,14 @@ class Subscriber:
             return
         self.stats.received += 1
         self._count_gap(msg)
-        if isinstance(msg, EndOfStream):
-            self.ended, self.end_reason = True, msg.reason
-            return
-        if len(self.queue) >= self.capacity:
-            self.queue.popleft()
-            self.stats.dropped += 1
-        self.queue.append(msg)
+        with self.lock:
+            if isinstance(msg, EndOfStream):
+                self.ended, self.end_reason = True, msg.reason
+                return
+            if len(self.queue) >= self.capacity:
+                self.queue.popleft()
+                self.stats.dropped += 1
+            self.queue.append(msg)
 
     def _count_gap(self, msg: Message) -> None:
         last = self._last_seq.get(msg.source)
@@ -173,14 +212,50 @@ class Subscriber:
         self._last_seq[msg.source] = msg.seq
 
     def pop(self) -> Message | None:
-        if not self.queue:
-            return None
-        self.stats.delivered += 1
-        return self.queue.popleft()
+        with self.lock:
+            if not self.queue:
+                return None
+            self.stats.delivered += 1
+            return self.queue.popleft()
 
     @property
     def finished(self) -> bool:
-        return self.ended and not self.queue
+        with self.lock:
+            return self.ended and not self.queue
 
     def close(self) -> None:
         self.socket.close(linger=0)
+
+
+class ReceivePump:
+    """A thread that keeps every input drained into its bounded queue.
+
+    Without it, a node busy computing leaves frames inside ZeroMQ, where no policy
+    applies: a `latest` input would hand over whatever was oldest in the socket's pipe.
+    With it, the queues are always current and the policies mean what they say. The
+    thread sleeps in zmq_poll (no GIL held), so it costs little.
+    """
+
+    def __init__(self, subscribers: list[Subscriber]) -> None:
+        self.subscribers = subscribers
+        self.ready = threading.Event()  # set whenever something new was queued
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="receive-pump", daemon=True)
+
+    def start(self) -> None:
+        if self.subscribers:
+            self._thread.start()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        for sub in self.subscribers:
+            poller.register(sub.socket, zmq.POLLIN)
+        while not self._stop.is_set():
+            if poller.poll(50):
+                if sum(sub.drain() for sub in self.subscribers):
+                    self.ready.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2)

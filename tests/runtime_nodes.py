@@ -123,3 +123,41 @@ REGISTRY = {
 def read_records(path: str | Path) -> list[dict]:
     p = Path(path)
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+
+class Garbler(Node):
+    """Interleaves malformed multipart frames with good ones on its output socket."""
+
+    @dataclass
+    class Params:
+        count: int = 40
+
+    outputs = {"frames": Output(VideoFrame)}
+
+    def open(self) -> None:
+        self.index = 0
+
+    def step(self) -> bool:
+        if self.index >= self.params.count:
+            return False
+        socket = self._runtime.publishers["frames"].socket
+        good = VideoFrame(image=np.zeros((4, 4, 3), np.uint8), frame_index=self.index, capture_ns=time.monotonic_ns())
+        if self.index % 2:
+            from pipeline.messages import encode
+
+            frames = [bytes(f) for f in encode(good)]
+            bad = [
+                [b"VideoFrame", b"{not json", frames[2]],
+                [frames[0], frames[1], frames[2][:-5]],  # truncated payload
+                [frames[0], frames[1].replace(b'"v":1', b'"v":9'), frames[2]],  # wrong version
+                [b"x"],
+            ][self.index // 2 % 4]
+            socket.send_multipart(bad)
+        else:
+            self.send("frames", good)
+        self.index += 1
+        time.sleep(0.005)
+        return True
+
+
+REGISTRY["garbler"] = "tests.runtime_nodes:Garbler"

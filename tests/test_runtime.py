@@ -1,0 +1,226 @@
+"""The runtime for real: separate processes, real sockets, the real supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from pipeline.messages import VideoFrame
+from pipeline.transport import Publisher, Subscriber
+from tests.graphs import Background, load, write_graph
+from tests.runtime_nodes import read_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate, timeout_s: float = 20.0, interval_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return False
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): it has exited but not been reaped
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# -- transport, in one process ------------------------------------------------------------
+
+@pytest.fixture
+def ctx():
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def _pair(ctx, tmp_path, **kw) -> tuple[Publisher, Subscriber]:
+    pub = Publisher(ctx, f"ipc://{tmp_path}/p")
+    sub = Subscriber(ctx, pub.endpoint, name="test", **kw)
+    assert pub.wait_for_subscribers(1, 5), "subscription never arrived"
+    return pub, sub
+
+
+def _frame(i: int) -> VideoFrame:
+    return VideoFrame(image=np.full((2, 2, 3), i, np.uint8), frame_index=i, capture_ns=time.monotonic_ns())
+
+
+def _drain_until(sub: Subscriber, received: int) -> None:
+    assert wait_for(lambda: sub.drain() is not None and sub.stats.received >= received, 5), sub.stats
+
+
+def test_queue_policy_drops_oldest_and_counts(ctx, tmp_path) -> None:
+    pub, sub = _pair(ctx, tmp_path, policy="queue", size=4)
+    for i in range(10):
+        pub.send(_frame(i))
+    _drain_until(sub, 10)
+    got = [sub.pop().frame_index for _ in range(len(sub.queue))]
+    assert got == [6, 7, 8, 9]
+    assert (sub.stats.dropped, sub.stats.delivered, sub.stats.lost) == (6, 4, 0)
+
+
+def test_latest_policy_keeps_only_the_newest(ctx, tmp_path) -> None:
+    pub, sub = _pair(ctx, tmp_path, policy="latest")
+    for i in range(5):
+        pub.send(_frame(i))
+    _drain_until(sub, 5)
+    assert [m.frame_index for m in sub.queue] == [4]
+    assert sub.stats.dropped == 4
+
+
+def test_sequence_gaps_are_counted_as_lost(ctx, tmp_path) -> None:
+    pub, sub = _pair(ctx, tmp_path, policy="queue", size=100)
+    for i in range(6):
+        if i in (2, 3):
+            pub._seq += 1  # as if ZeroMQ had dropped them at the high-water mark
+            continue
+        pub.send(_frame(i))
+    _drain_until(sub, 4)
+    assert sub.stats.lost == 2
+
+
+def test_malformed_frames_are_counted_not_fatal(ctx, tmp_path) -> None:
+    pub, sub = _pair(ctx, tmp_path, policy="queue", size=100)
+    pub.socket.send_multipart([b"VideoFrame", b"{oops", b"123"])
+    pub.socket.send_multipart([b"x"])
+    pub.send(_frame(1))
+    _drain_until(sub, 1)
+    assert sub.stats.bad == 2
+    assert "not valid JSON" in sub.last_error or "frame" in sub.last_error
+    assert sub.pop().frame_index == 1
+
+
+# -- whole graphs, many processes ---------------------------------------------------------
+
+def test_latest_policy_never_delivers_stale_frames_to_a_slow_consumer(tmp_path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    graph = load(write_graph(tmp_path, {
+        "src": {"type": "ticker", "params": {"rate_hz": 200, "count": 400}},
+        "rec": {"type": "recorder", "params": {"path": str(rec), "delay_s": 0.05}, "inputs": {"frames": "src/frames"}},
+    }))
+    with Background(graph) as sup:
+        assert wait_for(lambda: sup.nodes["rec"].state == "finished", 30), sup.nodes["rec"]
+    frames = [r for r in read_records(rec) if r.get("port") == "frames"]
+    assert 10 <= len(frames) < 200, len(frames)  # it could not keep up, so it skipped
+    ages = sorted(r["age_ms"] for r in frames)
+    # At 200 Hz a queue would age by 45 ms per frame handled; `latest` stays within ~1 period.
+    assert ages[len(ages) // 2] < 15, ages
+    assert ages[-2] < 60, ages
+    indices = [r["index"] for r in frames]
+    assert indices == sorted(indices)
+    stats = sup.nodes["rec"].stats["inputs"]["frames"]
+    assert stats["dropped"] + stats["lost"] >= 400 - len(frames) - 5
+
+
+def test_bad_input_is_counted_and_the_node_keeps_running(tmp_path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    graph = load(write_graph(tmp_path, {
+        "src": {"type": "garbler", "params": {"count": 40}},
+        "rec": {"type": "recorder", "params": {"path": str(rec), "reject_odd": False},
+                "inputs": {"frames": {"from": "src/frames", "policy": "queue", "size": 100}}},
+    }))
+    with Background(graph) as sup:
+        assert wait_for(lambda: sup.nodes["rec"].state == "finished", 30)
+    records = read_records(rec)
+    assert [r["index"] for r in records if r.get("port") == "frames"] == list(range(0, 40, 2))
+    assert records[-1] == {"event": "end"}
+    assert sup.nodes["rec"].stats["inputs"]["frames"]["bad"] == 20
+    assert sup.nodes["rec"].restarts == 0
+
+
+def test_bad_input_raised_by_a_node_is_counted(tmp_path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    graph = load(write_graph(tmp_path, {
+        "src": {"type": "audio_ticker", "params": {"count": 30, "rate_hz": 500}},
+        "rec": {"type": "recorder", "params": {"path": str(rec), "reject_odd": True},
+                "inputs": {"audio": {"from": "src/audio", "size": 100}}},
+    }))
+    with Background(graph) as sup:
+        assert wait_for(lambda: sup.nodes["rec"].state == "finished", 30)
+    assert [r["index"] for r in read_records(rec) if r.get("port") == "audio"] == list(range(0, 30, 2))
+    assert sup.nodes["rec"].stats["counters"]["errors"] == 15
+
+
+def test_sigkilled_node_is_restarted_and_output_keeps_flowing(tmp_path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    graph = load(write_graph(tmp_path, {
+        "src": {"type": "ticker", "params": {"rate_hz": 100}},
+        "relay": {"type": "relay", "inputs": {"frames": "src/frames"}},
+        "rec": {"type": "recorder", "params": {"path": str(rec)}, "inputs": {"frames": "relay/frames"}},
+    }, settings={"restart_backoff_s": 0.2}))
+    bg = Background(graph)
+    with bg as sup:
+        assert wait_for(lambda: len(read_records(rec)) > 20, 30), "no frames flowed"
+        victim = sup.nodes["relay"].proc.pid
+        os.kill(victim, signal.SIGKILL)
+        killed_at = len(read_records(rec))
+        assert wait_for(lambda: sup.nodes["relay"].restarts == 1 and sup.nodes["relay"].state == "running", 30)
+        assert wait_for(lambda: len(read_records(rec)) > killed_at + 50, 30), "output did not resume"
+        assert sup.nodes["relay"].proc.pid != victim
+        pids = [n.proc.pid for n in sup.nodes.values()]
+        run_dir = sup.run_dir
+    assert any("'relay' exited with signal SIGKILL; restart 1/5" in e for e in bg.events), bg.events
+    assert not [p for p in pids if alive(p)], "orphan node processes"
+    assert not run_dir.exists(), "run dir (ipc files) left behind"
+
+
+def test_a_node_that_keeps_crashing_fails_the_graph_with_a_reason(tmp_path) -> None:
+    graph = load(write_graph(tmp_path, {
+        "src": {"type": "ticker", "params": {"rate_hz": 100}},
+        "rec": {"type": "recorder", "params": {"path": str(tmp_path / "missing-dir" / "rec.jsonl")},
+                "inputs": {"frames": "src/frames"}},
+    }, settings={"max_restarts": 2, "restart_backoff_s": 0.1}))
+    bg = Background(graph)
+    with bg as sup:
+        bg.thread.join(60)
+    assert bg.code == 1
+    assert "rec" in sup.failure and "restarted 2 times" in sup.failure
+
+
+def _launch(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def test_ctrl_c_stops_everything_cleanly(tmp_path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    path = write_graph(tmp_path, {
+        "src": {"type": "ticker", "params": {"rate_hz": 50}},
+        "rec": {"type": "recorder", "params": {"path": str(rec)}, "inputs": {"frames": "src/frames"}},
+    })
+    env = {**os.environ, "EARSHOT_NODE_PLUGINS": "tests.runtime_nodes:REGISTRY"}
+    proc = _launch("run", str(path), env=env)
+    assert wait_for(lambda: len(read_records(rec)) > 10, 30), proc.stdout.read() if proc.poll() is not None else ""
+    node_pid = read_records(rec)[0]["pid"]
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert wait_for(lambda: not alive(node_pid), 5), "node outlived the launcher"
+    run_dirs = [line.split("run dir ")[1].rstrip(")") for line in out.splitlines() if "run dir" in line]
+    assert run_dirs and not Path(run_dirs[0]).exists(), out
+
+
+def test_check_reports_a_bad_graph_and_exits_non_zero(tmp_path) -> None:
+    path = write_graph(tmp_path, {"rec": {"type": "recorder", "inputs": {"frames": "nowhere/frames"}}})
+    env = {**os.environ, "EARSHOT_NODE_PLUGINS": "tests.runtime_nodes:REGISTRY"}
+    proc = _launch("check", str(path), env=env)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert f"{path}: node 'rec' inputs.frames: unknown source node 'nowhere'" in out
