@@ -14,6 +14,12 @@ from pipeline.messages import Message, decode, encode
 from pipeline.node import Node
 
 
+def _wire(msg: Message) -> list[bytes]:
+    """What the receiving process would get: the frames as plain bytes."""
+    frames = encode(msg)
+    return [*frames[:2], *(memoryview(f).cast("B").tobytes() if f.size else b"" for f in frames[2:])]
+
+
 class Harness:
     """``with Harness(MyNode, params) as h: h.feed("audio", chunk); h.outputs["level"]``."""
 
@@ -30,7 +36,7 @@ class Harness:
         msg.source = self.node.name
         msg.seq = self._seq.get(port, 0)
         self._seq[port] = msg.seq + 1
-        self.outputs[port].append(decode([bytes(f) for f in encode(msg)]))
+        self.outputs[port].append(decode(_wire(msg)))
 
     def __enter__(self) -> Harness:
         self.node.open()
@@ -42,7 +48,7 @@ class Harness:
     def feed(self, port: str, msg: Message) -> None:
         if port not in self.node.inputs:
             raise KeyError(f"no input port {port!r}")
-        self.node.on_message(port, decode([bytes(f) for f in encode(msg)]))
+        self.node.on_message(port, decode(_wire(msg)))
         self.node.tick()
 
     def run_source(self, max_steps: int = 1_000_000) -> int:

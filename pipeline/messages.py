@@ -20,7 +20,9 @@ source for encoding, validation and documentation (``python launch.py --list-mes
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -35,6 +37,8 @@ WIRE_DTYPES = frozenset(
      "float16", "float32", "float64", "complex64", "complex128"]
 )
 
+_ITEMSIZE = {name: np.dtype(name).itemsize for name in WIRE_DTYPES}
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BUFFERS = 16
 
@@ -48,19 +52,18 @@ class ArraySpec:
     """What an array field must look like: allowed dtypes and number of dimensions."""
 
     dtypes: tuple[str, ...]
-    ndim: int | tuple[int, ...]
+    ndims: tuple[int, ...]
 
     def check(self, type_name: str, name: str, value: np.ndarray) -> None:
         if value.dtype.name not in self.dtypes:
             raise MessageError(f"{type_name}.{name}: dtype {value.dtype.name}, expected one of {list(self.dtypes)}")
-        ndims = self.ndim if isinstance(self.ndim, tuple) else (self.ndim,)
-        if value.ndim not in ndims:
-            raise MessageError(f"{type_name}.{name}: shape {value.shape} has {value.ndim} dims, expected {ndims}")
+        if value.ndim not in self.ndims:
+            raise MessageError(f"{type_name}.{name}: shape {value.shape} has {value.ndim} dims, expected {self.ndims}")
 
 
 def array(*dtypes: str, ndim: int | tuple[int, ...]) -> Any:
     """Declare an ndarray field of a message with its allowed dtypes and rank."""
-    return field(metadata={"array": ArraySpec(tuple(dtypes), ndim)})
+    return field(metadata={"array": ArraySpec(tuple(dtypes), ndim if isinstance(ndim, tuple) else (ndim,))})
 
 
 _REGISTRY: dict[str, type[Message]] = {}
@@ -89,13 +92,11 @@ class Message:
 
     @classmethod
     def array_fields(cls) -> dict[str, ArraySpec]:
-        return {f.name: f.metadata["array"] for f in dataclasses.fields(cls) if "array" in f.metadata}
+        return _array_fields(cls)
 
     @classmethod
     def scalar_fields(cls) -> dict[str, Any]:
-        hints = typing.get_type_hints(cls)
-        return {f.name: hints[f.name] for f in dataclasses.fields(cls)
-                if "array" not in f.metadata and f.name not in ("capture_ns", "seq", "source")}
+        return _scalar_fields(cls)
 
     def validate(self) -> None:
         """Check array dtypes/ranks; called on both encode and decode."""
@@ -108,6 +109,19 @@ class Message:
 
     def check(self) -> None:
         """Cross-field invariants a message type adds (shapes that must agree)."""
+
+
+# The schema of a class never changes: resolve it once (get_type_hints costs ~60 µs).
+@functools.cache
+def _array_fields(cls: type[Message]) -> dict[str, ArraySpec]:
+    return {f.name: f.metadata["array"] for f in dataclasses.fields(cls) if "array" in f.metadata}
+
+
+@functools.cache
+def _scalar_fields(cls: type[Message]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if "array" not in f.metadata and f.name not in ("capture_ns", "seq", "source")}
 
 
 def message_types() -> dict[str, type[Message]]:
@@ -250,16 +264,17 @@ _SCALAR_CHECKS: dict[Any, tuple[type, ...]] = {
 }
 
 
-def encode(msg: Message) -> list[bytes | memoryview]:
-    """Message → multipart frames. Arrays go as zero-copy memoryviews of contiguous data."""
+def encode(msg: Message) -> list[Any]:
+    """Message → multipart frames. Arrays go as themselves (buffer protocol, no copy here)."""
     msg.validate()
-    arrays = msg.array_fields()
-    buffers: list[memoryview] = []
+    buffers: list[np.ndarray] = []
     specs = []
-    for name in arrays:
-        a = np.ascontiguousarray(getattr(msg, name))
+    for name in msg.array_fields():
+        a = getattr(msg, name)
+        if not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
         specs.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape)})
-        buffers.append(memoryview(a).cast("B") if a.size else memoryview(b""))
+        buffers.append(a)
     header = {
         "v": SCHEMA_VERSION,
         "type": msg.type_name,
@@ -327,8 +342,10 @@ def decode(frames: list[bytes] | list[Any]) -> Message:
     for spec, frame in zip(specs, frames[2:]):
         kwargs_name, arr = _decode_buffer(type_name, spec, frame, arrays)
         kwargs[kwargs_name] = arr
+    if len(kwargs) != len(arrays) + len(cls.scalar_fields()):
+        raise MessageError(f"{type_name}: buffers {[s.get('name') for s in specs]} do not match {list(arrays)}")
     msg = cls(**envelope, **kwargs)
-    msg.validate()
+    msg.check()  # dtypes and ranks were checked buffer by buffer above
     return msg
 
 
@@ -343,12 +360,15 @@ def _decode_buffer(type_name: str, spec: Any, frame: Any, arrays: dict[str, Arra
     if (not isinstance(shape, list) or len(shape) > 8
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
         raise MessageError(f"{type_name}.{name}: bad shape {shape!r}")
-    buf = frame.buffer if hasattr(frame, "buffer") else frame
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    if len(memoryview(buf).cast("B")) != nbytes:
-        raise MessageError(
-            f"{type_name}.{name}: {len(memoryview(buf).cast('B'))} bytes on the wire, "
-            f"{dtype}{tuple(shape)} needs {nbytes}")
+    allowed = arrays[name]
+    if dtype not in allowed.dtypes:
+        raise MessageError(f"{type_name}.{name}: dtype {dtype}, expected one of {list(allowed.dtypes)}")
+    if len(shape) not in allowed.ndims:
+        raise MessageError(f"{type_name}.{name}: shape {tuple(shape)} has {len(shape)} dims, expected {allowed.ndims}")
+    buf = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+    nbytes = math.prod(shape) * _ITEMSIZE[dtype]
+    if buf.nbytes != nbytes:
+        raise MessageError(f"{type_name}.{name}: {buf.nbytes} bytes on the wire, {dtype}{tuple(shape)} needs {nbytes}")
     arr = np.frombuffer(buf, dtype=dtype).reshape(shape) if nbytes else np.zeros(shape, dtype)
     return name, arr
 

@@ -25,7 +25,7 @@ from pipeline.graph import GraphSpec, NodeSpec, import_node_class
 from pipeline.messages import Control, EndOfStream, Heartbeat, Message, MessageError, decode, encode
 from pipeline.node import Node
 from pipeline.stats import Rolling
-from pipeline.transport import Publisher, ReceivePump, Subscriber
+from pipeline.transport import Publisher, Subscriber
 
 
 def telemetry_endpoints(run_dir: str | Path) -> tuple[str, str]:
@@ -135,32 +135,31 @@ class Runtime:
             return None
 
     def _loop(self, node: Node) -> None:
+        poller = zmq.Poller()
+        for sub in self.subscribers.values():
+            poller.register(sub.socket, zmq.POLLIN)
         if node.wants_telemetry:  # other nodes' heartbeats, republished by the supervisor
             self.control.setsockopt(zmq.SUBSCRIBE, Heartbeat.type_name.encode())
-        pump = ReceivePump(list(self.subscribers.values()))
-        pump.start()
         is_source = not self.subscribers
         compute = node.stats["compute_ms"]
-        try:
-            while not self.stopping:
-                if is_source:
-                    t0 = time.perf_counter()
-                    more = node.step()
-                    compute.add((time.perf_counter() - t0) * 1e3)
-                    if not more:
-                        return
-                else:
-                    pump.ready.wait(self.TICK_S)
-                    pump.ready.clear()
-                if node.wants_telemetry:
-                    self._drain_telemetry(node)
-                self._deliver(node, compute)
-                node.tick()
-                self.heartbeat()
-                if self.subscribers and all(sub.finished for sub in self.subscribers.values()):
+        while not self.stopping:
+            if is_source:
+                t0 = time.perf_counter()
+                more = node.step()
+                compute.add((time.perf_counter() - t0) * 1e3)
+                if not more:
                     return
-        finally:
-            pump.stop()
+            else:
+                poller.poll(int(self.TICK_S * 1000))
+                for sub in self.subscribers.values():
+                    sub.drain()
+            if node.wants_telemetry:
+                self._drain_telemetry(node)
+            self._deliver(node, compute)
+            node.tick()
+            self.heartbeat()
+            if self.subscribers and all(sub.finished for sub in self.subscribers.values()):
+                return
 
     def _deliver(self, node: Node, compute: Rolling) -> None:
         # Round-robin over inputs so a busy audio queue cannot starve the video input.

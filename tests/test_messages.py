@@ -17,7 +17,8 @@ from pipeline.messages import (AudioChunk, Control, Embedding, EndOfStream, Face
 
 
 def wire(msg: Message) -> list[bytes]:
-    return [bytes(f) for f in encode(msg)]
+    frames = encode(msg)
+    return [*frames[:2], *(f.tobytes() for f in frames[2:])]
 
 
 def examples() -> list[Message]:

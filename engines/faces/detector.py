@@ -52,12 +52,10 @@ def _load_session(model_path: Path, num_threads: int):
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
     model = onnx.load(str(model_path))
-    graph_inputs = {i.name for i in model.graph.initializer}
-    input_dims = {}
-    for node in model.graph.input:
-        if node.name in graph_inputs:
-            continue  # old exporters list initializers as inputs; leave them alone
-        input_dims[node.name] = [d.dim_value for d in node.type.tensor_type.shape.dim]
+    # The updater wants every graph input (this old export lists initializers as inputs too).
+    input_dims = {
+        node.name: [d.dim_value for d in node.type.tensor_type.shape.dim] for node in model.graph.input
+    }
     input_dims["input.1"] = ["B", 3, "H", "W"]
     output_dims = {
         "537": ["B", 1, "h", "w"],  # centre heatmap
@@ -86,7 +84,7 @@ class FaceDetector:
         self,
         score_threshold: float = 0.5,
         nms_iou: float = 0.3,
-        max_side_px: int = 640,
+        max_side_px: int = 320,
         num_threads: int = 1,
         model_path: Path = MODEL_PATH,
     ) -> None:

@@ -1,0 +1,125 @@
+"""One-way hop latency through `pipeline.transport`, beside raw pyzmq in the same run.
+
+    python benchmarks/transport.py [--count 400]
+
+The sender stamps ``time.monotonic_ns()`` (one clock for all processes on Linux); a
+receiver in another process reads it back and reports now − stamp. "earshot" is the full
+path a node sees: encode → XPUB → SUB → poll → decode → bounded queue → the node's hook. "raw" is PUB → SUB with the same frames and copy policy
+and a blocking recv. The ratio earshot/raw is the figure we track (goal ≤ 1.2×).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.messages import AudioChunk, VideoFrame  # noqa: E402
+from pipeline.transport import ZERO_COPY_MIN_BYTES, Publisher, Subscriber  # noqa: E402
+
+SIZES = {
+    "64 B": lambda: AudioChunk(samples=np.zeros(16, np.float32)),
+    "640x480x3": lambda: VideoFrame(image=np.zeros((480, 640, 3), np.uint8)),
+    "1280x720x3": lambda: VideoFrame(image=np.zeros((720, 1280, 3), np.uint8)),
+}
+
+
+def receive_earshot(endpoint: str, count: int, out: mp.Queue) -> None:
+    """What a node's loop does: poll, drain into the bounded queue, pop."""
+    ctx = zmq.Context()
+    sub = Subscriber(ctx, endpoint, policy="queue", size=count + 10, name="bench")
+    poller = zmq.Poller()
+    poller.register(sub.socket, zmq.POLLIN)
+    lat = []
+    while len(lat) < count:
+        poller.poll(20)
+        sub.drain()
+        while (msg := sub.pop()) is not None:
+            lat.append(time.monotonic_ns() - msg.capture_ns)
+    out.put(lat)
+    sub.close()
+    ctx.term()
+
+
+def receive_raw(endpoint: str, count: int, out: mp.Queue) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    lat = []
+    while len(lat) < count:
+        frames = sock.recv_multipart(copy=False)
+        lat.append(time.monotonic_ns() - int.from_bytes(frames[1].bytes, "little"))
+    out.put(lat)
+    sock.close(linger=0)
+    ctx.term()
+
+
+def run(kind: str, make, count: int, gap_s: float, tmp: str) -> np.ndarray:
+    ctx = zmq.Context()
+    endpoint = f"ipc://{tmp}/{kind}-{os.getpid()}"
+    spawn = mp.get_context("spawn")
+    out = spawn.Queue()
+    target = receive_earshot if kind == "earshot" else receive_raw
+    if kind == "earshot":
+        pub = Publisher(ctx, endpoint, hwm=count + 10)
+        sock = pub.socket
+    else:
+        sock = ctx.socket(zmq.XPUB)
+        sock.setsockopt(zmq.SNDHWM, count + 10)
+        sock.bind(endpoint)
+    proc = spawn.Process(target=target, args=(endpoint, count, out))
+    proc.start()
+    if kind == "earshot":
+        assert pub.wait_for_subscribers(1, 20)
+    else:
+        sock.recv()  # the subscription: the reader is there
+    msg = make()
+    payload = memoryview(np.ascontiguousarray(getattr(msg, next(iter(msg.array_fields()))))).cast("B")
+    big = payload.nbytes >= ZERO_COPY_MIN_BYTES
+    time.sleep(0.2)
+    for _ in range(count):
+        if kind == "earshot":
+            msg.capture_ns = time.monotonic_ns()
+            pub.send(msg, source="bench")
+        else:
+            stamp = time.monotonic_ns().to_bytes(8, "little")
+            sock.send_multipart([b"VideoFrame", stamp, payload], copy=not big)
+        time.sleep(gap_s)
+    lat = np.array(out.get(timeout=60), dtype=np.float64) / 1e3  # µs
+    proc.join(10)
+    sock.close(linger=0)
+    ctx.term()
+    return lat
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=400)
+    args = parser.parse_args()
+    print(f"one-way hop latency over ipc, {args.count} messages each, {os.cpu_count()} cores, "
+          f"pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}")
+    print(f"{'payload':<12} {'raw p50':>9} {'raw p99':>9} {'earshot p50':>12} {'earshot p99':>12} {'ratio p50':>10}")
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for name, make in SIZES.items():
+            gap = 0.002 if name == "64 B" else 0.01
+            # interleave so both see the same machine state; keep the better of two rounds
+            raw = min((run("raw", make, args.count, gap, tmp) for _ in range(2)), key=np.median)
+            ours = min((run("earshot", make, args.count, gap, tmp) for _ in range(2)), key=np.median)
+            r50, r99 = np.percentile(raw, [50, 99])
+            e50, e99 = np.percentile(ours, [50, 99])
+            print(f"{name:<12} {r50:>7.0f}µs {r99:>7.0f}µs {e50:>10.0f}µs {e99:>10.0f}µs {e50 / r50:>9.2f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
