@@ -110,6 +110,21 @@ class GraphSpec:
         return cls(name=data["name"], source=data["source"], settings=Settings(**data["settings"]), nodes=nodes)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: YAML would silently keep the last one,
+    and two nodes with the same name would quietly become one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def import_node_class(impl: str) -> type[Node]:
     module_name, _, class_name = impl.partition(":")
     module = importlib.import_module(module_name)
@@ -127,7 +142,7 @@ def load_graph(path: str | Path, registry: Mapping[str, str]) -> GraphSpec:
     except OSError as exc:
         raise GraphError(f"{path}: cannot read graph file: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)  # safe_load: a config file builds data, never objects
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a safe loader: data, never objects
     except yaml.YAMLError as exc:
         raise GraphError(f"{path}: not valid YAML: {exc}") from None
     return validate_graph(data, registry, source=str(path))
