@@ -224,3 +224,19 @@ def test_check_reports_a_bad_graph_and_exits_non_zero(tmp_path) -> None:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert f"{path}: node 'rec' inputs.frames: unknown source node 'nowhere'" in out
+
+
+def test_top_shows_a_live_table_of_every_node(tmp_path) -> None:
+    graph = load(write_graph(tmp_path, {
+        "src": {"type": "ticker", "params": {"rate_hz": 50}},
+        "rec": {"type": "recorder", "params": {"path": str(tmp_path / "rec.jsonl")}, "inputs": {"frames": "src/frames"}},
+    }))
+    with Background(graph) as sup:
+        assert wait_for(lambda: sup.nodes["rec"].state == "running", 30)
+        proc = _launch("top", "--once", "--run-dir", str(sup.run_dir))
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert set(rows) == {"src", "rec"}, out
+    assert rows["rec"][1] == "running" and int(rows["rec"][2]) > 0  # frames in
+    assert int(rows["src"][3]) > 0  # frames out

@@ -1,0 +1,134 @@
+"""Every model Earshot runs, by name: how to build it in PyTorch and what its tensors look like.
+
+The registry is the single source for export (`engines.export`), for the engine layer
+(`engines.engine.load(name)`) and for the benchmarks, so a model added here is exported, served
+by every backend, parity-tested and benchmarked with no other edit. Adding a model is one
+`register(ModelSpec(...))` entry below; the factory is named as ``"module:function"`` and imported
+only when a torch module is actually needed, so loading the shipped ONNX never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+#: Shipped ONNX files and trained weights live here (and only real, shipped models do).
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+#: Default (min, opt, max) for an axis named "batch": streaming serves one item per call, but a
+#: node may batch the faces of one frame, so engines are built to take up to 8.
+DEFAULT_AXIS_RANGES: Mapping[str, tuple[int, int, int]] = {"batch": (1, 1, 8)}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input, with a concrete example shape used for export and tests."""
+
+    name: str
+    example_shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the engine layer needs to know about a model.
+
+    ``dynamic_axes`` maps a tensor name to {axis index: axis name} exactly as
+    ``torch.onnx.export`` takes it; ``axis_ranges`` gives each named axis its (min, opt, max)
+    for TensorRT optimisation profiles. ``shipped`` is False for test-only models: they are
+    exported to a temporary cache on demand and never written to ``engines/weights``.
+    """
+
+    name: str
+    factory: str | Callable[[], "torch.nn.Module"]
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    axis_ranges: Mapping[str, tuple[int, int, int]] = field(default_factory=lambda: dict(DEFAULT_AXIS_RANGES))
+    description: str = ""
+    shipped: bool = True
+    opset: int = 17
+    #: FP32 export-vs-PyTorch max abs error allowed by `engines.export`
+    atol: float = 1e-4
+
+    @property
+    def onnx_path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.onnx"
+
+    def build(self) -> "torch.nn.Module":
+        """The torch module in eval mode, weights loaded by the factory."""
+        factory = self.factory
+        if isinstance(factory, str):
+            module_name, _, attr = factory.partition(":")
+            factory = getattr(importlib.import_module(module_name), attr)
+        return factory().eval()
+
+    def input_shape(self, spec: InputSpec, **axes: int) -> tuple[int, ...]:
+        """The example shape with named dynamic axes replaced, e.g. ``input_shape(s, batch=8)``."""
+        shape = list(spec.example_shape)
+        for index, axis in self.dynamic_axes.get(spec.name, {}).items():
+            if axis in axes:
+                shape[index] = axes[axis]
+        return tuple(shape)
+
+    def example_inputs(self, seed: int = 0, **axes: int) -> dict[str, np.ndarray]:
+        """Random inputs of the example shapes (named axes overridable) for tests and benchmarks."""
+        rng = np.random.default_rng(seed)
+        return {
+            s.name: rng.standard_normal(self.input_shape(s, **axes)).astype(s.dtype) for s in self.inputs
+        }
+
+    def profile_shapes(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        """(min, opt, max) shape per input for a TensorRT optimisation profile."""
+        shapes = {}
+        for spec in self.inputs:
+            axes = self.dynamic_axes.get(spec.name, {})
+            missing = [a for a in axes.values() if a not in self.axis_ranges]
+            if missing:
+                raise ValueError(f"model {self.name!r}: dynamic axes {missing} of {spec.name!r} have no axis_ranges")
+            shapes[spec.name] = tuple(
+                self.input_shape(spec, **{a: self.axis_ranges[a][i] for a in axes.values()}) for i in range(3)
+            )
+        return shapes
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in MODELS:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    MODELS[spec.name] = spec
+    return spec
+
+
+def get(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"no model named {name!r}; registered: {sorted(MODELS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry. One entry per model. Shipped models first; test-only models last and marked so.
+# ---------------------------------------------------------------------------------------------
+
+register(
+    ModelSpec(
+        name="tiny_conv_test",
+        factory="engines.models.tiny_conv_test:build",
+        inputs=(InputSpec("image", (1, 3, 64, 64)),),
+        outputs=("embedding", "feature_map"),
+        dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}, "feature_map": {0: "batch"}},
+        description="TEST ONLY: a seeded two-conv encoder that exercises export, every backend and the benchmarks "
+        "until the localization and separation models are registered. Not a real model.",
+        shipped=False,
+    )
+)
