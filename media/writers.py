@@ -31,6 +31,9 @@ class Mp4Writer:
 
     ``with Mp4Writer("out.mp4", 640, 480, 30) as w: w.write_frame(bgr); w.write_audio(x)``
 
+    ``threads=1`` makes libx264 single-threaded, so the same frames give the same bytes
+    (with frame threads x264's output depends on timing); 0 lets it choose.
+
     yuv420p needs even dimensions: odd ``width``/``height`` are rounded down and frames are
     cropped by that one row/column. Frames of another size are resized (a renderer may
     change its canvas; the file may not).
@@ -39,7 +42,7 @@ class Mp4Writer:
     def __init__(self, path: str | Path, width: int, height: int, fps: float,
                  sample_rate_hz: int = 16000, audio_tracks: int = 1,
                  audio_titles: list[str] | None = None, crf: int = 23, preset: str = "veryfast",
-                 audio_bitrate: int = 64000) -> None:
+                 audio_bitrate: int = 64000, threads: int = 0) -> None:
         import av
 
         if width < 2 or height < 2:
@@ -66,6 +69,8 @@ class Mp4Writer:
             self._video.codec_context.time_base = VIDEO_TIME_BASE
             # veryfast + crf 23: real time at 640×480 on a 2-core box with quality to spare.
             self._video.options = {"crf": str(crf), "preset": preset}
+            if threads > 0:  # 1 = byte-reproducible output (x264 frame threads depend on timing)
+                self._video.codec_context.thread_count = threads
 
             encode_rate = self.sample_rate_hz if self.sample_rate_hz in AAC_RATES_HZ else 48000
             self._audio: list[_AudioTrack] = []
@@ -223,3 +228,41 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate_hz: int, subtyp
     data = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
     sf.write(str(path), data, int(sample_rate_hz), subtype=subtype)
     return path
+
+
+class WavWriter:
+    """A WAV file written as audio streams in (an isolated voice can last an hour).
+
+    ``first_sample`` places a block like :meth:`Mp4Writer.write_audio` does: gaps become
+    silence and overlaps are dropped, so the WAV lines up with the MP4 sample for sample.
+    """
+
+    def __init__(self, path: str | Path, sample_rate_hz: int, subtype: str = "PCM_16") -> None:
+        import soundfile as sf
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.samples_written = 0
+        self._file = sf.SoundFile(str(self.path), mode="w", samplerate=int(sample_rate_hz), channels=1,
+                                  subtype=subtype)
+
+    def write(self, samples: np.ndarray, first_sample: int | None = None) -> None:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if first_sample is not None:
+            if first_sample > self.samples_written:
+                self._file.write(np.zeros(first_sample - self.samples_written, np.float32))
+                self.samples_written = first_sample
+            elif first_sample < self.samples_written:
+                samples = samples[self.samples_written - first_sample:]
+        self._file.write(np.clip(samples, -1.0, 1.0))
+        self.samples_written += samples.size
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> WavWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -6,4 +6,6 @@ without importing heavy libraries until a node actually runs.
 """
 
 NODE_TYPES: dict[str, str] = {
+    "renderer": "nodes.renderer:Renderer",
+    "stft": "nodes.stft:Stft",
 }

@@ -24,12 +24,18 @@ class Harness:
     """``with Harness(MyNode, params) as h: h.feed("audio", chunk); h.outputs["level"]``."""
 
     def __init__(self, node_cls: type[Node], params: dict[str, Any] | None = None, name: str = "node",
-                 epoch_ns: int | None = None) -> None:
+                 epoch_ns: int | None = None, wired: set[str] | None = None,
+                 telemetry: dict[str, dict] | None = None) -> None:
+        self.wired = set(node_cls.inputs) if wired is None else set(wired)
         self.outputs: dict[str, list[Message]] = {port: [] for port in node_cls.outputs}
         self.stopping = False
         self.epoch_ns = time.monotonic_ns() if epoch_ns is None else epoch_ns
         self._seq: dict[str, int] = {}
         self.node = node_cls(name, node_cls.make_params(params), runtime=self)
+        self.node.telemetry.update(telemetry or {})
+
+    def is_wired(self, port: str) -> bool:
+        return port in self.wired
 
     # the runtime interface the node talks to
     def send(self, port: str, msg: Message) -> None:

@@ -115,6 +115,10 @@ class Node:
             raise TypeError(f"{self.name}.{port}: sends {expected.__name__}, got {type(msg).__name__}")
         self._runtime.send(port, msg)
 
+    def is_wired(self, port: str) -> bool:
+        """Whether the graph connects this input (optional inputs may be left unwired)."""
+        return self._runtime.is_wired(port)
+
     @property
     def stopping(self) -> bool:
         return self._runtime.stopping

@@ -67,6 +67,9 @@ class Runtime:
 
     # -- called by the node ----------------------------------------------------------------
 
+    def is_wired(self, port: str) -> bool:
+        return port in self.subscribers
+
     def send(self, port: str, msg: Message) -> None:
         self.publishers[port].send(msg, source=self.spec.name)
 

@@ -36,9 +36,10 @@ def require(package: str, backend: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(package)
     except ImportError as exc:
+        target = f"'earshot[{extra}]'" if extra else "earshot"
         raise BackendUnavailable(
             f"backend {backend!r} needs the Python package {package!r}, which is not installed "
-            f"({exc}): pip install 'earshot[{extra}]'"
+            f"({exc}): pip install {target}"
         ) from exc
 
 

@@ -6,6 +6,7 @@ clean vector drawings would not transfer. Everything is drawn from the caller's 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -64,20 +65,25 @@ class Degradation:
 
     def apply(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         h, w = img.shape[:2]
-        out = img
-        if self.light_gain != 1.0 or self.light_slope != (0.0, 0.0):
-            gx = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :] * self.light_slope[0]
-            gy = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None] * self.light_slope[1]
-            out = out.astype(np.float32) * (self.light_gain * (1 + gx + gy))[..., None]
+        out = img.astype(np.float32)
+        out *= _light_map(h, w, self.light_gain, self.light_slope)[..., None]
         if self.noise_sigma > 0:
-            out = out.astype(np.float32) + rng.normal(0, self.noise_sigma, out.shape).astype(np.float32)
-        out = np.clip(out, 0, 255).astype(np.uint8)
+            out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(self.noise_sigma)
+        out = np.clip(out, 0, 255, out=out).astype(np.uint8)
         if self.blur_sigma > 0:
             out = cv2.GaussianBlur(out, (0, 0), self.blur_sigma)
         if self.jpeg_quality > 0:
             ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
             out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         return out
+
+
+@functools.lru_cache(maxsize=16)
+def _light_map(h: int, w: int, gain: float, slope: tuple[float, float]) -> np.ndarray:
+    """Exposure times a linear brightness gradient (uneven room light), same for every frame."""
+    gx = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :] * slope[0]
+    gy = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None] * slope[1]
+    return (gain * (1 + gx + gy)).astype(np.float32)
 
 
 class PoseWalk:

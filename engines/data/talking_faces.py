@@ -51,8 +51,7 @@ def detectable_style(rng: np.random.Generator, tries: int = 12, check: bool = Tr
 
     Why: the separation model gets lip features only for faces the live detector finds; a style
     it never finds would be wasted training data (and untestable). About 2 in 3 random styles pass.
-    The check uses its own generator so the clip's random stream does not depend on it... except
-    through which style was accepted, which is itself deterministic.
+    Deterministic: the detector is, so the accepted style depends only on ``rng``.
     """
     style = FaceStyle.random(rng)
     if not check:

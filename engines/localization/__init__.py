@@ -1,0 +1,7 @@
+"""Sound source localization (Senocak et al., CVPR 2018): where in the frame the sound comes from.
+
+``model`` holds the three networks (visual encoder, audio encoder, attention fusion), ``losses`` the
+three training objectives, ``metrics`` the LVS/EZ-VSL cIoU and AUC, ``baselines`` the training-free
+maps we must beat, ``data`` the cached samples cut from generated scenes, ``train``/``evaluate`` the
+commands. Nodes only ever see the exported ONNX through `engines.engine`.
+"""

@@ -1,0 +1,204 @@
+"""Samples for training and evaluation, cut from the corpus' localization scenes and cached.
+
+One sample is what the live graph has when a frame arrives: the frame, the frame before it (the
+visual encoder sees motion, because the scenes hold silent look-alike distractors that only motion
+tells apart), the log-mel of the last second of audio (the same `engines.dsp` front end as the
+live ``stft`` node), and the ground truth: the union of the sounding objects' boxes at that frame.
+
+Generating a scene costs ~0.5 s per 2 s clip, far more than a training step, so samples are cut
+once into an ``.npz`` under ``out/localization/`` and reused by every run and mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines.data.audio import SAMPLE_RATE_HZ, SAMPLES_PER_FRAME
+from engines.dsp import StftConfig, log_mel, stft
+
+IMAGE_SIZE = 224
+GRID = 14
+WINDOW_S = 1.0
+STFT = StftConfig()  # the live stft node's defaults: 16 kHz, 512/160/400, 80 mels
+WINDOW_SAMPLES = int(WINDOW_S * SAMPLE_RATE_HZ)
+#: log-mel frames in one window: 1 + (16000 − 512) // 160
+WINDOW_FRAMES = 1 + (WINDOW_SAMPLES - STFT.n_fft) // STFT.hop_length
+#: video frames of history the AV-synchrony baseline correlates over (1 s at 25 fps) + 1
+SYNC_FRAMES = 26
+SYNC_SIZE = 56  # grey thumbnails for the synchrony baseline
+
+
+@dataclass
+class Samples:
+    """A batch of cached samples (N first). Images are BGR uint8 at 224², as a resized VideoFrame."""
+
+    image: np.ndarray       # (N, 224, 224, 3) uint8
+    previous: np.ndarray    # (N, 224, 224, 3) uint8, the frame before
+    logmel: np.ndarray      # (N, 97, 80) float32
+    gt: np.ndarray          # (N, 224, 224) uint8 union of sounding boxes
+    history: np.ndarray | None = None  # (N, 26, 56, 56) uint8 grey frames, for the synchrony baseline
+    envelope: np.ndarray | None = None  # (N, 25) float32 audio energy per video frame (dB)
+    clip_seed: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {k: v for k, v in self.__dict__.items() if v is not None}
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @staticmethod
+    def load(path: Path) -> "Samples":
+        with np.load(path) as z:
+            return Samples(**{k: z[k] for k in z.files})
+
+    @staticmethod
+    def concat(parts: list["Samples"]) -> "Samples":
+        fields = Samples.__dataclass_fields__
+        out = {}
+        for name in fields:
+            values = [getattr(p, name) for p in parts]
+            out[name] = None if any(v is None for v in values) else np.concatenate(values)
+        return Samples(**out)
+
+
+def resize_frame(frame_bgr: np.ndarray) -> np.ndarray:
+    """Any frame → 224² BGR uint8: what the visual encoder node does to a camera frame."""
+    return cv2.resize(frame_bgr, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def window_logmel(audio: np.ndarray) -> np.ndarray:
+    """The last second of ``audio`` (16 kHz) → (97, 80) log-mel, zero-padded at the start."""
+    x = np.asarray(audio, np.float32)[-WINDOW_SAMPLES:]
+    if x.size < WINDOW_SAMPLES:
+        x = np.pad(x, (WINDOW_SAMPLES - x.size, 0))
+    return log_mel(stft(x, STFT), STFT.mel_filterbank)
+
+
+def box_map(boxes_xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Union of boxes (pixels of a width×height frame) as a 224² 0/1 map, as LVS builds gt_map."""
+    gt = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    sx, sy = IMAGE_SIZE / width, IMAGE_SIZE / height
+    for x1, y1, x2, y2 in boxes_xyxy:
+        if x2 <= x1 or y2 <= y1:
+            continue  # object not visible in this frame
+        gt[int(y1 * sy):int(np.ceil(y2 * sy)), int(x1 * sx):int(np.ceil(x2 * sx))] = 1
+    return gt
+
+
+def audio_envelope(audio: np.ndarray, end_sample: int, n_frames: int = SYNC_FRAMES - 1) -> np.ndarray:
+    """Energy (dB) of each of the last ``n_frames`` video frames' audio, oldest first."""
+    out = np.full(n_frames, -100.0, np.float32)
+    for i in range(n_frames):
+        e = end_sample - (n_frames - 1 - i) * SAMPLES_PER_FRAME
+        s = max(0, e - SAMPLES_PER_FRAME)
+        if e > s:
+            out[i] = 10 * np.log10(np.mean(audio[s:e].astype(np.float64) ** 2) + 1e-10)
+    return out
+
+
+def grey_history(frames: np.ndarray, t: int) -> np.ndarray:
+    """Frames t−25..t as 56² grey thumbnails (repeating frame 0 before the clip starts)."""
+    idx = np.clip(np.arange(t - SYNC_FRAMES + 1, t + 1), 0, None)
+    return np.stack([cv2.resize(cv2.cvtColor(frames[i], cv2.COLOR_BGR2GRAY), (SYNC_SIZE, SYNC_SIZE),
+                                interpolation=cv2.INTER_AREA) for i in idx])
+
+
+def samples_from_clip(clip, frame_indices: list[int], with_history: bool = False) -> Samples:
+    """Cut samples at the given frames of one generated localization clip."""
+    h, w = clip.frames.shape[1:3]
+    images, prevs, mels, gts, hist, envs = [], [], [], [], [], []
+    for t in frame_indices:
+        end = min(len(clip.mixture), (t + 1) * SAMPLES_PER_FRAME)  # audio up to the end of frame t
+        images.append(resize_frame(clip.frames[t]))
+        prevs.append(resize_frame(clip.frames[max(0, t - 1)]))
+        mels.append(window_logmel(clip.mixture[:end]))
+        gts.append(box_map(clip.boxes[t][clip.sounding], w, h))
+        if with_history:
+            hist.append(grey_history(clip.frames, t))
+            envs.append(audio_envelope(clip.mixture, end))
+    n = len(frame_indices)
+    return Samples(np.stack(images), np.stack(prevs), np.stack(mels), np.stack(gts),
+                   np.stack(hist) if with_history else None, np.stack(envs) if with_history else None,
+                   np.full(n, int(clip.meta.get("seed", -1)), np.int64))
+
+
+def build_train_cache(path: Path, num_clips: int, frames_per_clip: int = 6, base_seed: int = 0,
+                      progress: bool = True) -> Samples:
+    """Generate ``num_clips`` training scenes (2 s) and cut ``frames_per_clip`` samples from each."""
+    from tqdm import tqdm
+
+    from engines.data.generate import default_config, make_clip
+
+    config = default_config("localization")
+    parts = []
+    for seed in tqdm(range(base_seed, base_seed + num_clips), desc="training scenes", unit="clip",
+                     disable=not progress):
+        clip = make_clip("localization", seed, config)
+        rng = np.random.default_rng(seed)
+        # frames with a full second of audio behind them (25 fps → frame 24 on)
+        ts = sorted(rng.choice(np.arange(24, clip.num_frames), size=frames_per_clip, replace=False).tolist())
+        parts.append(samples_from_clip(clip, ts))
+    samples = Samples.concat(parts)
+    samples.save(path)
+    return samples
+
+
+#: eval frames in each 4 s held-out clip: 1.2 s, 2.0 s, 2.8 s, 3.6 s (each with ≥ 1 s of audio)
+EVAL_FRAMES = (30, 50, 70, 90)
+
+
+def build_eval_cache(path: Path, eval_set: str = "loc", num_clips: int | None = None,
+                     progress: bool = True) -> Samples:
+    """Cut samples from the corpus' fixed held-out set (unseen speakers, disjoint seeds)."""
+    from tqdm import tqdm
+
+    from engines.data.evalset import EVAL_SETS
+    from engines.data.generate import make_clip
+
+    es = EVAL_SETS[eval_set]
+    seeds = list(es.seeds())[:num_clips]
+    parts = []
+    for seed in tqdm(seeds, desc=f"held-out scenes ({eval_set})", unit="clip", disable=not progress):
+        clip = make_clip(es.kind, seed, es.config)
+        ts = [t for t in EVAL_FRAMES if t < clip.num_frames]
+        parts.append(samples_from_clip(clip, ts, with_history=True))
+    samples = Samples.concat(parts)
+    samples.save(path)
+    return samples
+
+
+def cache_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "out" / "localization"
+
+
+#: training scenes are generated in shards of this many clips, so two processes can share the work
+SHARD_CLIPS = 200
+
+
+def train_shard_path(first_seed: int, frames_per_clip: int) -> Path:
+    return cache_dir() / f"train_{first_seed:06d}+{SHARD_CLIPS}x{frames_per_clip}.npz"
+
+
+def load_or_build(kind: str, **kwargs) -> Samples:
+    """``kind`` "train" or "eval": the cached samples, generated on first use (needs ../shared/data).
+
+    Training samples come from ``num_clips`` scenes (rounded up to whole shards of 200 clips).
+    """
+    if kind == "train":
+        n, f = kwargs.get("num_clips", 800), kwargs.get("frames_per_clip", 6)
+        parts = []
+        for first in range(0, n, SHARD_CLIPS):
+            path = train_shard_path(first, f)
+            parts.append(Samples.load(path) if path.exists() else build_train_cache(path, SHARD_CLIPS, f, first))
+        return Samples.concat(parts)
+    n = kwargs.get("num_clips", 100)
+    path = cache_dir() / f"eval_loc_{n}.npz"
+    return Samples.load(path) if path.exists() else build_eval_cache(path, num_clips=n)

@@ -1,0 +1,139 @@
+"""Corpus generator: determinism, mixture = sum of parts, split hygiene, annotations, lip cue."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from engines.data.audio import envelope
+from engines.data.evalset import EVAL_SEED_BASE, EVAL_SETS
+from engines.data.localization import LocalizationConfig, make_localization_clip
+from engines.data.paths import data_available, data_root
+from engines.data.separation import SeparationConfig, make_separation_clip
+from engines.data.speech import EVAL, TRAIN, espeak_available, espeak_speakers, speakers
+
+pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (apt-get install espeak-ng)")
+needs_data = pytest.mark.skipif(
+    not data_available(), reason=f"SHARED DATA MISSING at {data_root()} (set EARSHOT_DATA): LibriSpeech tests skipped"
+)
+
+# espeak-only configs: these tests run without ../shared/data
+SEP = SeparationConfig(include_librispeech=False, duration_s=1.6)
+LOC = LocalizationConfig(include_librispeech=False, duration_s=1.2)
+
+
+def test_same_seed_same_bytes_and_other_seed_differs():
+    a, b, c = make_separation_clip(7, SEP), make_separation_clip(7, SEP), make_separation_clip(8, SEP)
+    for name in ("frames", "mixture", "sources", "noise", "boxes"):
+        assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+    assert a.meta == b.meta
+    assert a.frames.tobytes() != c.frames.tobytes()
+    la, lb = make_localization_clip(3, LOC), make_localization_clip(3, LOC)
+    assert la.frames.tobytes() == lb.frames.tobytes() and la.masks.tobytes() == lb.masks.tobytes()
+
+
+def test_exported_files_are_byte_identical(tmp_path):
+    from engines.data.export import export_clip
+
+    cfg = replace(SEP, duration_s=1.0)
+    pa = export_clip(make_separation_clip(11, cfg), tmp_path / "a", "clip")
+    pb = export_clip(make_separation_clip(11, cfg), tmp_path / "b", "clip")
+    for role in pa:
+        assert pa[role].read_bytes() == pb[role].read_bytes(), role
+    ann = json.loads(pa["json"].read_text())
+    assert ann["fps"] == 25 and ann["sample_rate_hz"] == 16000 and len(ann["objects"]) == len(ann["meta"]["speakers"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_mixture_is_sum_of_sources_plus_noise(seed):
+    clip = make_separation_clip(seed, replace(SEP, num_speakers=(2, 3), noise_prob=0.5))
+    np.testing.assert_allclose(clip.mixture, clip.sources.sum(0) + clip.noise, atol=1e-6)
+    assert np.abs(clip.mixture).max() <= 0.9 + 1e-6
+    loc = make_localization_clip(seed, LOC)
+    np.testing.assert_allclose(loc.mixture, loc.sources.sum(0) + loc.noise, atol=1e-6)
+    assert not np.any(loc.sources[~loc.sounding]), "silent distractors must be silent"
+
+
+def test_snr_and_overlap_follow_the_config():
+    cfg = replace(SEP, noise_prob=1.0, snr_db=(5.0, 5.0), overlap=(0.5, 0.5), duration_s=2.0)
+    clip = make_separation_clip(4, cfg)
+    snr = 10 * np.log10(np.mean(clip.sources.sum(0) ** 2) / np.mean(clip.noise**2))
+    assert abs(snr - 5.0) < 0.05
+    (a0, a1), (b0, b1) = clip.meta["active_samples"]
+    both = max(0, min(a1, b1) - max(a0, b0)) / len(clip.mixture)
+    assert abs(both - 0.5) < 0.01
+
+
+def test_espeak_eval_voices_are_not_training_voices():
+    train = {s.voice for s in espeak_speakers(TRAIN)}
+    ev = {s.voice for s in espeak_speakers(EVAL)}
+    assert train and ev and not train & ev
+
+
+@needs_data
+def test_no_training_speaker_in_eval_split():
+    train = {s.id for s in speakers(TRAIN)}
+    ev = {s.id for s in speakers(EVAL)}
+    assert not train & ev
+    libri_eval = {s.id for s in speakers(EVAL, include_espeak=False)}
+    assert len(libri_eval) == 10
+    for s in speakers(TRAIN):
+        assert all("librispeech-test-other" not in f for f in s.files)
+    for es in EVAL_SETS.values():
+        assert es.config.split == EVAL and not es.config.include_espeak
+        assert min(es.seeds()) >= EVAL_SEED_BASE
+    es = EVAL_SETS["sep2-noisy"]
+    cfg = replace(es.config, duration_s=1.0)
+    for seed in list(es.seeds())[:2]:
+        assert set(make_separation_clip(seed, cfg).meta["speakers"]) <= libri_eval
+
+
+def test_localization_boxes_cover_drawn_objects():
+    for seed in range(3):
+        clip = make_localization_clip(seed, replace(LOC, degrade=False))
+        for t in (0, clip.num_frames // 2, clip.num_frames - 1):
+            ys, xs = np.nonzero(clip.masks[t])
+            inside = np.zeros(len(xs), bool)
+            for k in np.nonzero(clip.sounding)[0]:
+                x0, y0, x1, y1 = clip.boxes[t, k]
+                inside |= (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+                area = (x1 - x0) * (y1 - y0)
+                drawn = clip.masks[t, int(y0):int(y1), int(x0):int(x1)].sum()
+                assert area > 0 and drawn / area > 0.15, "a sounding box must contain its object"
+            assert inside.all(), "every sounding pixel lies in a sounding object's box"
+
+
+def _mouth_contrast(clip, k: int) -> np.ndarray:
+    """Lip motion measured from pixels: grey-level spread in the mouth window of the face box."""
+    out = []
+    for t in range(clip.num_frames):
+        x0, y0, x1, y1 = clip.boxes[t, k]
+        w, h = x1 - x0, y1 - y0
+        win = clip.frames[t, int(y0 + 0.68 * h):int(y0 + 0.92 * h), int(x0 + 0.28 * w):int(x1 - 0.28 * w)]
+        out.append(cv2.cvtColor(win, cv2.COLOR_BGR2GRAY).astype(np.float32).std())
+    return np.array(out)
+
+
+def test_lip_motion_follows_own_speech_not_the_other_speaker():
+    cfg = replace(SEP, num_speakers=(2,), overlap=(0.3, 1.0), duration_s=2.0)
+    own, other, own_px, other_px = [], [], [], []
+    for seed in range(8):
+        clip = make_separation_clip(seed, cfg)
+        env = [envelope(s)[: clip.num_frames] for s in clip.sources]
+        for k in range(2):
+            opening = clip.mouth[:, k, 0]
+            own.append(np.corrcoef(opening, env[k])[0, 1])
+            other.append(np.corrcoef(opening, env[1 - k])[0, 1])
+            px = _mouth_contrast(clip, k)
+            own_px.append(np.corrcoef(px, env[k])[0, 1])
+            other_px.append(np.corrcoef(px, env[1 - k])[0, 1])
+    own_px, other_px = np.array(own_px), np.array(other_px)
+    print(f"lip-envelope corr: params own {np.mean(own):.2f} other {np.mean(other):.2f}; "
+          f"pixels own {own_px.mean():.2f} other {other_px.mean():.2f}")
+    assert np.mean(own) > 0.7 and np.mean(other) < 0.3
+    assert own_px.mean() > 0.4 and other_px.mean() < 0.2
+    assert np.mean(own_px > other_px) >= 0.8

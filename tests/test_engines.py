@@ -1,0 +1,207 @@
+"""The engine interface on the backends this machine has (onnxruntime CPU, torch CPU), and "auto".
+
+Parity tolerances, against PyTorch FP32 on the same inputs:
+  FP32 (onnxruntime CPU, torch CPU): max abs error ≤ 1e-4.
+  FP16 (torch): |err| ≤ 5e-3 + 1e-2·|ref|; FP16 keeps ~3 significant digits, outputs here are O(1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import engines.backends as backends
+from engines.backends import Probe
+from engines.backends.onnxruntime_backend import CPU_EP, CUDA_EP, TRT_EP, provider_chain, trt_ep_cache_dir
+from engines.engine import BackendUnavailable, EngineError, EngineInputError, ModelSource, choose_backend, load
+from engines.export import export_onnx
+from engines.models import MODELS, InputSpec, ModelSpec, get, register
+
+SPEC = get("tiny_conv_test")
+FP32_ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("engine-cache")
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[int, tuple[dict, dict]]:
+    import torch
+
+    module = SPEC.build()
+    out = {}
+    for batch in (1, 8):
+        inputs = SPEC.example_inputs(seed=batch, batch=batch)
+        with torch.inference_mode():
+            result = module(*(torch.from_numpy(a) for a in inputs.values()))
+        out[batch] = (inputs, {n: t.numpy() for n, t in zip(SPEC.outputs, result)})
+    return out
+
+
+# ----------------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_fp32_backends_match_pytorch(backend: str, cache: Path, reference) -> None:
+    with load("tiny_conv_test", backend=backend, device="cpu", cache_dir=cache) as engine:
+        assert engine.backend == backend and engine.precision == "fp32"
+        assert [t.name for t in engine.outputs] == list(SPEC.outputs)
+        for batch, (inputs, expected) in reference.items():
+            got = engine.run(inputs)
+            assert set(got) == set(SPEC.outputs)
+            for name in SPEC.outputs:
+                assert got[name].shape == expected[name].shape
+                assert np.max(np.abs(got[name] - expected[name])) <= FP32_ATOL, (backend, batch, name)
+
+
+def test_torch_fp16_matches_pytorch_within_fp16_tolerance(cache: Path, reference) -> None:
+    engine = load("tiny_conv_test", backend="torch", device="cpu", fp16=True)
+    assert engine.precision == "fp16"
+    inputs, expected = reference[8]
+    got = engine.run(inputs)
+    for name in SPEC.outputs:
+        assert got[name].dtype == np.float32
+        np.testing.assert_allclose(got[name], expected[name], atol=5e-3, rtol=1e-2)
+
+
+def test_auto_picks_onnxruntime_cpu_here(cache: Path, caplog) -> None:
+    caplog.set_level("INFO", logger="engines.engine")
+    engine = load("tiny_conv_test", cache_dir=cache)
+    assert engine.backend == "onnxruntime" and engine.device == "cpu"
+    assert "auto chose backend onnxruntime" in caplog.text
+
+
+def test_load_by_onnx_path(tmp_path: Path, reference) -> None:
+    path = export_onnx(SPEC, tmp_path / "model.onnx")
+    engine = load(path, backend="onnxruntime", device="cpu")
+    inputs, expected = reference[1]
+    assert np.max(np.abs(engine.run(inputs)["embedding"] - expected["embedding"])) <= FP32_ATOL
+    assert load(str(path)).backend == "onnxruntime"  # auto: torch is skipped for a bare ONNX file
+    with pytest.raises(EngineError, match="only ONNX"):
+        load(path, backend="torch")
+
+
+# ---------------------------------------------------------------------------------- errors
+def test_bad_inputs_are_named(cache: Path) -> None:
+    engine = load("tiny_conv_test", backend="onnxruntime", device="cpu", cache_dir=cache)
+    with pytest.raises(EngineInputError, match="missing \\['image'\\]"):
+        engine.run({"img": np.zeros((1, 3, 64, 64), np.float32)})
+    with pytest.raises(EngineInputError, match="'image' has shape \\(1, 3, 32, 32\\).*\\(\\?, 3, 64, 64\\)"):
+        engine.run({"image": np.zeros((1, 3, 32, 32), np.float32)})
+
+
+@pytest.mark.parametrize("backend,package,extra", [
+    ("tensorrt", "tensorrt", "earshot[tensorrt]"),
+    ("torch", "torch", "earshot[train]"),
+])
+def test_missing_package_gives_one_clear_error(backend, package, extra, monkeypatch) -> None:
+    monkeypatch.setattr(backends, "installed", lambda name: name != package)
+    with pytest.raises(BackendUnavailable) as err:
+        load("tiny_conv_test", backend=backend)
+    assert f"{package}" in str(err.value) and f"pip install '{extra}'" in str(err.value)
+
+
+def test_onnxruntime_on_cuda_without_gpu_providers_says_so(cache: Path) -> None:
+    import onnxruntime
+
+    if {TRT_EP, CUDA_EP} & set(onnxruntime.get_available_providers()):
+        pytest.skip("onnxruntime-gpu is installed")
+    with pytest.raises(BackendUnavailable, match="earshot\\[gpu\\]"):
+        load("tiny_conv_test", backend="onnxruntime", device="cuda", cache_dir=cache)
+
+
+def test_unknown_model_and_backend() -> None:
+    with pytest.raises(KeyError, match="tiny_conv_test"):
+        load("no_such_model")
+    with pytest.raises(ValueError, match="unknown backend"):
+        load("tiny_conv_test", backend="tflite")
+    with pytest.raises(FileNotFoundError):
+        load("/nowhere/model.onnx")
+
+
+# ------------------------------------------------------------------------------ selection
+def probes(**table: tuple[bool, str | None]):
+    def probe(name: str) -> Probe:
+        installed, gpu = table.get(name, (False, None))
+        return Probe(name, installed, gpu, "fake")
+
+    return probe
+
+
+REGISTERED = ModelSource("m", spec=SPEC)
+BARE_ONNX = ModelSource("m", onnx_path=Path("m.onnx"))
+
+
+@pytest.mark.parametrize("source,table,expected", [
+    (REGISTERED, {"tensorrt": (True, "tensorrt"), "onnxruntime": (True, "tensorrt"), "torch": (True, "cuda")},
+     ("tensorrt", {})),
+    (REGISTERED, {"tensorrt": (True, None), "onnxruntime": (True, "tensorrt"), "torch": (True, "cuda")},
+     ("onnxruntime", {"device": "auto"})),
+    (REGISTERED, {"onnxruntime": (True, "cuda"), "torch": (True, "cuda")}, ("torch", {"device": "cuda"})),
+    (BARE_ONNX, {"onnxruntime": (True, "cuda"), "torch": (True, "cuda")}, ("onnxruntime", {"device": "auto"})),
+    (REGISTERED, {"tensorrt": (True, None), "onnxruntime": (True, None), "torch": (True, None)},
+     ("onnxruntime", {"device": "cpu"})),
+    (REGISTERED, {"torch": (True, None)}, ("torch", {"device": "cpu"})),
+])
+def test_auto_ranking(source, table, expected) -> None:
+    assert choose_backend(source, probes(**table)) == expected
+
+
+def test_auto_with_nothing_usable_says_why() -> None:
+    with pytest.raises(BackendUnavailable, match="onnxruntime: fake"):
+        choose_backend(BARE_ONNX, probes(torch=(True, None)))
+
+
+def test_auto_probes_lazily_in_rank_order() -> None:
+    asked = []
+
+    def probe(name: str) -> Probe:
+        asked.append(name)
+        return Probe(name, name == "onnxruntime", None)
+
+    choose_backend(BARE_ONNX, probe)
+    assert asked == ["tensorrt", "onnxruntime"]  # torch never imported for a bare ONNX on CPU
+
+
+# --------------------------------------------------------------------------- onnxruntime
+def test_provider_chain_orders_tensorrt_cuda_cpu_with_caches(tmp_path: Path) -> None:
+    chain = provider_chain([CPU_EP, CUDA_EP, TRT_EP], cache_dir=tmp_path, fp16=True)
+    assert [name for name, _ in chain] == [TRT_EP, CUDA_EP, CPU_EP]
+    trt_options = chain[0][1]
+    assert trt_options["trt_engine_cache_enable"] and trt_options["trt_timing_cache_enable"]
+    assert trt_options["trt_engine_cache_path"] == str(tmp_path) and trt_options["trt_fp16_enable"]
+    assert provider_chain([CPU_EP, CUDA_EP, TRT_EP], device="cpu") == [(CPU_EP, {})]
+    assert provider_chain([CPU_EP]) == [(CPU_EP, {})]
+    assert [n for n, _ in provider_chain([CUDA_EP, CPU_EP])] == [CUDA_EP, CPU_EP]
+
+
+def test_ort_tensorrt_cache_folder_is_keyed_by_model_bytes_and_ort_version(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    a.write_bytes(b"one")
+    b.write_bytes(b"one")
+    first = trt_ep_cache_dir(a, "1.32.0", tmp_path).name.split("-")[1]
+    assert first == trt_ep_cache_dir(b, "1.32.0", tmp_path).name.split("-")[1]
+    assert trt_ep_cache_dir(a, "1.33.0", tmp_path) != trt_ep_cache_dir(a, "1.32.0", tmp_path)
+    b.write_bytes(b"two")
+    assert trt_ep_cache_dir(b, "1.32.0", tmp_path).name.split("-")[1] != first
+
+
+# ------------------------------------------------------------------------------ registry
+def test_registry_entries_are_complete_and_unique() -> None:
+    for spec in MODELS.values():
+        names = {s.name for s in spec.inputs} | set(spec.outputs)
+        assert set(spec.dynamic_axes) <= names, spec.name
+        spec.profile_shapes()  # every dynamic axis has a range
+    with pytest.raises(ValueError, match="twice"):
+        register(SPEC)
+    with pytest.raises(KeyError, match="registered"):
+        get("nope")
+
+
+def test_profile_shapes_follow_axis_ranges() -> None:
+    assert SPEC.profile_shapes() == {"image": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64))}
+    spec = ModelSpec("x", "m:f", (InputSpec("a", (1, 10)),), ("y",), dynamic_axes={"a": {1: "frames"}})
+    with pytest.raises(ValueError, match="frames"):
+        spec.profile_shapes()
