@@ -199,7 +199,7 @@ class Renderer(Node):
 
             voices = self.params.voice_tracks
             if voices < 0:
-                voices = 2 if self._wired("voices") else 0
+                voices = 2 if self.is_wired("voices") else 0
             self.mp4_audio_tracks = 1 + voices
             self.mp4 = Mp4Writer(self.params.mp4_path, canvas.shape[1], canvas.shape[0], self.params.fps,
                                  self.params.sample_rate_hz, audio_tracks=self.mp4_audio_tracks)
@@ -269,11 +269,6 @@ class Renderer(Node):
         if self.params.play_track == -1 and ids:
             return msg.samples[int(np.argmax([self.levels.get(i, 0.0) for i in ids]))]
         return np.zeros(msg.samples.shape[1], np.float32)
-
-    def _wired(self, port: str) -> bool:
-        """Whether the graph connected ``port`` (the runtime only subscribes wired inputs)."""
-        subscribers = getattr(self._runtime, "subscribers", None)
-        return port in subscribers if isinstance(subscribers, dict) else True
 
     def _has_display(self) -> bool:
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.name == "nt"):

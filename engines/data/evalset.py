@@ -29,7 +29,8 @@ class EvalSet:
         return range(self.first_seed, self.first_seed + self.num_clips)
 
 
-_SEP = SeparationConfig(split=EVAL, include_espeak=False, duration_s=4.0, check_detectable=True)
+# drawn faces only by default (no photo dependence); "sep2-photo" checks transfer to real faces
+_SEP = SeparationConfig(split=EVAL, include_espeak=False, duration_s=4.0, check_detectable=True, photo_prob=0.0)
 _LOC = LocalizationConfig(split=EVAL, include_espeak=False, duration_s=4.0)
 
 EVAL_SETS: dict[str, EvalSet] = {
@@ -43,6 +44,8 @@ EVAL_SETS: dict[str, EvalSet] = {
                 replace(_SEP, num_speakers=(3,), noise_prob=0.0)),
         EvalSet("sep3-noisy", "separation", 100, EVAL_SEED_BASE + 30_000,
                 replace(_SEP, num_speakers=(3,), noise_prob=1.0)),
+        EvalSet("sep2-photo", "separation", 100, EVAL_SEED_BASE + 50_000,
+                replace(_SEP, num_speakers=(2,), noise_prob=0.5, photo_prob=1.0)),
         EvalSet("loc", "localization", 100, EVAL_SEED_BASE + 40_000, _LOC),
     )
 }

@@ -91,7 +91,7 @@ def open_mouth(photo: FacePhoto, opening: float, width: float) -> np.ndarray:
     centre = (ml + mr) / 2
     mouth_w = float(np.linalg.norm(ml - mr)) * (0.9 + 0.25 * width - 0.1 * opening)
     face_h = float(photo.box[3] - photo.box[1])
-    drop = opening * 0.22 * face_h  # how far the lower lip and chin move down
+    drop = opening * 0.15 * face_h  # how far the lower lip and chin move down
     n = img.shape[0]
     ys, xs = np.mgrid[0:n, 0:n].astype(np.float32)
     wx = np.exp(-(((xs - centre[0]) / (0.9 * mouth_w)) ** 2))

@@ -15,6 +15,7 @@ from engines.data.audio import SAMPLE_RATE_HZ, SAMPLES_PER_FRAME, mix_at_snr
 from engines.data.clip import Clip
 from engines.data.lips import mouth_track, silent_track
 from engines.data.noise import noise_clip
+from engines.data.photo_faces import PhotoTalkingFace, photos
 from engines.data.render import Degradation, PoseWalk, background
 from engines.data.speech import TRAIN, Speaker, speakers, utterance
 from engines.data.talking_faces import TalkingFace, detectable_style
@@ -37,6 +38,7 @@ class SeparationConfig:
     include_librispeech: bool = True  # False: espeak voices only (no shared data needed)
     degrade: bool = True
     check_detectable: bool = True
+    photo_prob: float = 0.3  # chance a face is a real photo from ../shared/data/faces (if present)
     peak: float = 0.9
 
 
@@ -106,6 +108,12 @@ def make_separation_clip(seed: int, config: SeparationConfig = SeparationConfig(
         if not np.any(sources[k]):
             track = silent_track(n_frames, rng)
         cx, cy, half = anchors[k]
+        pool_photos = photos(config.split) if config.photo_prob > 0 else ()
+        if pool_photos and rng.random() < config.photo_prob:
+            photo = pool_photos[int(rng.integers(len(pool_photos)))]
+            faces.append(PhotoTalkingFace(photo, cx, cy, half * 0.8, track, PoseWalk(rng, 0.6),
+                                          float(rng.uniform(-6, 6))))
+            continue
         faces.append(TalkingFace(detectable_style(rng, check=config.check_detectable), cx, cy, half, track,
                                  PoseWalk(rng), float(rng.uniform(-8, 8)), float(rng.uniform(-0.3, 0.3))))
     degradation = Degradation.random(rng) if config.degrade else Degradation.none()
@@ -138,15 +146,16 @@ def make_separation_clip(seed: int, config: SeparationConfig = SeparationConfig(
         "snr_db": snr,
         "noise": snr is not None,
         "lip_lag_ms": [round(f.track.lag_ms, 2) for f in faces],
+        "faces": [f"photo:{f.photo.name}" if isinstance(f, PhotoTalkingFace) else "drawn" for f in faces],
         "scale": scale,
     }
     return Clip("separation", frames, mixture.astype(np.float32), sources, noise, boxes,
                 np.ones(n, bool), ["face"] * n, meta, mouth=mouth)
 
 
-def _shifted(face: TalkingFace, dx: float, dy: float) -> TalkingFace:
+def _shifted(face, dx: float, dy: float):
     """The same face in tile coordinates (shares the pose walk, so motion stays continuous)."""
-    face_view = TalkingFace.__new__(TalkingFace)
+    face_view = type(face).__new__(type(face))
     face_view.__dict__.update(face.__dict__)
     face_view.cx, face_view.cy = face.cx + dx, face.cy + dy
     return face_view
