@@ -47,6 +47,15 @@ AUTO_ORDER: tuple[tuple[str, str | None, bool], ...] = (
 )
 
 
+#: options each backend understands; with "auto" the others are dropped, so one node config
+#: (say ``threads: 1`` for CPU, ``int8: true`` for TensorRT) works whichever backend is picked
+BACKEND_OPTIONS: dict[str, frozenset[str]] = {
+    "onnxruntime": frozenset({"device", "fp16", "threads", "device_id"}),
+    "torch": frozenset({"device", "fp16", "cuda_graph", "threads"}),
+    "tensorrt": frozenset({"device", "fp16", "int8", "profile", "workspace_bytes", "optimization_level", "cuda_graph", "device_id"}),
+}
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """What was asked for: a registered model (``spec``) or a bare ONNX file (``onnx_path``)."""
@@ -111,12 +120,19 @@ def load(model: str | os.PathLike, backend: str = "auto", *, cache_dir: Path | N
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     if backend == "auto":
         backend, pinned = choose_backend(source)
-        options = {**pinned, **options}
+        dropped = set(options) - BACKEND_OPTIONS[backend]
+        if dropped:
+            log.debug("engine %s: options %s do not apply to %s", source.name, sorted(dropped), backend)
+        options = {**pinned, **{k: v for k, v in options.items() if k in BACKEND_OPTIONS[backend]}}
         log.info("engine %s: auto chose backend %s %s", source.name, backend, pinned or "")
     elif backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {['auto', *BACKENDS]}")
     else:
         _require_installed(backend)
+        unknown = set(options) - BACKEND_OPTIONS[backend]
+        if unknown:
+            raise EngineError(f"backend {backend!r} takes no option(s) {sorted(unknown)}; "
+                              f"it takes {sorted(BACKEND_OPTIONS[backend])}")
 
     engine = _open(source, backend, cache_dir, options)
     log.info("engine %s: %s", source.name, engine.describe())
@@ -153,7 +169,8 @@ def _open(source: ModelSource, backend: str, cache_dir: Path, options: dict[str,
         return open_engine(onnx_path, cache_dir=cache_dir, **options)
     from engines.backends.tensorrt_backend import open_engine
 
-    options.pop("device", None)
+    if options.pop("device", "cuda") == "cpu":
+        raise EngineError("backend 'tensorrt' runs on an NVIDIA GPU only; use onnxruntime or torch for CPU")
     if source.spec is not None and "profile" not in options:
         options["profile"] = source.spec.profile_shapes()
     return open_engine(onnx_path, model_name=source.name, cache_dir=cache_dir, **options)

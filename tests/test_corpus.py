@@ -22,7 +22,7 @@ needs_data = pytest.mark.skipif(
 )
 
 # espeak-only configs: these tests run without ../shared/data
-SEP = SeparationConfig(include_librispeech=False, duration_s=1.6)
+SEP = SeparationConfig(include_librispeech=False, duration_s=1.6, photo_prob=0.0)
 LOC = LocalizationConfig(include_librispeech=False, duration_s=1.2)
 
 
@@ -137,3 +137,31 @@ def test_lip_motion_follows_own_speech_not_the_other_speaker():
     assert np.mean(own) > 0.7 and np.mean(other) < 0.3
     assert own_px.mean() > 0.4 and other_px.mean() < 0.2
     assert np.mean(own_px > other_px) >= 0.8
+
+
+@needs_data
+def test_photo_faces_open_their_mouths_and_are_detected():
+    from engines.data.photo_faces import open_mouth, photos
+    from engines.faces import FaceDetector
+
+    train, ev = photos(TRAIN), photos(EVAL)
+    assert len(train) >= 30 and len(ev) >= 8
+    assert not {p.name for p in train} & {p.name for p in ev}
+    p = train[0]
+    closed, opened = open_mouth(p, 0.0, 0.5), open_mouth(p, 1.0, 0.5)
+    x0, y0, x1, y1 = p.box.astype(int)
+    diff = np.abs(closed.astype(int) - opened.astype(int)).sum(2)
+    ys, xs = np.nonzero(diff > 30)
+    assert len(ys) > 0.01 * (x1 - x0) * (y1 - y0), "opening the mouth must change the face"
+    assert ys.min() > y0 + 0.45 * (y1 - y0), "only the lower face moves"
+    clip = make_separation_clip(3, replace(SEP, photo_prob=1.0, duration_s=1.0))
+    assert all(f.startswith("photo:") for f in clip.meta["faces"])
+    detector = FaceDetector()
+    hits = total = 0
+    for t in range(0, clip.num_frames, 5):
+        d = detector.detect(clip.frames[t])
+        for g in clip.boxes[t]:
+            total += 1
+            cx, cy = (d.boxes[:, 0] + d.boxes[:, 2]) / 2, (d.boxes[:, 1] + d.boxes[:, 3]) / 2
+            hits += bool(np.any((cx > g[0]) & (cx < g[2]) & (cy > g[1]) & (cy < g[3])))
+    assert hits / total >= 0.9

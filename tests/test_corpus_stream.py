@@ -13,7 +13,8 @@ from engines.data.speech import espeak_available
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (apt-get install espeak-ng)")
 
-CFG = SeparationConfig(include_librispeech=False, duration_s=0.8, width=160, height=96, check_detectable=False)
+CFG = SeparationConfig(include_librispeech=False, duration_s=0.8, width=160, height=96, check_detectable=False,
+                       photo_prob=0.0)
 
 
 def test_two_workers_yield_each_seed_once_and_same_clips():

@@ -73,6 +73,11 @@ def test_auto_picks_onnxruntime_cpu_here(cache: Path, caplog) -> None:
     assert "auto chose backend onnxruntime" in caplog.text
 
 
+def test_auto_ignores_options_meant_for_other_backends(cache: Path) -> None:
+    engine = load("tiny_conv_test", cache_dir=cache, threads=1, int8=False, workspace_bytes=1 << 28, cuda_graph=True)
+    assert engine.backend == "onnxruntime"
+
+
 def test_load_by_onnx_path(tmp_path: Path, reference) -> None:
     path = export_onnx(SPEC, tmp_path / "model.onnx")
     engine = load(path, backend="onnxruntime", device="cpu")
@@ -119,6 +124,8 @@ def test_unknown_model_and_backend() -> None:
         load("tiny_conv_test", backend="tflite")
     with pytest.raises(FileNotFoundError):
         load("/nowhere/model.onnx")
+    with pytest.raises(EngineError, match="takes no option\\(s\\) \\['int8'\\]"):
+        load("tiny_conv_test", backend="onnxruntime", int8=True)
 
 
 # ------------------------------------------------------------------------------ selection

@@ -154,6 +154,10 @@ def draw_face(img: np.ndarray, pose: FacePose, style: FaceStyle, mouth: MouthSta
         _ellipse(img, pose, side * (aw - 0.02), 0.05, 0.11, 0.2, _shade(skin, 0.9))
     _ellipse(img, pose, 0.0, 0.0, aw, 1.0, skin, start=180, end=360)
     _ellipse(img, pose, 0.0, 0.0, aw, 1.0 + jaw, skin, start=0, end=180)
+    # a soft darker contour where the head turns away from the camera (jawline and temples)
+    rim = max(1, int(pose.half_height_px * 0.05))
+    _ellipse(img, pose, 0.0, 0.0, aw, 1.0, _shade(skin, 0.6), thickness=rim, start=180, end=360)
+    _ellipse(img, pose, 0.0, 0.0, aw, 1.0 + jaw, _shade(skin, 0.6), thickness=rim, start=0, end=180)
     # Soft side shading (a cheek shadow on the side turned away) gives the head some volume.
     _ellipse(img, pose, -np.sign(pose.yaw + 1e-3) * aw * 0.72, 0.15, aw * 0.3, 0.7, _shade(skin, 0.9))
     if style.beard:
@@ -202,8 +206,9 @@ def _apply_shading(img: np.ndarray, pose: FacePose, style: FaceStyle, mouth: Mou
     dx, dy = xx - pose.cx, yy - pose.cy
     u = (dx * math.cos(a) + dy * math.sin(a)) / s
     v = (-dx * math.sin(a) + dy * math.cos(a)) / s
-    nx, ny = u / (style.face_aspect * 1.1), v / 1.1
-    inside = nx**2 + ny**2 < 1
+    nx, ny = u / (style.face_aspect * 1.1), v / 1.1  # normals of a slightly larger ellipsoid: no black rim
+    jaw = 1.0 + 0.12 * mouth.opening
+    inside = (u / style.face_aspect) ** 2 + (v / np.where(v > 0, jaw, 1.0)) ** 2 < 1.0
     nz = np.sqrt(np.clip(1 - nx**2 - ny**2, 0, 1))
     light = np.array([style.light_uv[0], style.light_uv[1], 1.0])
     light /= np.linalg.norm(light)

@@ -44,7 +44,7 @@ def photos(split: str) -> tuple[FacePhoto, ...]:
     folder = data_root() / "faces"
     if not folder.is_dir():
         return ()
-    detector = FaceDetector(score_threshold=0.7, max_side_px=640)
+    detector = FaceDetector(score_threshold=0.7, max_side_px=320)  # portraits: faces are large
     out = []
     for i, path in enumerate(sorted(folder.glob("*.jpg"))):
         if (i % EVAL_EVERY == EVAL_EVERY - 1) != (split != TRAIN):
@@ -106,7 +106,7 @@ def open_mouth(photo: FacePhoto, opening: float, width: float) -> np.ndarray:
     if opening > 0.4:
         cv2.ellipse(out, (c[0], c[1] - axes[1] + 1), (int(axes[0] * 0.7), max(1, axes[1] // 4)), 0, 0, 180,
                     (200, 205, 210), -1, cv2.LINE_AA)
-    return cv2.GaussianBlur(out, (3, 3), 0) if drop > 2 else out
+    return out
 
 
 @dataclass

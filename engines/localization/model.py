@@ -63,10 +63,11 @@ class AudioEncoder(nn.Module):
         super().__init__()
         w = width
         self.norm = nn.BatchNorm2d(1)  # learns the log-mel level and spread: no hand-set constants
-        self.body = nn.Sequential(
-            _conv(1, w), nn.MaxPool2d(2),
-            _conv(w, 2 * w), nn.MaxPool2d(2),
-            _conv(2 * w, 4 * w), nn.MaxPool2d(2),
+        self.body = nn.Sequential(  # strided from the first layer: full-resolution convs cost the most
+            _conv(1, w, stride=2),                # 49 × 40 (time × mel)
+            _conv(w, 2 * w, stride=2),            # 25 × 20
+            _conv(2 * w, 2 * w),
+            _conv(2 * w, 4 * w, stride=2),        # 13 × 10
             _conv(4 * w, 4 * w),
         )
         self.fc = nn.Sequential(nn.Linear(8 * w, 2 * dim), nn.ReLU(inplace=True), nn.Linear(2 * dim, dim))

@@ -1,0 +1,164 @@
+"""Train the localizer in one or all of the paper's three modes (``launch.py train-localizer``).
+
+    python launch.py train-localizer                      all three modes, shipped settings
+    python launch.py train-localizer --mode semisupervised --steps 200
+
+Samples come from generated scenes (engines/data, needs ../shared/data), cut once and cached under
+out/localization/. Each mode trains from the same seed on the same sample order, so the modes differ
+only in their loss. Checkpoints and curves go to out/localization/runs/<mode>/; the final weights
+to engines/weights/localizer_<mode>.pt (float16, ~1.7 MB), which `evaluate` and the export read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engines.localization.losses import MODES
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+VAL_FRACTION = 0.05
+
+
+def weights_path(mode: str, folder: Path = WEIGHTS) -> Path:
+    return folder / f"localizer_{mode}.pt"
+
+
+def to_batch(samples, index: np.ndarray, flip: np.ndarray | None = None):
+    """Numpy samples → torch tensors (N, 3, 224, 224) float 0..255, flipped left-right where asked."""
+    import torch
+
+    image, previous, gt = samples.image[index], samples.previous[index], samples.gt[index]
+    if flip is not None and flip.any():
+        image, previous, gt = image.copy(), previous.copy(), gt.copy()
+        image[flip] = image[flip][:, :, ::-1]
+        previous[flip] = previous[flip][:, :, ::-1]
+        gt[flip] = gt[flip][:, :, ::-1]
+    chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).float()  # noqa: E731
+    return chw(image), chw(previous), torch.from_numpy(samples.logmel[index]), torch.from_numpy(gt)
+
+
+def heatmaps(model, samples, batch: int = 64) -> np.ndarray:
+    """(N, 14, 14) maps of a model over samples, in eval mode."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch):
+            idx = np.arange(start, min(start + batch, len(samples)))
+            image, previous, logmel, _ = to_batch(samples, idx)
+            out.append(model(image, previous, logmel)["heatmap"].numpy())
+    return np.concatenate(out)
+
+
+def split(samples, fraction: float = VAL_FRACTION):
+    """Validation = the last scenes by seed (whole scenes, never frames of a training scene)."""
+    from engines.localization.data import Samples
+
+    seeds = np.unique(samples.clip_seed)
+    cut = seeds[int(len(seeds) * (1 - fraction))]
+    take = lambda m: Samples(**{k: (v[m] if v is not None else None) for k, v in samples.__dict__.items()})  # noqa: E731
+    return take(samples.clip_seed < cut), take(samples.clip_seed >= cut)
+
+
+def train_mode(mode: str, train, val, args: argparse.Namespace) -> Path:
+    import torch
+    from tqdm import tqdm
+
+    from engines.localization import losses
+    from engines.localization.curves import save_curves
+    from engines.localization.metrics import Scores
+    from engines.localization.model import Checkpoint, Localizer
+
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model = Localizer()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=args.steps,
+                                                   pct_start=0.1)
+    run_dir = args.runs / mode
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history: dict[str, list[float]] = {"step": [], "loss": [], "unsup": [], "sup": [], "val_step": [],
+                                       "val_ciou05": [], "val_auc": [], "val_pointing": [], "val_fixed_ciou05": []}
+    started = time.monotonic()
+    bar = tqdm(range(1, args.steps + 1), desc=f"train {mode}", unit="step")
+    for step in bar:
+        model.train()
+        index = rng.choice(len(train), size=args.batch, replace=False)
+        image, previous, logmel, gt = to_batch(train, index, flip=rng.random(args.batch) < 0.5)
+        parts = losses.total(mode, model(image, previous, logmel), gt, args.lam)
+        optimiser.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimiser.step()
+        schedule.step()
+        history["step"].append(step)
+        for key in ("loss", "unsup", "sup"):
+            history[key].append(float(parts[key]) if key in parts else float("nan"))
+        bar.set_postfix(loss=f"{float(parts['loss']):.3f}")
+        if step % args.eval_every == 0 or step == args.steps:
+            scores = Scores.of(heatmaps(model, val), val.gt)
+            history["val_step"].append(step)
+            history["val_ciou05"].append(scores.ciou05)
+            history["val_auc"].append(scores.auc)
+            history["val_pointing"].append(scores.pointing)
+            history["val_fixed_ciou05"].append(scores.fixed_ciou05)
+            bar.write(f"[{mode}] step {step}: val cIoU@0.5 {scores.ciou05:.3f} AUC {scores.auc:.3f} "
+                      f"pointing {scores.pointing:.3f} cIoU(τ=.5)@0.5 {scores.fixed_ciou05:.3f}")
+            Checkpoint(model.state_dict(), mode, history).save(run_dir / "last.pt")
+            save_curves(run_dir / "curves.png", history, mode)
+        if args.max_minutes and time.monotonic() - started > args.max_minutes * 60:
+            bar.write(f"[{mode}] time budget of {args.max_minutes} min reached at step {step}")
+            break
+    history["minutes"] = [(time.monotonic() - started) / 60]
+    Checkpoint(model.state_dict(), mode, history).save(run_dir / "last.pt")
+    out = weights_path(mode, args.weights)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Checkpoint(model.state_dict(), mode, history).save(out)
+    print(f"[{mode}] {history['minutes'][0]:.1f} min, weights → {out}, curves → {run_dir / 'curves.png'}")
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="launch.py train-localizer", description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=[*MODES, "all"], default="all")
+    p.add_argument("--steps", type=int, default=600, help="optimiser steps per mode")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lam", type=float, default=1.0, help="semi-supervised weight of the supervised loss")
+    p.add_argument("--train-clips", type=int, default=800, help="generated training scenes (6 frames each)")
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="per-mode wall-clock cap (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", type=Path, default=Path("out/localization/runs"))
+    p.add_argument("--weights", type=Path, default=WEIGHTS, help="where the final weights go")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    import torch
+
+    from engines.data.paths import DataMissingError
+    from engines.localization.data import load_or_build
+
+    torch.set_num_threads(args.threads)
+    try:
+        samples = load_or_build("train", num_clips=args.train_clips)
+    except DataMissingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    train, val = split(samples)
+    print(f"{len(train)} training samples, {len(val)} validation samples (held-out scenes of the training split)")
+    for mode in MODES if args.mode == "all" else (args.mode,):
+        train_mode(mode, train, val, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
