@@ -8,4 +8,7 @@ without importing heavy libraries until a node actually runs.
 NODE_TYPES: dict[str, str] = {
     "renderer": "nodes.renderer:Renderer",
     "stft": "nodes.stft:Stft",
+    "visual_encoder": "nodes.visual_encoder:VisualEncoder",
+    "audio_encoder": "nodes.audio_encoder:AudioEncoder",
+    "fusion": "nodes.fusion:Fusion",
 }

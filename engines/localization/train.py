@@ -28,6 +28,14 @@ def weights_path(mode: str, folder: Path = WEIGHTS) -> Path:
     return folder / f"localizer_{mode}.pt"
 
 
+def learning_rate(progress: float, peak: float, warmup: float = 0.05) -> float:
+    """Linear warm-up to ``peak``, then cosine down to 2 % of it, over progress 0 → 1."""
+    if progress < warmup:
+        return peak * max(progress, 1e-3) / warmup
+    t = min(1.0, (progress - warmup) / (1 - warmup))
+    return peak * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * t)))
+
+
 def to_batch(samples, index: np.ndarray, flip: np.ndarray | None = None):
     """Numpy samples → torch tensors (N, 3, 224, 224) float 0..255, flipped left-right where asked."""
     import torch
@@ -79,8 +87,6 @@ def train_mode(mode: str, train, val, args: argparse.Namespace) -> Path:
     rng = np.random.default_rng(args.seed)
     model = Localizer()
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=args.steps,
-                                                   pct_start=0.1)
     run_dir = args.runs / mode
     run_dir.mkdir(parents=True, exist_ok=True)
     history: dict[str, list[float]] = {"step": [], "loss": [], "unsup": [], "sup": [], "val_step": [],
@@ -89,17 +95,22 @@ def train_mode(mode: str, train, val, args: argparse.Namespace) -> Path:
     bar = tqdm(range(1, args.steps + 1), desc=f"train {mode}", unit="step")
     for step in bar:
         model.train()
+        progress = 0.0
         index = rng.choice(len(train), size=args.batch, replace=False)
         image, previous, logmel, gt = to_batch(train, index, flip=rng.random(args.batch) < 0.5)
         parts = losses.total(mode, model(image, previous, logmel), gt, args.lam)
         optimiser.zero_grad(set_to_none=True)
         parts["loss"].backward()
         optimiser.step()
-        schedule.step()
+        # progress is steps or wall clock, whichever is further along: on a shared CPU the step
+        # rate varies several-fold, and a run cut by --max-minutes must still end annealed
+        progress = max(step / args.steps, (time.monotonic() - started) / (60 * args.max_minutes or float("inf")))
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(progress, args.lr)
         history["step"].append(step)
         for key in ("loss", "unsup", "sup"):
-            history[key].append(float(parts[key]) if key in parts else float("nan"))
-        bar.set_postfix(loss=f"{float(parts['loss']):.3f}")
+            history[key].append(float(parts[key].detach()) if key in parts else float("nan"))
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
         if step % args.eval_every == 0 or step == args.steps:
             scores = Scores.of(heatmaps(model, val), val.gt)
             history["val_step"].append(step)
@@ -111,8 +122,13 @@ def train_mode(mode: str, train, val, args: argparse.Namespace) -> Path:
                       f"pointing {scores.pointing:.3f} cIoU(τ=.5)@0.5 {scores.fixed_ciou05:.3f}")
             Checkpoint(model.state_dict(), mode, history).save(run_dir / "last.pt")
             save_curves(run_dir / "curves.png", history, mode)
-        if args.max_minutes and time.monotonic() - started > args.max_minutes * 60:
+        if progress >= 1.0 and step < args.steps:
             bar.write(f"[{mode}] time budget of {args.max_minutes} min reached at step {step}")
+            scores = Scores.of(heatmaps(model, val), val.gt)
+            for key, value in (("val_step", step), ("val_ciou05", scores.ciou05), ("val_auc", scores.auc),
+                               ("val_pointing", scores.pointing), ("val_fixed_ciou05", scores.fixed_ciou05)):
+                history[key].append(value)
+            save_curves(run_dir / "curves.png", history, mode)
             break
     history["minutes"] = [(time.monotonic() - started) / 60]
     Checkpoint(model.state_dict(), mode, history).save(run_dir / "last.pt")

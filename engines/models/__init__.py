@@ -120,6 +120,40 @@ def get(name: str) -> ModelSpec:
 # The registry. One entry per model. Shipped models first; test-only models last and marked so.
 # ---------------------------------------------------------------------------------------------
 
+# Sound source localization (issue 6): three graphs of one trained network, run by three nodes.
+register(
+    ModelSpec(
+        name="localizer_visual",
+        factory="engines.localization.shipped:visual",
+        inputs=(InputSpec("image", (1, 3, 224, 224)), InputSpec("previous", (1, 3, 224, 224))),
+        outputs=("features",),
+        dynamic_axes={"image": {0: "batch"}, "previous": {0: "batch"}, "features": {0: "batch"}},
+        description="Localization visual encoder: frame + previous frame (BGR 0..255) at 224² → 128×14×14 features.",
+        atol=1e-3,  # inputs are 0..255 pixels: feature magnitudes are in the tens
+    )
+)
+register(
+    ModelSpec(
+        name="localizer_audio",
+        factory="engines.localization.shipped:audio",
+        inputs=(InputSpec("logmel", (1, 97, 80)),),
+        outputs=("embedding",),
+        dynamic_axes={"logmel": {0: "batch"}, "embedding": {0: "batch"}},
+        description="Localization audio encoder: 1 s of 80-bin log-mel (97 frames) → 128-d embedding.",
+        atol=1e-3,
+    )
+)
+register(
+    ModelSpec(
+        name="localizer_fusion",
+        factory="engines.localization.shipped:fusion",
+        inputs=(InputSpec("features", (1, 128, 14, 14)), InputSpec("embedding", (1, 128))),
+        outputs=("heatmap",),
+        dynamic_axes={"features": {0: "batch"}, "embedding": {0: "batch"}, "heatmap": {0: "batch"}},
+        description="Localization attention: clipped cosine of the audio embedding with each position → 14×14 map.",
+    )
+)
+
 register(
     ModelSpec(
         name="tiny_conv_test",

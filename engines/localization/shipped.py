@@ -1,0 +1,42 @@
+"""Which trained localizer is shipped, and the three graphs the model registry exports from it.
+
+The semi-supervised model is the shipped one (the paper's best mode, and ours: see MODEL_CARD.md).
+The registry (`engines.models`) names these factories; `launch.py export` writes
+engines/weights/localizer_{visual,audio,fusion}.onnx, which the live nodes load through
+`engines.engine.load`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from engines.localization.model import FusionGraph, Localizer
+
+SHIPPED_MODE = "semisupervised"
+
+
+def shipped_model(path: Path | None = None) -> Localizer:
+    from engines.localization.model import Checkpoint
+    from engines.localization.train import weights_path
+
+    path = path or weights_path(SHIPPED_MODE)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: train it with `python launch.py train-localizer`")
+    return Checkpoint.load(path).model()
+
+
+def visual() -> nn.Module:
+    """(1, 3, 224, 224) image, previous (BGR 0..255 floats) → (1, 128, 14, 14) features."""
+    return shipped_model().visual
+
+
+def audio() -> nn.Module:
+    """(1, 97, 80) log-mel → (1, 128) embedding."""
+    return shipped_model().audio
+
+
+def fusion() -> nn.Module:
+    """(1, 128, 14, 14) features + (1, 128) embedding → (1, 14, 14) heatmap in [0, 1]."""
+    return FusionGraph(shipped_model().attention)

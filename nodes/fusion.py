@@ -1,0 +1,83 @@
+"""Fusion (localization): pair each frame's features with the audio heard up to that frame → heatmap.
+
+Pairing is by capture time, not arrival: a frame captured at T takes the first audio embedding whose
+window ends at or after T (what training paired: the second of audio up to the end of the frame).
+Audio usually arrives later than video (it comes in blocks), so a frame waits for its embedding, but
+never longer than ``max_wait_ms``: then it takes the newest embedding there is, and the miss is
+counted. Before any audio has arrived a frame gets an all-zero map ("nothing heard").
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from engines.engine import load
+from pipeline.messages import Embedding, FeatureMap, Heatmap
+from pipeline.node import Input, Node, Output
+
+
+class Fusion(Node):
+    """Runs the shipped ``localizer_fusion`` graph: clipped cosine of audio with each position."""
+
+    @dataclass
+    class Params:
+        model: str = "localizer_fusion"
+        backend: str = "auto"
+        threads: int = 1
+        max_wait_ms: float = 150.0  # latency bound: a late audio block must not stall the picture
+        keep_s: float = 2.0          # embeddings older than this are no frame's match any more
+
+    inputs = {
+        "features": Input(FeatureMap, policy="queue", size=8),
+        "embedding": Input(Embedding, policy="queue", size=64),
+    }
+    outputs = {"heatmap": Output(Heatmap, doc="float32 (14, 14) in [0, 1] over the frame")}
+
+    def open(self) -> None:
+        self.engine = load(self.params.model, backend=self.params.backend, threads=self.params.threads)
+        self.embeddings: deque[Embedding] = deque()
+        self.frames: deque[FeatureMap] = deque()
+
+    def on_message(self, port: str, msg: FeatureMap | Embedding) -> None:
+        if port == "embedding":
+            self.embeddings.append(msg)
+            while self.embeddings and msg.capture_ns - self.embeddings[0].capture_ns > self.params.keep_s * 1e9:
+                self.embeddings.popleft()
+        else:
+            self.frames.append(msg)
+        self._emit_ready(force_before_ns=time.monotonic_ns() - int(self.params.max_wait_ms * 1e6))
+
+    def tick(self) -> None:
+        self._emit_ready(force_before_ns=time.monotonic_ns() - int(self.params.max_wait_ms * 1e6))
+
+    def on_end(self) -> None:
+        self._emit_ready(force_before_ns=None)  # flush: every frame gets the best audio there is
+
+    def _emit_ready(self, force_before_ns: int | None) -> None:
+        while self.frames:
+            frame = self.frames[0]
+            match = next((e for e in self.embeddings if e.capture_ns >= frame.capture_ns), None)
+            if match is None:
+                if force_before_ns is not None and frame.capture_ns > force_before_ns:
+                    return  # its audio may still come
+                self.count("unmatched_frames")
+                match = self.embeddings[-1] if self.embeddings else None
+            self.frames.popleft()
+            self._send_heatmap(frame, match)
+
+    def _send_heatmap(self, frame: FeatureMap, embedding: Embedding | None) -> None:
+        if embedding is None:
+            heatmap = np.zeros(frame.features.shape[1:], np.float32)
+        else:
+            heatmap = self.engine.run({"features": frame.features[None].astype(np.float32),
+                                       "embedding": embedding.vector[None].astype(np.float32)})["heatmap"][0]
+        self.send("heatmap", Heatmap(heatmap=np.clip(heatmap, 0.0, 1.0), frame_index=frame.frame_index,
+                                     capture_ns=frame.capture_ns))
+
+    def close(self) -> None:
+        if hasattr(self, "engine"):
+            self.engine.close()
