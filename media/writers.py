@@ -42,7 +42,7 @@ class Mp4Writer:
     def __init__(self, path: str | Path, width: int, height: int, fps: float,
                  sample_rate_hz: int = 16000, audio_tracks: int = 1,
                  audio_titles: list[str] | None = None, crf: int = 23, preset: str = "veryfast",
-                 audio_bitrate: int = 64000, threads: int = 0) -> None:
+                 audio_bitrate: int = 64000, threads: int = 0, deterministic: bool = False) -> None:
         import av
 
         if width < 2 or height < 2:
@@ -69,8 +69,14 @@ class Mp4Writer:
             self._video.codec_context.time_base = VIDEO_TIME_BASE
             # veryfast + crf 23: real time at 640×480 on a 2-core box with quality to spare.
             self._video.options = {"crf": str(crf), "preset": preset}
-            if threads > 0:  # 1 = byte-reproducible output (x264 frame threads depend on timing)
+            if threads > 0:
                 self._video.codec_context.thread_count = threads
+            if deterministic:
+                # Same frames → same bytes, run after run (exports, the shipped demo). Measured:
+                # x264's SIMD paths and frame threads each made identical input encode
+                # differently; asm=0 on one thread did not. It costs ~3× encode time.
+                self._video.options = {**self._video.options, "x264-params": "asm=0"}
+                self._video.codec_context.thread_count = 1
 
             encode_rate = self.sample_rate_hz if self.sample_rate_hz in AAC_RATES_HZ else 48000
             self._audio: list[_AudioTrack] = []

@@ -31,3 +31,18 @@ def test_two_workers_yield_each_seed_once_and_same_clips():
 def test_training_stream_refuses_eval_seeds():
     with pytest.raises(ValueError):
         ClipStream("separation", CFG, base_seed=EVAL_SEED_BASE - 1, num_clips=5)
+
+
+def test_cli_says_clearly_when_shared_data_is_missing(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "EARSHOT_DATA": str(tmp_path / "nowhere")}
+    proc = subprocess.run([sys.executable, "-c", "import sys; from engines.data.cli import main; "
+                           "sys.exit(main(['make-data', '--num', '1', '--out', sys.argv[1]]))", str(tmp_path / "out")],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "needed data not found" in proc.stderr and "EARSHOT_DATA" in proc.stderr

@@ -63,6 +63,7 @@ def _make_data(args: argparse.Namespace) -> int:
             overrides["num_speakers"] = tuple(args.speakers)
         kind, config = args.kind, default_config(args.kind, args.split, **overrides)
         seeds = [args.seed + i for i in range(args.num)]
+    _check_voices(config)
     for seed in tqdm(seeds, desc=f"{kind} clips", unit="clip"):
         export_clip(make_clip(kind, seed, config), args.out, f"{kind}_{seed:010d}")
     print(f"wrote {len(seeds)} {kind} clips to {args.out}")
@@ -72,6 +73,7 @@ def _make_data(args: argparse.Namespace) -> int:
 def _gallery(args: argparse.Namespace) -> int:
     from engines.data.gallery import write_gallery
 
+    _check_voices(default_config("separation", args.split))
     clips = []
     jobs = [(kind, args.seed + i) for kind in KINDS for i in range(args.num)]
     for kind, seed in tqdm(jobs, desc="rendering", unit="clip"):
@@ -82,6 +84,13 @@ def _gallery(args: argparse.Namespace) -> int:
     path = write_gallery(clips, args.out)
     print(f"wrote {path}")
     return 0
+
+
+def _check_voices(config) -> None:
+    """Fail before any progress bar if the speech a config needs is not there."""
+    from engines.data.speech import speakers
+
+    speakers(config.split, include_espeak=config.include_espeak, include_librispeech=config.include_librispeech)
 
 
 def _make_demo(args: argparse.Namespace) -> int:

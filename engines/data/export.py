@@ -24,8 +24,7 @@ def export_clip(clip: Clip, folder: str | Path, name: str, wav_sources: bool = T
     h, w = clip.frames.shape[1:3]
     paths: dict[str, Path] = {"mp4": folder / f"{name}.mp4", "json": folder / f"{name}.json"}
     with Mp4Writer(paths["mp4"], w, h, FPS, sample_rate_hz=sample_rate_hz, audio_tracks=1,
-                   audio_titles=["mixture"]) as writer:
-        _deterministic_encoder(writer)
+                   audio_titles=["mixture"], deterministic=True) as writer:
         for frame in clip.frames:
             writer.write_frame(frame)
         writer.write_audio(clip.mixture)
@@ -38,17 +37,3 @@ def export_clip(clip: Clip, folder: str | Path, name: str, wav_sources: bool = T
     paths["json"].write_text(json.dumps(ann, indent=1) + "\n")
     return paths
 
-
-def _deterministic_encoder(writer) -> None:
-    """Make libx264 give the same bytes for the same frames, run after run.
-
-    Measured here: with x264's SIMD code on, re-encoding identical frames in one process gave
-    different bitstreams (320x180: 3 variants in 6 runs, with threads=1 too); with ``asm=0`` and one
-    thread every run matched. It costs ~3x encode time (640x360: ~19 ms/frame), fine for exports.
-    Mp4Writer has no public knob for this yet, so we adjust its codec before the first frame opens it.
-    """
-    video = getattr(writer, "_video", None)
-    if video is None:
-        return
-    video.options = {**dict(video.options), "x264-params": "asm=0"}
-    video.codec_context.thread_count = 1

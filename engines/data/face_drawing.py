@@ -166,11 +166,13 @@ def draw_face(img: np.ndarray, pose: FacePose, style: FaceStyle, mouth: MouthSta
     for side in (-1, 1):
         eu = yaw_du + side * 0.3
         scale = 1.0 - 0.25 * max(0.0, side * pose.yaw)  # the far eye looks smaller
-        _ellipse(img, pose, eu, -0.3, 0.16 * scale, 0.05, _shade(style.hair_bgr, 0.8), thickness=max(1, int(pose.half_height_px * 0.04)), start=190, end=350)
+        brow_t = max(1, int(pose.half_height_px * 0.04))
+        _ellipse(img, pose, eu, -0.3, 0.16 * scale, 0.05, _shade(style.hair_bgr, 0.8), thickness=brow_t, start=190, end=350)
         _ellipse(img, pose, eu, -0.12, 0.13 * scale, 0.07, (235, 240, 240))
         _ellipse(img, pose, eu + pose.yaw * 0.04, -0.12, 0.065 * scale, 0.065, style.eye_bgr)
         _ellipse(img, pose, eu + pose.yaw * 0.04, -0.12, 0.03 * scale, 0.03, (10, 10, 10))
-        _ellipse(img, pose, eu, -0.12, 0.13 * scale, 0.07, (30, 30, 30), thickness=max(1, int(pose.half_height_px * 0.035)), start=180, end=360)
+        lid_t = max(1, int(pose.half_height_px * 0.035))  # a dark upper lid line: detectors want it
+        _ellipse(img, pose, eu, -0.12, 0.13 * scale, 0.07, (30, 30, 30), thickness=lid_t, start=180, end=360)
     if style.glasses:
         t = max(1, int(pose.half_height_px * 0.018))
         for side in (-1, 1):
@@ -243,4 +245,5 @@ def draw_mouth(img: np.ndarray, pose: FacePose, style: FaceStyle, mouth: MouthSt
         if mouth.opening > 0.25:
             _ellipse(img, pose, mu, mv - gap / 2 + 0.01, half_w * 0.7, 0.02 + gap * 0.12, (225, 230, 235), start=0, end=180)
     else:
-        _poly(img, pose, [(mu - half_w, mv), (mu + half_w, mv)], _shade(style.lip_bgr, 0.5), closed=False, thickness=max(1, int(pose.half_height_px * 0.015)))
+        line_t = max(1, int(pose.half_height_px * 0.015))
+        _poly(img, pose, [(mu - half_w, mv), (mu + half_w, mv)], _shade(style.lip_bgr, 0.5), closed=False, thickness=line_t)

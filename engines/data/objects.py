@@ -72,7 +72,8 @@ def draw_appliance(img, cx, cy, size, look: ObjectLook, activity: float, t: int,
     ang = t * 0.6 * activity
     for k in range(3):
         a = ang + k * 2.1
-        cv2.circle(img, (int(cx + 0.18 * s * math.cos(a)), int(cy + 0.15 * s + 0.18 * s * math.sin(a))), max(1, int(0.08 * s)), look.accent_bgr, -1, LINE)
+        centre = (int(cx + 0.18 * s * math.cos(a)), int(cy + 0.15 * s + 0.18 * s * math.sin(a)))
+        cv2.circle(img, centre, max(1, int(0.08 * s)), look.accent_bgr, -1, LINE)
 
 
 def draw_bike(img, cx, cy, size, look: ObjectLook, activity: float, t: int, rng) -> None:

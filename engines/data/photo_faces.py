@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -36,19 +37,21 @@ class FacePhoto:
     mouth_right: np.ndarray
 
 
-@functools.lru_cache(maxsize=1)
+def photo_files(split: str) -> list[Path]:
+    """The photo files of a split: every ``EVAL_EVERY``-th file (sorted by name) is eval-only."""
+    folder = data_root() / "faces"
+    files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+    return [p for i, p in enumerate(files) if (i % EVAL_EVERY == EVAL_EVERY - 1) == (split != TRAIN)]
+
+
+@functools.lru_cache(maxsize=2)
 def photos(split: str) -> tuple[FacePhoto, ...]:
     """Single-face photos of a split with a confidently detected face and mouth (cached)."""
     from engines.faces import FaceDetector
 
-    folder = data_root() / "faces"
-    if not folder.is_dir():
-        return ()
     detector = FaceDetector(score_threshold=0.7, max_side_px=320)  # portraits: faces are large
     out = []
-    for i, path in enumerate(sorted(folder.glob("*.jpg"))):
-        if (i % EVAL_EVERY == EVAL_EVERY - 1) != (split != TRAIN):
-            continue
+    for path in photo_files(split):
         img = cv2.imread(str(path))
         if img is None:
             continue

@@ -135,27 +135,34 @@ class MixtureSampler:
     """Draw training mixtures from face units: 2–3 voices of different clips + optional noise."""
 
     def __init__(self, voices: np.ndarray, lips: np.ndarray, seed: int = 0, noise_prob: float = 0.5,
-                 snr_db: tuple[float, float] = (0.0, 20.0), speakers: tuple[int, ...] = (2, 3)) -> None:
+                 snr_db: tuple[float, float] = (0.0, 20.0), speakers: tuple[int, ...] = (2, 3),
+                 crop_s: float | None = None) -> None:
         active = np.abs(voices).max(axis=1) > 1e-4  # a unit must speak at least a little
         self.voices, self.lips = voices[active], lips[active]
         self.rng = np.random.default_rng(seed)
         self.noise_prob, self.snr_db, self.speakers = noise_prob, snr_db, speakers
+        # crops start on a video frame, so the lip ↔ STFT frame mapping holds inside a crop
+        total = self.lips.shape[1]
+        self.crop_frames = total if crop_s is None else min(total, int(round(crop_s * 25)))
 
     def sample(self, batch: int) -> dict[str, np.ndarray]:
         """mixture (B, N), targets (B, S, N) with zero rows padding to S = max speakers, lips (B, S, Tv, D),
         n_speakers (B,)."""
-        n = self.voices.shape[1]
+        tv = self.crop_frames
+        n = tv * SAMPLES_PER_FRAME
         s_max = max(self.speakers)
         mixture = np.zeros((batch, n), np.float32)
         targets = np.zeros((batch, s_max, n), np.float32)
-        lips = np.zeros((batch, s_max, self.lips.shape[1], self.lips.shape[2]), np.float32)
+        lips = np.zeros((batch, s_max, tv, self.lips.shape[2]), np.float32)
         count = np.zeros(batch, np.int64)
         for b in range(batch):
             k = int(self.rng.choice(self.speakers))
             units = self.rng.choice(len(self.voices), size=k, replace=False)
             for j, u in enumerate(units):
-                targets[b, j] = self.voices[u] * 10 ** (self.rng.uniform(-5, 5) / 20)
-                lips[b, j] = self.lips[u]
+                f0 = int(self.rng.integers(0, self.lips.shape[1] - tv + 1))
+                voice = self.voices[u, f0 * SAMPLES_PER_FRAME:(f0 + tv) * SAMPLES_PER_FRAME]
+                targets[b, j, :len(voice)] = voice * 10 ** (self.rng.uniform(-5, 5) / 20)
+                lips[b, j] = self.lips[u, f0:f0 + tv]
             speech = targets[b].sum(0)
             noise = np.zeros(n, np.float32)
             if self.rng.random() < self.noise_prob:

@@ -93,11 +93,12 @@ def step_loss(model: CausalSeparator, mode: str, batch: dict[str, np.ndarray]) -
 
 
 def train(mode: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int,
-          resume: bool, save_every: int, threads: int) -> Path:
+          resume: bool, save_every: int, threads: int, crop_s: float = 1.5) -> Path:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     voices, lips = load_units()
-    sampler = MixtureSampler(voices, lips, seed=seed)
+    shards = len(list(CACHE_DIR.glob("train-*.npz")))
+    sampler = MixtureSampler(voices, lips, seed=seed, crop_s=crop_s)
     val = MixtureSampler(voices, lips, seed=seed + 12345).sample(16)  # fixed batch for the curve
     model = build_model(mode)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -120,6 +121,12 @@ def train(mode: str, minutes: float, max_steps: int, batch_size: int, lr: float,
         if f.tell() == 0:
             writer.writerow(["step", "seconds", "train_loss", "val_loss"])
         while step < max_steps and time.monotonic() < deadline:
+            if step % 200 == 0 and shards < len(list(CACHE_DIR.glob("train-*.npz"))):
+                time.sleep(1.0)  # let a shard being written finish
+                voices, lips = load_units()
+                shards = len(list(CACHE_DIR.glob("train-*.npz")))  # the cache is still being built beside us: take new units
+                sampler = MixtureSampler(voices, lips, seed=seed + step, crop_s=crop_s)
+                log.info("%d face units at step %d", len(voices), step)
             model.train()
             loss = step_loss(model, mode, sampler.sample(batch_size))
             optimiser.zero_grad()
@@ -139,7 +146,7 @@ def train(mode: str, minutes: float, max_steps: int, batch_size: int, lr: float,
                 torch.save({"state_dict": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step},
                            ckpt_path)
     info = {"mode": mode, "steps": step, "batch_size": batch_size, "lr": lr, "seed": seed,
-            "face_units": int(len(voices)), "train_minutes": round((time.monotonic() - start) / 60, 1),
+            "face_units": int(len(voices)), "crop_s": crop_s, "train_minutes": round((time.monotonic() - start) / 60, 1),
             "final_train_loss": running}
     out = weights_path(mode)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-minutes", type=float, default=None, help="stop starting new cache shards after this")
     p.add_argument("--minutes", type=float, default=20.0, help="training time box (0 = only build the cache)")
     p.add_argument("--steps", type=int, default=100_000)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=6, help="mixtures per step (AV: one row per face)")
+    p.add_argument("--crop-seconds", type=float, default=1.5)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%d cache shards in %s", shards, CACHE_DIR)
     if args.minutes > 0:
         train(args.mode, args.minutes, args.steps, args.batch_size, args.lr, args.seed, args.resume,
-              args.save_every, args.threads)
+              args.save_every, args.threads, args.crop_seconds)
     return 0
 
 

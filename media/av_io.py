@@ -1,0 +1,108 @@
+"""Reading media files and streams with PyAV: video frames with their times, audio as 16 kHz chunks.
+
+Why PyAV and not OpenCV for files: PyAV gives each frame its presentation time (so a file
+source can be paced to the file's own clock, and audio and video line up) and decodes the
+audio track, which OpenCV cannot. OpenCV stays the tool for camera devices (see nodes/camera.py).
+
+Both readers are plain generators: a node pulls one item per ``step()`` and closes the
+generator (which closes the container) when it is done.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+
+class MediaError(RuntimeError):
+    """A file or stream that cannot be opened or decoded; the message names it."""
+
+
+def _open(source: str | Path, what: str):  # -> av.container.InputContainer
+    import av
+
+    try:
+        return av.open(str(source), mode="r", timeout=10.0)
+    except (av.FFmpegError, OSError) as exc:  # FileNotFoundError is an av error and an OSError
+        raise MediaError(f"cannot open {what} source {str(source)!r}: {exc}") from None
+
+
+def fit_size(width: int, height: int, src_width: int, src_height: int) -> tuple[int, int]:
+    """The output size for a requested ``width``×``height`` where 0 means "keep the
+    aspect ratio" (one side given) or "native" (both 0). Even sizes, since codecs want them."""
+    if width and height:
+        return width, height
+    if width:
+        return width, max(2, round(src_height * width / src_width / 2) * 2)
+    if height:
+        return max(2, round(src_width * height / src_height / 2) * 2), height
+    return src_width, src_height
+
+
+def video_frames(source: str | Path, width: int = 0, height: int = 0) -> Iterator[tuple[np.ndarray, float]]:
+    """Open ``source`` now (raising :class:`MediaError` if it cannot be read) and return an
+    iterator of ``(image, pts_s)``: BGR uint8 H×W×3, scaled by FFmpeg's swscale when a size
+    is asked, and the presentation time in seconds from the stream's first frame."""
+    container = _open(source, "video")
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{str(source)!r} has no video stream")
+    return _decode_video(container, str(source), width, height)
+
+
+def _decode_video(container, source: str, width: int, height: int) -> Iterator[tuple[np.ndarray, float]]:
+    import av
+
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame threads: decoding 1080p on one core is too slow
+        start_s: float | None = None
+        last_s = 0.0
+        for frame in container.decode(stream):
+            w, h = fit_size(width, height, frame.width, frame.height)
+            image = frame.to_ndarray(format="bgr24", width=w, height=h)
+            time_s = frame.time if frame.time is not None else last_s  # a few streams omit pts
+            start_s = time_s if start_s is None else start_s
+            last_s = time_s
+            yield image, time_s - start_s
+    except av.FFmpegError as exc:
+        raise MediaError(f"decoding video {source!r} failed: {exc}") from None
+    finally:
+        container.close()
+
+
+def audio_chunks(source: str | Path, sample_rate_hz: int = 16000, chunk_samples: int = 160) -> Iterator[np.ndarray]:
+    """Open ``source`` now and return an iterator of mono float32 chunks of exactly
+    ``chunk_samples`` at ``sample_rate_hz`` (the last one may be shorter). ``av.AudioResampler``
+    downmixes and resamples whatever the file holds, so downstream nodes see one format only."""
+    container = _open(source, "audio")
+    if not container.streams.audio:
+        container.close()
+        raise MediaError(f"{str(source)!r} has no audio stream")
+    return _decode_audio(container, str(source), sample_rate_hz, chunk_samples)
+
+
+def _decode_audio(container, source: str, sample_rate_hz: int, chunk_samples: int) -> Iterator[np.ndarray]:
+    import av
+
+    try:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate_hz)
+        pending = np.zeros(0, np.float32)
+        frames = container.decode(stream)
+        for frame in itertools.chain(frames, [None]):  # None flushes the resampler's tail
+            for out in resampler.resample(frame):
+                pending = np.concatenate([pending, out.to_ndarray().reshape(-1)])
+            n_full = len(pending) // chunk_samples * chunk_samples
+            for start in range(0, n_full, chunk_samples):
+                yield pending[start:start + chunk_samples].copy()
+            pending = pending[n_full:]
+        if len(pending):
+            yield pending
+    except av.FFmpegError as exc:
+        raise MediaError(f"decoding audio {source!r} failed: {exc}") from None
+    finally:
+        container.close()

@@ -1,0 +1,174 @@
+"""Camera: frames from a webcam, a network stream or a video file, each stamped at capture.
+
+Devices and URLs go through OpenCV ``VideoCapture`` (the OS camera drivers and FFmpeg's network
+demuxers); files go through PyAV, which gives every frame its presentation time, so playback
+is paced to the file's own clock from the graph's epoch and lines up with the audio that the
+microphone node reads from the same file.
+
+A camera is a thing that fails: it is unplugged, a stream drops, a path has a typo. The node
+never dies of it. It logs a clear error, counts it (``open_failures``, ``disconnects``), and
+retries with exponential backoff, while heartbeats keep flowing (``connected`` is 0 or 1).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from media.av_io import MediaError, fit_size, video_frames
+from pipeline.messages import VideoFrame
+from pipeline.node import Node, Output
+
+
+class Camera(Node):
+    """One video source → ``frames``."""
+
+    @dataclass
+    class Params:
+        source: str = "0"  # device index ("0"), /dev/videoN, rtsp://… or http://… URL, or a file path
+        width: int = 0  # 0 = native; one side alone keeps the aspect ratio
+        height: int = 0
+        fps: float = 0.0  # 0 = native; otherwise frames are dropped down to this rate
+        realtime: bool = True  # files: pace frames to their timestamps; False = as fast as possible
+        loop: bool = False  # files: start over at the end, timestamps keep increasing
+        retry_initial_s: float = 0.5  # first wait after a failure; doubles up to retry_max_s
+        retry_max_s: float = 10.0
+        give_up_after: int = 0  # consecutive failed opens before the stream ends; 0 = never
+
+        def validate(self) -> None:
+            if min(self.width, self.height, self.fps) < 0 or not self.source:
+                raise ValueError("width/height/fps must be ≥ 0 and source non-empty")
+            if not 0 < self.retry_initial_s <= self.retry_max_s:
+                raise ValueError("need 0 < retry_initial_s <= retry_max_s")
+
+    outputs = {"frames": Output(VideoFrame, doc="BGR uint8; capture_ns at grab (files: epoch_ns + pts)")}
+
+    def open(self) -> None:
+        src = self.params.source
+        self.is_file = not (src.isdigit() or "://" in src or src.startswith("/dev/video"))
+        self.frames: Iterator[tuple[np.ndarray, float]] | None = None
+        self.frame_index = 0
+        self.loop_offset_s = 0.0  # file time added per loop, so timestamps never go back
+        self.last_pts_s = self.frame_s = 0.0
+        self.due_s = 0.0  # next pts to keep when thinning to `fps`
+        self.retry_s, self.retry_at_ns, self.failures = self.params.retry_initial_s, 0, 0
+        self.counters.update(connected=0, open_failures=0, disconnects=0, frames=0)
+
+    def step(self) -> bool:
+        if self.frames is None:
+            return self._connect()
+        try:
+            image, pts_s = next(self.frames)
+        except StopIteration:
+            if self.is_file and not self.params.loop:
+                return False
+            if self.is_file:  # loop: the next pass starts one frame after this one ended
+                self.loop_offset_s += self.last_pts_s + self.frame_s
+                self.frames = None
+                return True
+            self._lost(MediaError(f"camera {self.params.source!r} ended its stream"))
+            return True
+        except MediaError as exc:
+            self._lost(exc)
+            return True
+        self.frame_s = pts_s - self.last_pts_s if pts_s > self.last_pts_s else self.frame_s
+        self.last_pts_s = pts_s
+        pts_s += self.loop_offset_s
+        self.retry_s, self.failures = self.params.retry_initial_s, 0  # it works: forget old failures
+        if self.params.fps:  # thin to the asked rate (2 ms slack for rounded timestamps)
+            if pts_s + 0.002 < self.due_s:
+                return True
+            self.due_s = max(self.due_s + 1 / self.params.fps, pts_s)
+        if self.is_file:
+            capture_ns = self.epoch_ns + round(pts_s * 1e9)
+            if self.params.realtime and not self.sleep_until(capture_ns):
+                return True  # stopping
+        else:
+            capture_ns = self.grab_ns
+        self.send("frames", VideoFrame(image=image, frame_index=self.frame_index, pts_s=pts_s, capture_ns=capture_ns))
+        self.frame_index += 1
+        self.count("frames")
+        return True
+
+    def close(self) -> None:
+        if self.frames is not None:
+            self.frames.close()  # a generator: closing it releases the file or device
+            self.frames = None
+
+    # -- failures and retries --------------------------------------------------------------
+
+    def _connect(self) -> bool:
+        """(Re)open the source once the backoff allows; sleep at most 0.1 s so heartbeats flow."""
+        wait_ns = self.retry_at_ns - time.monotonic_ns()
+        if wait_ns > 0:
+            self.sleep_until(time.monotonic_ns() + min(wait_ns, 100_000_000))
+            return True
+        p = self.params
+        try:
+            self.frames = video_frames(p.source, p.width, p.height) if self.is_file else self._device_frames()
+        except MediaError as exc:
+            self.count("open_failures")
+            self.failures += 1
+            if p.give_up_after and self.failures >= p.give_up_after:
+                self.log.error("%s; giving up after %d attempts", exc, self.failures)
+                return False
+            self._schedule_retry(f"{exc}")
+            return True
+        self.counters["connected"] = 1
+        self.log.info("camera %r open", p.source)
+        return True
+
+    def _lost(self, exc: Exception) -> None:
+        self.count("disconnects")
+        self.close()
+        self._schedule_retry(f"camera lost: {exc}")
+
+    def _schedule_retry(self, reason: str) -> None:
+        self.counters["connected"] = 0
+        self.log.error("%s; retrying in %.1f s", reason, self.retry_s)
+        self.retry_at_ns = time.monotonic_ns() + round(self.retry_s * 1e9)
+        self.retry_s = min(self.retry_s * 2, self.params.retry_max_s)
+
+    def _device_frames(self) -> Iterator[tuple[np.ndarray, float]]:
+        """Open a device or URL with OpenCV now; frames are stamped the moment they are grabbed."""
+        import cv2
+
+        p = self.params
+        if p.source.isdigit():
+            cap = cv2.VideoCapture(int(p.source))
+        else:  # 5 s timeouts: a dead stream must not hang the node past its heartbeat
+            cap = cv2.VideoCapture(p.source, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000,
+                                                            cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000])
+        if not cap.isOpened():
+            cap.release()
+            raise MediaError(f"cannot open camera {p.source!r} (no such device, busy, or unreachable URL)")
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # a stale driver queue is latency we do not want
+        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, p.width), (cv2.CAP_PROP_FRAME_HEIGHT, p.height),
+                            (cv2.CAP_PROP_FPS, p.fps)):
+            if value:
+                cap.set(prop, value)
+        return self._grab_loop(cap)
+
+    def _grab_loop(self, cap) -> Iterator[tuple[np.ndarray, float]]:
+        import cv2
+
+        try:
+            start_ns = 0
+            while True:
+                ok = cap.grab()
+                self.grab_ns = time.monotonic_ns()
+                ok = ok and (frame := cap.retrieve()[1]) is not None
+                if not ok:
+                    raise MediaError(f"camera {self.params.source!r} stopped delivering frames")
+                start_ns = start_ns or self.grab_ns
+                w, h = fit_size(self.params.width, self.params.height, frame.shape[1], frame.shape[0])
+                if (w, h) != (frame.shape[1], frame.shape[0]):  # the driver ignored the size we asked
+                    frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+                yield frame, (self.grab_ns - start_ns) / 1e9
+        except cv2.error as exc:
+            raise MediaError(f"camera {self.params.source!r}: {exc}") from None
+        finally:
+            cap.release()
