@@ -33,6 +33,10 @@ TOOLS = {
     "gallery": ("engines.data.cli", ["gallery"]),
     "make-demo": ("engines.data.cli", ["make-demo"]),
     "export": ("engines.export", []),
+    "train-localizer": ("engines.localization.train", []),
+    "eval-localizer": ("engines.localization.evaluate", []),
+    "train-separator": ("engines.separation.train", []),
+    "eval-separator": ("engines.separation.evaluate", []),
 }
 
 

@@ -7,7 +7,11 @@ without importing heavy libraries until a node actually runs.
 
 NODE_TYPES: dict[str, str] = {
     "renderer": "nodes.renderer:Renderer",
+    "camera": "nodes.camera:Camera",
+    "microphone": "nodes.microphone:Microphone",
     "stft": "nodes.stft:Stft",
+    "faces": "nodes.faces:Faces",
+    "separator": "nodes.separator:Separator",
     "visual_encoder": "nodes.visual_encoder:VisualEncoder",
     "audio_encoder": "nodes.audio_encoder:AudioEncoder",
     "fusion": "nodes.fusion:Fusion",

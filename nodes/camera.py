@@ -5,14 +5,17 @@ demuxers); files go through PyAV, which gives every frame its presentation time,
 is paced to the file's own clock from the graph's epoch and lines up with the audio that the
 microphone node reads from the same file.
 
-A camera is a thing that fails: it is unplugged, a stream drops, a path has a typo. The node
-never dies of it. It logs a clear error, counts it (``open_failures``, ``disconnects``), and
-retries with exponential backoff, while heartbeats keep flowing (``connected`` is 0 or 1).
+A camera is a thing that fails: it is unplugged, or a stream drops. The node never dies of
+it. It logs a clear error, counts it (``open_failures``, ``disconnects``), and retries with
+exponential backoff, while heartbeats keep flowing (``connected`` is 0 or 1). A file is
+different: a missing file is a config mistake, caught by ``launch.py check``; a file that
+cannot be decoded ends the stream with an error.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,8 +26,13 @@ from pipeline.messages import VideoFrame
 from pipeline.node import Node, Output
 
 
+def is_device(source: str) -> bool:
+    """A device index, a V4L2 device node or a URL (OpenCV); anything else is a file (PyAV)."""
+    return source.isdigit() or "://" in source or source.startswith("/dev/video")
+
+
 class Camera(Node):
-    """One video source → ``frames``."""
+    """Frames from a webcam, a network stream or a video file, each stamped at capture."""
 
     @dataclass
     class Params:
@@ -43,12 +51,14 @@ class Camera(Node):
                 raise ValueError("width/height/fps must be ≥ 0 and source non-empty")
             if not 0 < self.retry_initial_s <= self.retry_max_s:
                 raise ValueError("need 0 < retry_initial_s <= retry_max_s")
+            if not is_device(self.source) and not Path(self.source).is_file():
+                raise ValueError(f"source {self.source!r}: no such file (a device is an index like '0' or a URL)")
 
     outputs = {"frames": Output(VideoFrame, doc="BGR uint8; capture_ns at grab (files: epoch_ns + pts)")}
 
     def open(self) -> None:
-        src = self.params.source
-        self.is_file = not (src.isdigit() or "://" in src or src.startswith("/dev/video"))
+        p = self.params
+        self.is_file = not is_device(p.source)
         self.frames: Iterator[tuple[np.ndarray, float]] | None = None
         self.frame_index = 0
         self.loop_offset_s = 0.0  # file time added per loop, so timestamps never go back
@@ -56,6 +66,9 @@ class Camera(Node):
         self.due_s = 0.0  # next pts to keep when thinning to `fps`
         self.retry_s, self.retry_at_ns, self.failures = self.params.retry_initial_s, 0, 0
         self.counters.update(connected=0, open_failures=0, disconnects=0, frames=0)
+        if self.is_file:  # an unreadable file fails here, before the graph starts
+            self.frames = video_frames(p.source, p.width, p.height)
+            self.counters["connected"] = 1
 
     def step(self) -> bool:
         if self.frames is None:
@@ -63,15 +76,19 @@ class Camera(Node):
         try:
             image, pts_s = next(self.frames)
         except StopIteration:
-            if self.is_file and not self.params.loop:
-                return False
-            if self.is_file:  # loop: the next pass starts one frame after this one ended
-                self.loop_offset_s += self.last_pts_s + self.frame_s
-                self.frames = None
+            if not self.is_file:
+                self._lost(MediaError(f"camera {self.params.source!r} ended its stream"))
                 return True
-            self._lost(MediaError(f"camera {self.params.source!r} ended its stream"))
+            if not self.params.loop:
+                return False
+            self.loop_offset_s += self.last_pts_s + self.frame_s  # the next pass starts one frame later
+            self.frames = video_frames(self.params.source, self.params.width, self.params.height)
             return True
         except MediaError as exc:
+            if self.is_file:
+                self.log.error("%s; ending the stream", exc)
+                self.count("errors")
+                return False
             self._lost(exc)
             return True
         self.frame_s = pts_s - self.last_pts_s if pts_s > self.last_pts_s else self.frame_s
@@ -101,14 +118,14 @@ class Camera(Node):
     # -- failures and retries --------------------------------------------------------------
 
     def _connect(self) -> bool:
-        """(Re)open the source once the backoff allows; sleep at most 0.1 s so heartbeats flow."""
+        """(Re)open the device once the backoff allows; sleep at most 0.1 s so heartbeats flow."""
         wait_ns = self.retry_at_ns - time.monotonic_ns()
         if wait_ns > 0:
             self.sleep_until(time.monotonic_ns() + min(wait_ns, 100_000_000))
             return True
         p = self.params
         try:
-            self.frames = video_frames(p.source, p.width, p.height) if self.is_file else self._device_frames()
+            self.frames = self._device_frames()
         except MediaError as exc:
             self.count("open_failures")
             self.failures += 1

@@ -83,6 +83,7 @@ class Node:
         self.counters: dict[str, int] = {"errors": 0}
         #: latest heartbeat stats of every node, if wants_telemetry
         self.telemetry: dict[str, dict] = {}
+        self.slept_s = 0.0  # time spent in sleep_until, subtracted from compute time
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -131,12 +132,16 @@ class Node:
 
     def sleep_until(self, deadline_ns: int) -> bool:
         """Sleep until a monotonic time, waking early on shutdown. False if stopping."""
-        while not self.stopping:
-            left = deadline_ns - time.monotonic_ns()
-            if left <= 0:
-                return True
-            time.sleep(min(left / 1e9, 0.05))
-        return False
+        t0 = time.perf_counter()
+        try:
+            while not self.stopping:
+                left = deadline_ns - time.monotonic_ns()
+                if left <= 0:
+                    return True
+                time.sleep(min(left / 1e9, 0.05))
+            return False
+        finally:  # pacing is not work: keep it out of the node's compute time
+            self.slept_s += time.perf_counter() - t0
 
     def count(self, counter: str, n: int = 1) -> None:
         self.counters[counter] = self.counters.get(counter, 0) + n

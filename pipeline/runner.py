@@ -147,9 +147,9 @@ class Runtime:
         compute = node.stats["compute_ms"]
         while not self.stopping:
             if is_source:
-                t0 = time.perf_counter()
+                t0, slept = time.perf_counter(), node.slept_s
                 more = node.step()
-                compute.add((time.perf_counter() - t0) * 1e3)
+                compute.add((time.perf_counter() - t0 - (node.slept_s - slept)) * 1e3)
                 if not more:
                     return
             else:

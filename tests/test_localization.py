@@ -153,3 +153,41 @@ def test_synchrony_map_finds_the_region_moving_with_the_sound():
     assert np.unravel_index(np.argmax(m), m.shape) == (2, 10)
     assert m.min() >= 0
     assert baselines.centre_prior().argmax() in (7 * 14 + 7, 6 * 14 + 6, 6 * 14 + 7, 7 * 14 + 6)
+
+
+# -- the shipped, trained model ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def held_out_batch():
+    """12 samples from 6 fresh held-out scenes (eval speakers, seeds outside training)."""
+    from dataclasses import replace
+
+    from engines.data.evalset import EVAL_SEED_BASE, EVAL_SETS
+    from engines.data.generate import make_clip
+    from engines.data.paths import data_available
+    from engines.localization.data import Samples, samples_from_clip
+
+    if not data_available():
+        pytest.skip("needs ../shared/data")
+    config = replace(EVAL_SETS["loc"].config, duration_s=2.0)
+    seed0 = EVAL_SEED_BASE + 90_000  # not the published 'loc' set, not training
+    return Samples.concat([samples_from_clip(make_clip("localization", seed0 + i, config), [30, 45]) for i in range(6)])
+
+
+def test_trained_loss_is_lower_for_matched_than_mismatched_pairs(held_out_batch):
+    from engines.localization.shipped import shipped_model
+    from engines.localization.train import to_batch
+
+    model = shipped_model()
+    image, previous, logmel, _ = to_batch(held_out_batch, np.arange(len(held_out_batch)))
+    with torch.inference_mode():
+        out = model(image, previous, logmel)
+        pair = losses.pair_losses(out["f_v"], out["embedding"])
+        matched = torch.diagonal(pair)
+        # a mismatched pair: the same frame with another scene's audio (other clips only)
+        clip = torch.arange(len(pair)) // 2
+        other = clip[:, None] != clip[None, :]
+        assert float(matched.mean()) < float(pair[other].mean())
+        shuffled = losses.infonce(out["f_v"], out["embedding"].roll(2, dims=0))
+        assert float(losses.infonce(out["f_v"], out["embedding"])) < float(shuffled)

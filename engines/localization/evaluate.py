@@ -3,7 +3,8 @@
     python launch.py eval-localizer                    table: 3 modes + ONNX + baselines + ceiling
     python launch.py eval-localizer --real-video       also the two real clips in ../shared/data/video
 
-Held-out scenes: the corpus' fixed ``loc`` set (100 scenes of 4 s, seeds disjoint from training,
+Our rows score the unclipped cosine map (see `train.heatmaps`); the live heatmap is the same map
+with negatives clipped. Held-out scenes: the corpus' fixed ``loc`` set (100 scenes of 4 s, seeds disjoint from training,
 only LibriSpeech test-other voices), frames at 1.2/2.0/2.8/3.6 s → 400 samples, ground truth the
 union of the sounding objects' boxes. Every row is computed here from the shipped weights, so the
 table is reproducible; it is also written to out/localization/eval.md.
@@ -52,7 +53,7 @@ def onnx_maps(samples) -> np.ndarray:
         previous = samples.previous[i].transpose(2, 0, 1)[None].astype(np.float32)
         features = visual.run({"image": image, "previous": previous})["features"]
         embedding = audio.run({"logmel": samples.logmel[i][None]})["embedding"]
-        out.append(fusion.run({"features": features, "embedding": embedding})["heatmap"][0])
+        out.append(fusion.run({"features": features, "embedding": embedding})["cosine"][0])
     return np.stack(out)
 
 

@@ -126,14 +126,16 @@ class Localizer(nn.Module):
 
 
 class FusionGraph(nn.Module):
-    """The fusion node's graph: feature map + embedding → heatmap (B, 14, 14) in [0, 1]."""
+    """The fusion node's graph: feature map + embedding → heatmap (B, 14, 14) in [0, 1], and the
+    unclipped cosine map that evaluation scores."""
 
     def __init__(self, attention: Attention) -> None:
         super().__init__()
         self.attention = attention
 
-    def forward(self, features: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        return attention_map(features, embedding).clamp(min=0.0)
+    def forward(self, features: torch.Tensor, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cosine = attention_map(features, embedding)
+        return cosine.clamp(min=0.0), cosine
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def heatmap_peaks(video: Decoded, threads: int = 2) -> list[tuple[int, int]]:
         end = int(round((t + 1 / video.fps) * SAMPLE_RATE_HZ))
         features = visual.run({"image": image, "previous": prev})["features"]
         embedding = audio_enc.run({"logmel": window_logmel(video.audio[:end])[None]})["embedding"]
-        heat = fusion.run({"features": features, "embedding": embedding})["heatmap"][0]
+        heat = fusion.run({"features": features, "embedding": embedding})["cosine"][0]  # same peak, no ties
         h, w = frame.shape[:2]
         up = cv2.resize(heat, (w, h), interpolation=cv2.INTER_CUBIC)
         y, x = np.unravel_index(int(np.argmax(up)), up.shape)

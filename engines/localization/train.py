@@ -51,7 +51,12 @@ def to_batch(samples, index: np.ndarray, flip: np.ndarray | None = None):
 
 
 def heatmaps(model, samples, batch: int = 64) -> np.ndarray:
-    """(N, 14, 14) maps of a model over samples, in eval mode."""
+    """(N, 14, 14) maps to score: the cosine map *before* negatives are clipped, in eval mode.
+
+    Clipping changes no ranking among the positive cells, but it ties most of the frame at 0, and
+    the LVS median threshold (``pred >= sorted[N/2]``) then selects every pixel. LVS and EZ-VSL
+    score their raw similarity maps; so do we.
+    """
     import torch
 
     model.eval()
@@ -60,7 +65,7 @@ def heatmaps(model, samples, batch: int = 64) -> np.ndarray:
         for start in range(0, len(samples), batch):
             idx = np.arange(start, min(start + batch, len(samples)))
             image, previous, logmel, _ = to_batch(samples, idx)
-            out.append(model(image, previous, logmel)["heatmap"].numpy())
+            out.append(model(image, previous, logmel)["cosine"].numpy())
     return np.concatenate(out)
 
 

@@ -148,9 +148,44 @@ register(
         name="localizer_fusion",
         factory="engines.localization.shipped:fusion",
         inputs=(InputSpec("features", (1, 128, 14, 14)), InputSpec("embedding", (1, 128))),
-        outputs=("heatmap",),
-        dynamic_axes={"features": {0: "batch"}, "embedding": {0: "batch"}, "heatmap": {0: "batch"}},
-        description="Localization attention: clipped cosine of the audio embedding with each position → 14×14 map.",
+        outputs=("heatmap", "cosine"),
+        dynamic_axes={"features": {0: "batch"}, "embedding": {0: "batch"}, "heatmap": {0: "batch"},
+                      "cosine": {0: "batch"}},
+        description="Localization attention: cosine of the audio embedding with each position → 14×14 map "
+        "(heatmap: negatives clipped; cosine: unclipped, for scoring).",
+    )
+)
+
+# Cocktail-party voice isolation (issue 5): the causal AV separator and its audio-only baseline.
+# One streaming step: any number of STFT frames (``time``), faces as the batch, state in and out.
+_SEPARATOR_TIME = {"time": (1, 1, 400)}
+register(
+    ModelSpec(
+        name="separator",
+        factory="engines.separation.shipped:av",
+        inputs=(InputSpec("mixture", (1, 4, 257, 2)), InputSpec("lips", (1, 4, 16)),
+                InputSpec("vis_state", (1, 16, 16)), InputSpec("gru_state", (2, 1, 192))),
+        outputs=("mask", "vis_state_out", "gru_state_out"),
+        dynamic_axes={"mixture": {0: "batch", 1: "time"}, "lips": {0: "batch", 1: "time"},
+                      "vis_state": {0: "batch"}, "gru_state": {1: "batch"},
+                      "mask": {0: "batch", 1: "time"}, "vis_state_out": {0: "batch"}, "gru_state_out": {1: "batch"}},
+        axis_ranges={**DEFAULT_AXIS_RANGES, **_SEPARATOR_TIME},
+        description="AV separator step: mixture STFT frames + one face's lip features (+ carried state) → "
+        "that face's complex ratio mask. Faces are the batch.",
+        atol=1e-3,
+    )
+)
+register(
+    ModelSpec(
+        name="separator_audio_only",
+        factory="engines.separation.shipped:audio_only",
+        inputs=(InputSpec("mixture", (1, 4, 257, 2)), InputSpec("gru_state", (2, 1, 192))),
+        outputs=("mask", "gru_state_out"),
+        dynamic_axes={"mixture": {0: "batch", 1: "time"}, "gru_state": {1: "batch"},
+                      "mask": {0: "batch", 1: "time"}, "gru_state_out": {1: "batch"}},
+        axis_ranges={**DEFAULT_AXIS_RANGES, **_SEPARATOR_TIME},
+        description="Audio-only separator baseline (PIT): mixture STFT frames (+ state) → 3 complex ratio masks.",
+        atol=1e-3,
     )
 )
 

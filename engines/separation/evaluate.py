@@ -33,7 +33,7 @@ from engines.data.evalset import EVAL_SETS
 from engines.dsp import stft
 from engines.separation.data import eval_clip, face_lip_streams, lips_at_stft_rate
 from engines.separation.shipped import AUDIO_ONLY_WEIGHTS, AV_WEIGHTS, load_checkpoint
-from engines.separation.streaming import StreamingSeparator
+from engines.separation.streaming import StreamingSeparator, inverse
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -66,15 +66,13 @@ def separate_av(model, mixture: np.ndarray, lips: np.ndarray) -> np.ndarray:
 
 def separate_audio_only(model, mixture: np.ndarray) -> np.ndarray:
     """(N,) → (M, N): the audio-only model's M masks, each inverted."""
-    from engines.dsp import istft
-
     frames = stft(mixture)
     with torch.inference_mode():
         x = torch.from_numpy(np.stack([frames.real, frames.imag], -1).astype(np.float32))[None]
         vis, gru = model.initial_state(1)
         mask, _, _ = model(x, torch.zeros(1, len(frames), 0), vis, gru)
     m = mask[0].numpy()  # (T, M, F, 2)
-    outs = [istft((m[:, j, :, 0] + 1j * m[:, j, :, 1]) * frames) for j in range(m.shape[1])]
+    outs = [inverse((m[:, j, :, 0] + 1j * m[:, j, :, 1]) * frames) for j in range(m.shape[1])]
     return _fit(np.stack(outs), len(mixture))
 
 

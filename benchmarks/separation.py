@@ -1,0 +1,88 @@
+"""Separator compute per 10 ms hop per face, and its algorithmic latency.
+
+    python benchmarks/separation.py [--seconds 5] [--faces 1 2] [--threads 1 2]
+
+Runs the shipped separator the way the live node does — one model call per 10 ms STFT frame, all
+faces batched, state carried, mask applied and ISTFT'd per face — on ONNX Runtime (the CPU default
+of `engines.engine.load`) and on torch eager, and prints the median milliseconds per hop per face
+and the real-time factor (compute / 10 ms; the issue's goal is ≤ 0.3 per face). The STFT itself is
+the stft node's cost (benchmarks/stft.py). The algorithmic latency is measured by pushing an impulse
+one sample at a time and counting the samples taken in before it came out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engines.dsp import StreamingStft, stft  # noqa: E402
+from engines.separation.streaming import StreamingSeparator  # noqa: E402
+
+
+def per_hop_ms(engine: StreamingSeparator, frames: np.ndarray, faces: int, repeats: int) -> float:
+    rng = np.random.default_rng(0)
+    lips = {k + 1: rng.normal(size=16).astype(np.float32) for k in range(faces)}
+    runs = []
+    for _ in range(repeats):
+        engine.faces.clear()
+        t0 = time.perf_counter()
+        for t in range(len(frames)):
+            engine.push(frames[t:t + 1], lips)
+        runs.append((time.perf_counter() - t0) * 1e3 / len(frames))
+    return statistics.median(runs)
+
+
+def impulse_latency_samples(engine: StreamingSeparator, at: int = 1600) -> int:
+    x = np.zeros(2 * at)
+    x[at] = 1.0
+    analysis, released = StreamingStft(), 0
+    engine.faces.clear()
+    for i in range(len(x)):
+        frames = analysis.push(x[i:i + 1])
+        if len(frames):
+            released += engine.push(frames, {1: np.zeros(16, np.float32)})[1].shape[1]
+            if released > at:
+                return i - at
+    raise RuntimeError("impulse never came out")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--faces", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+
+    import torch
+
+    from engines.engine import load
+    from engines.separation.shipped import av
+
+    frames = stft(np.random.default_rng(1).normal(0, 0.1, int(args.seconds * 16000)))
+    print(f"separator: {len(frames)} hops of 10 ms, one model call per hop (as live); median of {args.repeats}")
+    print(f"{'backend':<12} {'threads':>7} {'faces':>5} {'ms/hop':>8} {'ms/hop/face':>12} {'RTF/face':>9}")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        engines = {
+            "onnxruntime": StreamingSeparator(load("separator", backend="onnxruntime", threads=threads).run, 16, 16, 2, 192),
+            "torch": StreamingSeparator.from_model(av()),
+        }
+        for name, engine in engines.items():
+            for faces in args.faces:
+                ms = per_hop_ms(engine, frames, faces, args.repeats)
+                print(f"{name:<12} {threads:>7} {faces:>5} {ms:>8.3f} {ms / faces:>12.3f} {ms / faces / 10:>9.3f}")
+    latency = impulse_latency_samples(StreamingSeparator.from_model(av()))
+    print(f"algorithmic latency (impulse, pushed sample by sample): {latency} samples = {latency / 16:.1f} ms "
+          f"(one 25 ms STFT window at most; the network adds none)")
+
+
+if __name__ == "__main__":
+    main()

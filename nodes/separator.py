@@ -1,0 +1,87 @@
+"""Separator: one isolated voice per face on screen, live ("Looking to Listen", made causal).
+
+The microphone's complex STFT frames and each face's lip features go through the causal AV
+separator (engines/separation); every face gets its own complex ratio mask and its own ISTFT, and
+all voices leave together as one SeparatedAudio aligned with the face track IDs.
+
+Faces follow the latest FaceTracks: a face that appears starts a voice stream with fresh state, a
+face that leaves ends its stream. A face's lip features are held between video frames (25 fps vs
+100 STFT frames/s) — the same causal hold the model was trained with. If no FaceTracks arrived for
+``face_timeout_ms`` (camera stalled), there are no faces and nothing is sent.
+
+Output sample positions: frame ``t`` of the spectrum starts at stream sample ``t · hop`` (the stft
+node counts from the first sample it saw); every face's output ends at the last sample its ISTFT
+can release, so ``first_sample`` is that end minus the block length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engines.dsp import StftConfig
+from engines.engine import load
+from engines.models import get
+from engines.separation.streaming import StreamingSeparator
+from pipeline.messages import FaceTracks, SeparatedAudio, Spectrogram
+from pipeline.node import BadInput, Input, Node, Output
+
+
+class Separator(Node):
+    """Complex STFT stream + FaceTracks → SeparatedAudio (one row per face)."""
+
+    @dataclass
+    class Params:
+        model: str = "separator"      # registered model name (engines/models)
+        backend: str = "auto"
+        threads: int = 1
+        face_timeout_ms: float = 500.0
+
+    inputs = {
+        "spectrum": Input(Spectrogram, policy="queue", size=256, doc="complex STFT frames (stft node)"),
+        "faces": Input(FaceTracks, policy="latest", doc="face track ids and lip features (faces node)"),
+    }
+    outputs = {"voices": Output(SeparatedAudio, doc="one isolated voice per face track")}
+
+    def open(self) -> None:
+        spec = get(self.params.model)
+        shapes = {s.name: s.example_shape for s in spec.inputs}
+        engine = load(self.params.model, self.params.backend, threads=self.params.threads)
+        self.engine = StreamingSeparator(engine.run, lip_dim=shapes["lips"][-1], vis_history=shapes["vis_state"][-1],
+                                         layers=shapes["gru_state"][0], hidden=shapes["gru_state"][-1])
+        self.faces: FaceTracks | None = None
+        self.cfg: StftConfig | None = None
+        self._released: int | None = None  # stream sample after the last one sent
+
+    def on_message(self, port: str, msg) -> None:
+        if port == "faces":
+            self.faces = msg
+            return
+        if msg.kind != "complex":
+            raise BadInput(f"separator needs complex STFT frames, got {msg.kind!r}")
+        self.cfg = StftConfig(msg.sample_rate_hz, msg.n_fft, msg.hop_length, msg.win_length)
+        ids, voices = self.engine.push(msg.frames.astype(np.complex128), self._current_lips(msg.capture_ns))
+        self.observe("faces", float(len(ids)))
+        if voices.size:
+            end = (msg.first_frame + len(msg.frames)) * self.cfg.hop_length + self.cfg.left
+            self._send(ids, voices, end - voices.shape[1], msg.capture_ns)
+
+    def on_end(self) -> None:
+        if self.cfg is None:
+            return
+        ids, tail = self.engine.flush()  # the last window's overlap-add tail
+        if tail.size and self._released is not None:
+            self._send(ids, tail, self._released, self.faces.capture_ns if self.faces else 0)
+
+    def _current_lips(self, now_ns: int) -> dict[int, np.ndarray]:
+        """The faces on screen now and their latest lip features (held)."""
+        if self.faces is None or (now_ns - self.faces.capture_ns) > self.params.face_timeout_ms * 1e6:
+            return {}
+        return {int(t): row for t, row in zip(self.faces.track_ids, self.faces.lip_features)}
+
+    def _send(self, ids: np.ndarray, voices: np.ndarray, first_sample: int, capture_ns: int) -> None:
+        self._released = first_sample + voices.shape[1]
+        self.send("voices", SeparatedAudio(samples=voices.astype(np.float32), track_ids=ids.astype(np.int64),
+                                           sample_rate_hz=self.cfg.sample_rate_hz, first_sample=int(first_sample),
+                                           capture_ns=capture_ns))

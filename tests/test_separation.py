@@ -1,0 +1,141 @@
+"""The separator: streaming equals offline, latency from an impulse, causality, the shipped model
+leaves a lone voice nearly unchanged, and the ONNX engine matches torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engines.dsp import StreamingStft, stft
+from engines.separation.model import CausalSeparator, SeparatorConfig
+from engines.separation.shipped import AV_WEIGHTS
+from engines.separation.streaming import StreamingSeparator
+
+SMALL = SeparatorConfig(audio_dim=32, visual_dim=8, hidden=32)
+needs_weights = pytest.mark.skipif(not AV_WEIGHTS.exists(), reason=f"{AV_WEIGHTS} not trained yet")
+
+
+@pytest.fixture(scope="module")
+def small_model() -> CausalSeparator:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    return CausalSeparator(SMALL).eval()
+
+
+def _lips(n_frames: int, faces: int = 2, seed: int = 0) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k + 1: rng.normal(size=(n_frames, 16)).astype(np.float32) for k in range(faces)}
+
+
+def test_streaming_equals_offline(small_model) -> None:
+    x = np.random.default_rng(1).normal(0, 0.1, 8000)
+    frames = stft(x)
+    lips = _lips(len(frames))
+    whole = StreamingSeparator.from_model(small_model)
+    ids, offline = whole.push(frames, lips)
+    offline = np.concatenate([offline, whole.flush()[1]], axis=1)
+
+    live = StreamingSeparator.from_model(small_model)
+    pieces, i, sizes = [], 0, [1, 3, 7, 2, 5]
+    while i < len(frames):
+        n = sizes[len(pieces) % len(sizes)]
+        ids_b, out = live.push(frames[i:i + n], {k: v[i:i + n] for k, v in lips.items()})
+        pieces.append(out)
+        i += n
+    chunked = np.concatenate([*pieces, live.flush()[1]], axis=1)
+    assert list(ids_b) == list(ids) == [1, 2]
+    assert chunked.shape == offline.shape
+    np.testing.assert_allclose(chunked, offline, atol=1e-4 * np.abs(offline).max())
+
+
+def test_algorithmic_latency_from_an_impulse(small_model) -> None:
+    """Push one sample at a time; the impulse's output sample must be out ≤ 32 ms after it went in."""
+    n, at = 3200, 1600
+    x = np.zeros(n)
+    x[at] = 1.0
+    analysis, engine = StreamingStft(), StreamingSeparator.from_model(small_model)
+    lips = {1: np.zeros(16, np.float32)}
+    released, latency = 0, None
+    for i in range(n):
+        frames = analysis.push(x[i:i + 1])
+        if len(frames):
+            _, out = engine.push(frames, lips)
+            released += out.shape[1]
+            if latency is None and released > at:
+                latency = (i + 1) - (at + 1)  # samples taken in after the impulse before it came out
+                assert np.abs(out[0]).max() > 0, "the impulse reaches the output"
+    assert latency is not None
+    assert latency <= 399, f"{latency} samples: more than one 25 ms window"
+    assert latency * 1000 / 16000 <= 32.0
+
+
+def test_network_has_no_look_ahead(small_model) -> None:
+    """Changing the input from sample s on changes no output before the first window touching s."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 0.1, 6400)
+    y = x.copy()
+    s = 4000
+    y[s:] += rng.normal(0, 0.3, len(y) - s)
+    outs = []
+    for sig in (x, y):
+        frames = stft(sig)
+        engine = StreamingSeparator.from_model(small_model)
+        outs.append(engine.push(frames, _lips(len(frames), 1))[1][0])
+    first_diff = int(np.flatnonzero(np.abs(outs[0] - outs[1]) > 1e-6)[0])
+    assert first_diff >= s - 400, (first_diff, s)
+
+
+def test_faces_come_and_go(small_model) -> None:
+    frames = stft(np.random.default_rng(3).normal(0, 0.1, 4000))
+    engine = StreamingSeparator.from_model(small_model)
+    lips = _lips(len(frames), 3)
+    ids, a = engine.push(frames[:5], {1: lips[1][:5]})
+    ids, b = engine.push(frames[5:10], {1: lips[1][5:10], 2: lips[2][5:10]})
+    assert list(ids) == [2 - 1, 2] and b.shape[1] == 5 * 160, "a new face joins on the same sample span"
+    ids, c = engine.push(frames[10:12], {2: lips[2][10:12]})
+    assert list(ids) == [2] and set(engine.faces) == {2}, "a face that left is dropped with its state"
+    ids, d = engine.push(frames[12:14], {})
+    assert d.size == 0 and not engine.faces
+
+
+@needs_weights
+def test_single_voice_passes_nearly_unchanged() -> None:
+    """A clip with one talking face and no noise: the output should be the input, almost."""
+    from dataclasses import replace
+
+    from engines.data.generate import default_config, make_clip
+    from engines.separation.data import face_lip_streams
+    from engines.separation.evaluate import separate_av, si_sdr
+    from engines.separation.shipped import av
+
+    config = replace(default_config("separation"), num_speakers=(1,), include_librispeech=False,
+                     noise_prob=0.0, photo_prob=0.0, degrade=False, duration_s=2.0)
+    clip = make_clip("separation", 7, config)
+    lips, found = face_lip_streams(clip)
+    assert found > 0.8
+    out = separate_av(av(), clip.mixture, lips)[0]
+    quality = float(si_sdr(out[None], clip.mixture[None])[0])
+    assert quality > 10.0, f"single voice SI-SDR vs input {quality:.1f} dB"
+
+
+@needs_weights
+def test_onnx_engine_matches_torch() -> None:
+    from engines.engine import load
+    from engines.models import get
+    from engines.separation.shipped import av
+
+    spec = get("separator")
+    if not spec.onnx_path.exists():
+        pytest.skip("separator.onnx not exported")
+    frames = stft(np.random.default_rng(4).normal(0, 0.1, 4800))
+    lips = _lips(len(frames), 2)
+    onnx_engine = load("separator", backend="onnxruntime", threads=1)
+    a = StreamingSeparator(onnx_engine.run, 16, 16, 2, 192)
+    b = StreamingSeparator.from_model(av())
+    outs = []
+    for engine in (a, b):
+        pieces = [engine.push(frames[i:i + 4], {k: v[i:i + 4] for k, v in lips.items()})[1]
+                  for i in range(0, len(frames), 4)]
+        outs.append(np.concatenate(pieces, axis=1))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-3 * np.abs(outs[1]).max())
