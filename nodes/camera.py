@@ -98,7 +98,7 @@ class Camera(Node):
         if self.params.fps:  # thin to the asked rate (2 ms slack for rounded timestamps)
             if pts_s + 0.002 < self.due_s:
                 return True
-            self.due_s = max(self.due_s + 1 / self.params.fps, pts_s)
+            self.due_s = max(self.due_s, pts_s - 0.5 / self.params.fps) + 1 / self.params.fps  # no catch-up burst
         if self.is_file:
             capture_ns = self.epoch_ns + round(pts_s * 1e9)
             if self.params.realtime and not self.sleep_until(capture_ns):

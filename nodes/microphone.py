@@ -50,7 +50,8 @@ class Microphone(Node):
 
         def validate(self) -> None:
             if self.sample_rate_hz <= 0 or self.chunk_ms <= 0 or self.sample_rate_hz * self.chunk_ms % 1000:
-                raise ValueError(f"chunk_ms={self.chunk_ms} is not a whole number of samples at {self.sample_rate_hz} Hz")
+                raise ValueError(f"chunk_ms={self.chunk_ms} is not a whole number of samples "
+                                 f"at {self.sample_rate_hz} Hz")
             if not 0 < self.retry_initial_s <= self.retry_max_s or self.buffer_s <= self.chunk_ms / 1000:
                 raise ValueError("need 0 < retry_initial_s <= retry_max_s and buffer_s > chunk_ms")
             if is_file(self.source) and "://" not in self.source and not Path(self.source).is_file():

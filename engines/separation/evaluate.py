@@ -152,6 +152,30 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def lip_check(clips: int) -> str:
+    """How much the live lip features know about the mouth: Pearson r of each feature with the
+    generator's mouth opening (the renderer's own parameter, used here as a check only, never as a
+    model input) over visible face-frames of ``clips`` fresh clips (seeds no training run used)."""
+    from engines.data.generate import make_clip
+    from engines.faces.lips import FEATURE_NAMES
+    from engines.separation.data import train_config
+
+    feats, opening = [], []
+    for seed in range(900_000_000, 900_000_000 + clips):
+        clip = make_clip("separation", seed, train_config())
+        lips, _ = face_lip_streams(clip)
+        for k in range(len(lips)):
+            visible = lips[k, :, -1] > 0
+            feats.append(lips[k][visible])
+            opening.append(clip.mouth[visible, k, 0])
+    f, m = np.concatenate(feats), np.concatenate(opening)
+    r = {name: float(np.corrcoef(f[:, i], m)[0, 1]) for i, name in enumerate(FEATURE_NAMES[:-1])}
+    fit = np.linalg.lstsq(np.c_[f[:, :-1], np.ones(len(f))], m, rcond=None)[0]
+    joint = float(np.corrcoef(np.c_[f[:, :-1], np.ones(len(f))] @ fit, m)[0, 1])
+    return (f"lip features vs mouth opening ({len(m)} visible face-frames, {clips} clips): "
+            + ", ".join(f"{k} {v:+.2f}" for k, v in r.items()) + f"; linear fit of all: r = {joint:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="launch.py eval-separator", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -160,10 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--av-weights", type=Path, default=AV_WEIGHTS)
     p.add_argument("--ao-weights", type=Path, default=AUDIO_ONLY_WEIGHTS)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lip-check", type=int, default=0, metavar="CLIPS",
+                   help="instead: correlate the live lip features with the generator's mouth opening")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
+    if args.lip_check:
+        print(lip_check(args.lip_check))
+        return 0
     av_model = load_checkpoint(args.av_weights).model()
     ao_model = load_checkpoint(args.ao_weights).model()
     results = []
