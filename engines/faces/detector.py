@@ -64,6 +64,13 @@ def _load_session(model_path: Path, num_threads: int):
         "540": ["B", 10, "h", "w"],  # 5 landmarks (y, x) relative to box
     }
     model = update_inputs_outputs_dims(model, input_dims, output_dims)
+    # Weights listed as graph inputs could be overridden at run time, so ONNX Runtime may not
+    # fold or fuse them; dropping them from the inputs makes them constants (measured by the
+    # engine benchmark: ~66 → ~24 ms per 320 px frame under the same load).
+    weights = {init.name for init in model.graph.initializer}
+    kept = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1

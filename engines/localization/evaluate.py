@@ -1,6 +1,6 @@
 """Evaluate the localizer on the held-out scenes, beside the baselines (``launch.py eval-localizer``).
 
-    python launch.py eval-localizer                    table: 3 modes + ONNX + baselines + ceiling
+    python launch.py eval-localizer                    table: 3 modes + shipped ONNX + baselines + ceiling
     python launch.py eval-localizer --real-video       also the two real clips in ../shared/data/video
 
 Our rows score the unclipped cosine map (see `train.heatmaps`); the live heatmap is the same map
@@ -72,11 +72,14 @@ def evaluate(samples, weights: Path) -> list[str]:
         torch.manual_seed(0)
         lines.append(row(f"ours, {mode}", Scores.of(heatmaps(Checkpoint.load(path).model(), samples), samples.gt)))
     try:
-        lines.append(row("ours, semisupervised, shipped ONNX (ORT)", Scores.of(onnx_maps(samples), samples.gt)))
+        from engines.localization.shipped import SHIPPED_MODE
+
+        lines.append(row(f"ours, {SHIPPED_MODE}, shipped ONNX on ORT", Scores.of(onnx_maps(samples), samples.gt)))
     except FileNotFoundError as exc:
         lines.append(f"| shipped ONNX | (missing: {exc}) |")
-    for name, maps in baseline_maps(samples).items():
-        lines.append(row(name, Scores.of(maps, samples.gt)))
+    if samples.history is not None:  # validation samples carry no video history: no synchrony map
+        for name, maps in baseline_maps(samples).items():
+            lines.append(row(name, Scores.of(maps, samples.gt)))
     lines.append(row("ceiling of the protocol (best possible map)", Scores.ceiling(samples.gt)))
     return lines
 
@@ -86,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=100, help="held-out scenes (4 frames each)")
     p.add_argument("--weights", type=Path, default=None, help="folder of localizer_<mode>.pt (default: shipped)")
     p.add_argument("--real-video", action="store_true", help="also the real clips in ../shared/data/video")
+    p.add_argument("--validation", action="store_true",
+                   help="score the validation scenes of the training split instead (model selection)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("out/localization/eval.md"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="markdown copy of the table (default out/localization/{eval,validation}.md)")
     args = p.parse_args(argv)
 
     import torch
@@ -98,12 +104,19 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        samples = load_or_build("eval", num_clips=args.clips)
+        if args.validation:
+            from engines.localization.train import split
+
+            samples = split(load_or_build("train"))[1]
+            what = "Validation scenes of the training split"
+        else:
+            samples = load_or_build("eval", num_clips=args.clips)
+            what = "Held-out localization scenes (eval set 'loc')"
     except DataMissingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    lines = [f"Held-out localization scenes: {len(samples)} frames of {len(np.unique(samples.clip_seed))} "
-             f"scenes (eval set 'loc'); mean ground-truth area {samples.gt.mean():.1%} of the frame.", ""]
+    lines = [f"{what}: {len(samples)} frames of {len(np.unique(samples.clip_seed))} scenes; "
+             f"mean ground-truth area {samples.gt.mean():.1%} of the frame.", ""]
     lines += evaluate(samples, args.weights or WEIGHTS)
     if args.real_video:
         from engines.localization.real_video import report
@@ -111,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", *report()]
     text = "\n".join(lines)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    out = args.out or Path("out/localization") / ("validation.md" if args.validation else "eval.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
     return 0
 
 
