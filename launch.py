@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.supervisor import Supervisor
 
     try:
-        graph = load_graph(args.config, registry())
+        graph = load_graph(args.config, registry(), overrides=args.set)
     except GraphError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run a graph")
     p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="override a node parameter (YAML value), e.g. --set camera.source=clip.mp4")
     p = sub.add_parser("check", help="validate a graph and exit")
     p.add_argument("config")
     p = sub.add_parser("top", help="live per-node table of a running graph")

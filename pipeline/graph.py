@@ -134,8 +134,13 @@ def import_node_class(impl: str) -> type[Node]:
     return cls
 
 
-def load_graph(path: str | Path, registry: Mapping[str, str]) -> GraphSpec:
-    """Read and validate a graph file. Raises GraphError naming file, node and field."""
+def load_graph(path: str | Path, registry: Mapping[str, str], overrides: list[str] | None = None) -> GraphSpec:
+    """Read and validate a graph file. Raises GraphError naming file, node and field.
+
+    ``overrides`` are ``node.param=value`` strings (value in YAML syntax), applied before
+    validation, so a one-off change (another input file, another output path) needs no
+    copy of the config and is validated like the rest.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -145,7 +150,27 @@ def load_graph(path: str | Path, registry: Mapping[str, str]) -> GraphSpec:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a safe loader: data, never objects
     except yaml.YAMLError as exc:
         raise GraphError(f"{path}: not valid YAML: {exc}") from None
+    for override in overrides or []:
+        _apply_override(data, override, str(path))
     return validate_graph(data, registry, source=str(path))
+
+
+def _apply_override(data: Any, override: str, source: str) -> None:
+    target, sep, raw = override.partition("=")
+    node, dot, param = target.partition(".")
+    if not (sep and dot and node and param):
+        raise GraphError(f"{source}: override {override!r}: expected node.param=value")
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(nodes, dict) or not isinstance(nodes.get(node), dict):
+        raise GraphError(f"{source}: override {override!r}: no node {node!r} in the graph")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise GraphError(f"{source}: override {override!r}: bad value: {exc}") from None
+    nodes[node].setdefault("params", {})
+    if nodes[node]["params"] is None:
+        nodes[node]["params"] = {}
+    nodes[node]["params"][param] = value
 
 
 def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph>") -> GraphSpec:

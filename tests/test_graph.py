@@ -77,3 +77,16 @@ def test_a_broken_node_module_is_not_reported_as_a_typo(tmp_path) -> None:
         path = tmp_path / "g.yaml"
         path.write_text(yaml.safe_dump({"nodes": {"x": {"type": "broken"}}}))
         load_graph(path, {"broken": "no.such.module:Node"})
+
+
+def test_overrides_change_params_and_are_validated(tmp_path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    graph = load_graph(path, REGISTRY, overrides=["src.rate_hz=12.5", "rec.path=/tmp/y"])
+    assert graph.nodes["src"].params["rate_hz"] == 12.5 and graph.nodes["rec"].params["path"] == "/tmp/y"
+    with pytest.raises(GraphError, match="param 'rate_hz': expected float"):
+        load_graph(path, REGISTRY, overrides=["src.rate_hz=fast"])
+    with pytest.raises(GraphError, match="no node 'nope'"):
+        load_graph(path, REGISTRY, overrides=["nope.x=1"])
+    with pytest.raises(GraphError, match="expected node.param=value"):
+        load_graph(path, REGISTRY, overrides=["src=1"])
