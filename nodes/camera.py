@@ -24,6 +24,7 @@ import numpy as np
 from media.av_io import MediaError, fit_size, video_frames
 from pipeline.messages import VideoFrame
 from pipeline.node import Node, Output
+from pipeline.retry import Backoff
 
 
 def is_device(source: str) -> bool:
@@ -64,7 +65,7 @@ class Camera(Node):
         self.loop_offset_s = 0.0  # file time added per loop, so timestamps never go back
         self.last_pts_s = self.frame_s = 0.0
         self.due_s = 0.0  # next pts to keep when thinning to `fps`
-        self.retry_s, self.retry_at_ns, self.failures = self.params.retry_initial_s, 0, 0
+        self.backoff = Backoff(p.retry_initial_s, p.retry_max_s)
         self.counters.update(connected=0, open_failures=0, disconnects=0, frames=0)
         if self.is_file:  # an unreadable file fails here, before the graph starts
             self.frames = video_frames(p.source, p.width, p.height)
@@ -94,7 +95,7 @@ class Camera(Node):
         self.frame_s = pts_s - self.last_pts_s if pts_s > self.last_pts_s else self.frame_s
         self.last_pts_s = pts_s
         pts_s += self.loop_offset_s
-        self.retry_s, self.failures = self.params.retry_initial_s, 0  # it works: forget old failures
+        self.backoff.succeeded()  # it works: forget old failures
         if self.params.fps:  # thin to the asked rate (2 ms slack for rounded timestamps)
             if pts_s + 0.002 < self.due_s:
                 return True
@@ -119,18 +120,16 @@ class Camera(Node):
 
     def _connect(self) -> bool:
         """(Re)open the device once the backoff allows; sleep at most 0.1 s so heartbeats flow."""
-        wait_ns = self.retry_at_ns - time.monotonic_ns()
-        if wait_ns > 0:
-            self.sleep_until(time.monotonic_ns() + min(wait_ns, 100_000_000))
+        if not self.backoff.due():
+            self.sleep_until(self.backoff.wait_slice_ns())
             return True
         p = self.params
         try:
             self.frames = self._device_frames()
         except MediaError as exc:
             self.count("open_failures")
-            self.failures += 1
-            if p.give_up_after and self.failures >= p.give_up_after:
-                self.log.error("%s; giving up after %d attempts", exc, self.failures)
+            if p.give_up_after and self.backoff.failures + 1 >= p.give_up_after:
+                self.log.error("%s; giving up after %d attempts", exc, self.backoff.failures + 1)
                 return False
             self._schedule_retry(f"{exc}")
             return True
@@ -145,9 +144,7 @@ class Camera(Node):
 
     def _schedule_retry(self, reason: str) -> None:
         self.counters["connected"] = 0
-        self.log.error("%s; retrying in %.1f s", reason, self.retry_s)
-        self.retry_at_ns = time.monotonic_ns() + round(self.retry_s * 1e9)
-        self.retry_s = min(self.retry_s * 2, self.params.retry_max_s)
+        self.log.error("%s; retrying in %.1f s", reason, self.backoff.failed())
 
     def _device_frames(self) -> Iterator[tuple[np.ndarray, float]]:
         """Open a device or URL with OpenCV now; frames are stamped the moment they are grabbed."""

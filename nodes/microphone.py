@@ -14,7 +14,6 @@ node waits on a half-filled frame.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from media.av_io import MediaError, audio_chunks
 from pipeline.messages import AudioChunk
 from pipeline.node import Node, Output
+from pipeline.retry import Backoff
 
 MEDIA_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".mkv", ".mov", ".webm", ".avi"}
 
@@ -68,7 +68,7 @@ class Microphone(Node):
         self.next_sample = 0  # first_sample of the next chunk
         self.anchor_ns: int | None = None  # devices: capture time of stream sample 0
         self.sample_offset: int | None = None  # devices: this connection's sample 0 in stream samples
-        self.retry_s, self.retry_at_ns = self.params.retry_initial_s, 0
+        self.backoff = Backoff(self.params.retry_initial_s, self.params.retry_max_s)
         self.counters.update(connected=0, open_failures=0, disconnects=0, overflows=0, overrun_samples=0,
                              gap_samples=0)
         if self.is_file:
@@ -123,7 +123,7 @@ class Microphone(Node):
         self.observe("clock_drift_ms", dev.drift_ns / 1e6)
         self.send("audio", AudioChunk(samples=samples, sample_rate_hz=self.params.sample_rate_hz,
                                       first_sample=first_sample, capture_ns=capture_ns))
-        self.retry_s = self.params.retry_initial_s  # it works: forget old failures
+        self.backoff.succeeded()  # it works: forget old failures
         return True
 
     def close(self) -> None:
@@ -138,9 +138,8 @@ class Microphone(Node):
     def _connect(self) -> bool:
         from media.audio_device import AudioDeviceError, AudioInput
 
-        wait_ns = self.retry_at_ns - time.monotonic_ns()
-        if wait_ns > 0:
-            self.sleep_until(time.monotonic_ns() + min(wait_ns, 100_000_000))
+        if not self.backoff.due():
+            self.sleep_until(self.backoff.wait_slice_ns())
             return False
         p = self.params
         try:
@@ -160,6 +159,4 @@ class Microphone(Node):
             self.device.close()
             self.device = None
         self.counters["connected"] = 0
-        self.log.error("%s; retrying in %.1f s", reason, self.retry_s)
-        self.retry_at_ns = time.monotonic_ns() + round(self.retry_s * 1e9)
-        self.retry_s = min(self.retry_s * 2, self.params.retry_max_s)
+        self.log.error("%s; retrying in %.1f s", reason, self.backoff.failed())

@@ -109,7 +109,8 @@ def test_device_hears_a_tone_with_the_right_frequency_level_and_time(pulse: Puls
     assert np.all(np.abs(np.diff(stamps) - 10_000_000) <= 1)  # the sample clock: no jitter
     # delivered soon after the last sample was captured, never before
     delay_ms = (np.array(sent) - stamps) / 1e6 - 10
-    assert delay_ms.min() > -3 and np.percentile(delay_ms, 50) < 30, delay_ms
+    # (the anchor is the least-delayed callback seen so far: a few ms of slack for its error)
+    assert delay_ms.min() > -6 and np.percentile(delay_ms, 50) < 30, delay_ms
 
     x = np.concatenate([c.samples for c in chunks])
     loud = np.flatnonzero(np.abs(x) > 0.05)
@@ -120,7 +121,10 @@ def test_device_hears_a_tone_with_the_right_frequency_level_and_time(pulse: Puls
     body = x[loud[0] + 800:loud[-1] - 800]
     assert len(body) > 0.5 * SR
     assert abs(peak_hz(body) - 440.0) < 1.0
-    assert np.sqrt(np.mean(body ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.05)
+    # level per 10 ms block, median: an underrun of the *player* (pacat starved on a loaded
+    # machine) leaves silent blocks that say nothing about the capture path
+    block_rms = np.sqrt(np.mean(body[: len(body) // 160 * 160].reshape(-1, 160) ** 2, axis=1))
+    assert np.median(block_rms) == pytest.approx(0.5 / np.sqrt(2), rel=0.05)
 
 
 def test_missing_device_is_retried_and_counted_while_the_node_runs(pulse: PulseServer) -> None:
