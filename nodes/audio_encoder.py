@@ -2,7 +2,7 @@
 
 The stft node computes the log-mel once (the same `engines.dsp` front end training used); this node
 keeps the newest 97 frames (1 s) and runs the ``localizer_audio`` graph on them. Before a full second
-has arrived the window is padded with the log-mel of silence, exactly as training padded it. A
+has arrived the window is padded with the log-mel of silence, as `window_logmel` pads a short clip. A
 message carrying many frames yields one embedding (of its newest window): a fresher one would be
 replaced by the next before anyone could use it.
 """

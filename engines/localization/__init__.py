@@ -3,5 +3,6 @@
 ``model`` holds the three networks (visual encoder, audio encoder, attention fusion), ``losses`` the
 three training objectives, ``metrics`` the LVS/EZ-VSL cIoU and AUC, ``baselines`` the training-free
 maps we must beat, ``data`` the cached samples cut from generated scenes, ``train``/``evaluate`` the
-commands. Nodes only ever see the exported ONNX through `engines.engine`.
+commands (``curves`` draws their PNGs, ``real_video`` is the check on real footage), ``shipped`` which
+checkpoint the model registry exports. Nodes only ever see the exported ONNX through `engines.engine`.
 """

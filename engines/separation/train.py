@@ -116,7 +116,8 @@ def train(mode: str, minutes: float, max_steps: int, batch_size: int, lr: float,
 
     start, deadline = time.monotonic(), time.monotonic() + minutes * 60
     running = None
-    with open(curve_path, "a", newline="") as f, tqdm(total=max_steps, initial=step, desc=f"train {mode}") as bar:
+    bar = tqdm(total=max_steps, initial=step, desc=f"train {mode}", mininterval=5.0)
+    with open(curve_path, "a", newline="") as f, bar:
         writer = csv.writer(f)
         if f.tell() == 0:
             writer.writerow(["step", "seconds", "train_loss", "val_loss"])
