@@ -92,7 +92,7 @@ def test_faces_come_and_go(small_model) -> None:
     lips = _lips(len(frames), 3)
     ids, a = engine.push(frames[:5], {1: lips[1][:5]})
     ids, b = engine.push(frames[5:10], {1: lips[1][5:10], 2: lips[2][5:10]})
-    assert list(ids) == [2 - 1, 2] and b.shape[1] == 5 * 160, "a new face joins on the same sample span"
+    assert list(ids) == [1, 2] and b.shape[1] == 5 * 160, "a new face joins on the same sample span"
     ids, c = engine.push(frames[10:12], {2: lips[2][10:12]})
     assert list(ids) == [2] and set(engine.faces) == {2}, "a face that left is dropped with its state"
     ids, d = engine.push(frames[12:14], {})

@@ -6,4 +6,6 @@ data.py       corpus clips → face units (voice + lip stream from the live fron
 train.py      `launch.py train-separator`: AV model and the audio-only PIT baseline
 evaluate.py   `launch.py eval-separator`: SI-SDRi / SDRi / swap rate on the held-out sets
 shipped.py    which weights are shipped; the factories the model registry exports to ONNX
+real_video.py a real video → one WAV per face + no-ground-truth proxies (lips vs output loudness)
+MODEL_CARD.md what was trained on what, and every measured figure with its command
 """

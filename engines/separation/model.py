@@ -44,10 +44,20 @@ class SeparatorConfig:
     layers: int = 2
     vis_kernel: int = 5
     vis_dilation: int = 4  # 5 taps 40 ms apart: the last 160 ms of lip motion (4 video frames)
+    #: "complex": compressed real/imag (the paper's input); "magnitude": compressed magnitude only,
+    #: which does not rotate with phase and is far easier for a small network to read
+    features: str = "complex"
+    #: start with mask ≈ 1 (output = mixture) instead of ≈ 0, so training starts from "leave it"
+    identity_init: bool = False
 
     @property
     def vis_history(self) -> int:
         return (self.vis_kernel - 1) * self.vis_dilation
+
+
+def compressed_magnitude(mixture: torch.Tensor) -> torch.Tensor:
+    """(…, F, 2) → (…, F): |X|^POWER."""
+    return (mixture.pow(2).sum(-1) + 1e-12).pow(POWER / 2)
 
 
 def compress(mixture: torch.Tensor) -> torch.Tensor:
@@ -64,7 +74,8 @@ class CausalSeparator(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.audio_in = nn.Sequential(nn.LayerNorm(2 * N_FREQS), nn.Linear(2 * N_FREQS, c.audio_dim), nn.PReLU())
+        n_in = N_FREQS if c.features == "magnitude" else 2 * N_FREQS
+        self.audio_in = nn.Sequential(nn.LayerNorm(n_in), nn.Linear(n_in, c.audio_dim), nn.PReLU())
         fused = c.audio_dim
         if c.lip_dim:
             self.visual = nn.Conv1d(c.lip_dim, c.visual_dim, c.vis_kernel, dilation=c.vis_dilation)
@@ -72,6 +83,13 @@ class CausalSeparator(nn.Module):
             fused += c.visual_dim
         self.gru = nn.GRU(fused, c.hidden, c.layers, batch_first=True)
         self.head = nn.Sequential(nn.Linear(c.hidden, c.hidden), nn.PReLU(), nn.Linear(c.hidden, c.n_masks * N_FREQS * 2))
+        if c.identity_init:
+            last = self.head[-1]
+            with torch.no_grad():
+                last.weight.mul_(0.1)
+                bias = last.bias.view(c.n_masks, N_FREQS, 2)
+                bias.zero_()
+                bias[..., 0] = float(torch.atanh(torch.tensor(1.0 / MASK_BOUND)))  # real part 1, imag 0
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
@@ -82,7 +100,7 @@ class CausalSeparator(nn.Module):
                 gru_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = self.config
         b, t = mixture.shape[:2]
-        x = self.audio_in(compress(mixture))
+        x = self.audio_in(compressed_magnitude(mixture) if c.features == "magnitude" else compress(mixture))
         if c.lip_dim:
             history = torch.cat([vis_state, lips.transpose(1, 2)], dim=2)  # (B, D, K + T)
             v = self.visual_out(self.visual(history).transpose(1, 2))  # (B, T, V): causal by construction

@@ -1,8 +1,10 @@
 """`launch.py train-separator`: train the AV separator and the audio-only PIT baseline.
 
-    python launch.py train-separator --build-cache 600 --cache-minutes 15   # render face units once
-    python launch.py train-separator --mode av --minutes 20                  # AV model
+    python launch.py train-separator --build-cache 360 --cache-minutes 17 --minutes 0   # render face units once
+    python launch.py train-separator --mode av --features magnitude --identity-init --minutes 20
     python launch.py train-separator --mode audio-only --minutes 10          # PIT baseline
+
+(The shipped AV weights are a 4-minute ``--run-name`` experiment of the second line; see MODEL_CARD.md.)
 
 Needs ../shared/data (LibriSpeech train-clean-100, noise recordings) and espeak-ng for the corpus.
 Training is time-boxed (``--minutes``) because that is what a CPU session can afford; it writes
@@ -63,10 +65,11 @@ def spectral_loss(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     return (em - rm).pow(2).mean(dim=(-1, -2)) + (ec - rc).pow(2).sum(-1).mean(dim=(-1, -2))
 
 
-def build_model(mode: str) -> CausalSeparator:
+def build_model(mode: str, **options) -> CausalSeparator:
+    """``options``: SeparatorConfig fields to change (``features``, ``identity_init``)."""
     if mode == "av":
-        return CausalSeparator(SeparatorConfig())
-    return CausalSeparator(SeparatorConfig(lip_dim=0, n_masks=MAX_SPEAKERS))
+        return CausalSeparator(SeparatorConfig(**options))
+    return CausalSeparator(SeparatorConfig(lip_dim=0, n_masks=MAX_SPEAKERS, **options))
 
 
 def step_loss(model: CausalSeparator, mode: str, batch: dict[str, np.ndarray]) -> torch.Tensor:
@@ -93,17 +96,21 @@ def step_loss(model: CausalSeparator, mode: str, batch: dict[str, np.ndarray]) -
 
 
 def train(mode: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int,
-          resume: bool, save_every: int, threads: int, crop_s: float = 1.5) -> Path:
+          resume: bool, save_every: int, threads: int, crop_s: float = 1.5, run_name: str = "",
+          model_options: dict | None = None) -> Path:
+    """Train one model. ``run_name`` marks an experiment: its files go to out/separation/<run_name>*
+    and the shipped weights in engines/weights are left alone."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     voices, lips = load_units()
     shards = len(list(CACHE_DIR.glob("train-*.npz")))
     sampler = MixtureSampler(voices, lips, seed=seed, crop_s=crop_s)
     val = MixtureSampler(voices, lips, seed=seed + 12345).sample(16)  # fixed batch for the curve
-    model = build_model(mode)
+    model = build_model(mode, **(model_options or {}))
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    ckpt_path, curve_path = RUN_DIR / f"{mode}.pt", RUN_DIR / f"{mode}-curve.csv"
+    name = run_name or mode
+    ckpt_path, curve_path = RUN_DIR / f"{name}.pt", RUN_DIR / f"{name}-curve.csv"
     step = 0
     if resume and ckpt_path.exists():
         raw = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -149,7 +156,7 @@ def train(mode: str, minutes: float, max_steps: int, batch_size: int, lr: float,
     info = {"mode": mode, "steps": step, "batch_size": batch_size, "lr": lr, "seed": seed,
             "face_units": int(len(voices)), "crop_s": crop_s, "train_minutes": round((time.monotonic() - start) / 60, 1),
             "final_train_loss": running}
-    out = weights_path(mode)
+    out = RUN_DIR / f"{run_name}-weights.pt" if run_name else weights_path(mode)
     out.parent.mkdir(parents=True, exist_ok=True)
     Checkpoint(model.config, model.state_dict(), info).save(out)
     log.info("wrote %s (%s)", out, info)
@@ -173,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--features", choices=("complex", "magnitude"), default="complex",
+                   help="network input: compressed real/imag (shipped) or compressed magnitude")
+    p.add_argument("--identity-init", action="store_true", help="start from mask = 1 instead of mask = 0")
+    p.add_argument("--run-name", default="", help="an experiment: write to out/separation/<name>*, not engines/weights")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.build_cache:
@@ -181,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%d cache shards in %s", shards, CACHE_DIR)
     if args.minutes > 0:
         train(args.mode, args.minutes, args.steps, args.batch_size, args.lr, args.seed, args.resume,
-              args.save_every, args.threads, args.crop_seconds)
+              args.save_every, args.threads, args.crop_seconds, args.run_name,
+              {"features": args.features, "identity_init": args.identity_init})
     return 0
 
 
