@@ -39,5 +39,7 @@ def test_the_demo_writes_an_annotated_video_with_audio(tmp_path) -> None:
         video = container.streams.video[0]
         audio = container.streams.audio
         assert video.frames > 200  # the clip is 9 s at 25 fps; `latest` may skip a few
-        assert len(audio) >= 1
+        assert len(audio) == 3  # the mixture + one track per face (2 faces in the clip)
         assert float(container.duration) / 1e6 > 8.5
+    voices = sorted((tmp_path / "voices").glob("voice_*.wav"))
+    assert len(voices) >= 2, proc.stdout[-2000:]
