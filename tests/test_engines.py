@@ -18,6 +18,7 @@ from engines.backends.onnxruntime_backend import CPU_EP, CUDA_EP, TRT_EP, provid
 from engines.engine import BackendUnavailable, EngineError, EngineInputError, ModelSource, choose_backend, load
 from engines.export import export_onnx
 from engines.models import MODELS, InputSpec, ModelSpec, get, register
+from tests.engine_reference import torch_reference
 
 SPEC = get("tiny_conv_test")
 FP32_ATOL = 1e-4
@@ -30,16 +31,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference() -> dict[int, tuple[dict, dict]]:
-    import torch
-
-    module = SPEC.build()
-    out = {}
-    for batch in (1, 8):
-        inputs = SPEC.example_inputs(seed=batch, batch=batch)
-        with torch.inference_mode():
-            result = module(*(torch.from_numpy(a) for a in inputs.values()))
-        out[batch] = (inputs, {n: t.numpy() for n, t in zip(SPEC.outputs, result)})
-    return out
+    """PyTorch outputs for batch 1 and 8."""
+    return torch_reference(SPEC)
 
 
 # ----------------------------------------------------------------------------------- parity

@@ -26,6 +26,7 @@ from engines.backends.tensorrt_cache import MAGIC, PlanKey, PlanStore
 from engines.export import export_onnx
 from engines.models import get
 from tests.fake_tensorrt import FakeCuda, FakeTensorRT
+from tests.engine_reference import torch_reference
 
 SPEC = get("tiny_conv_test")
 
@@ -38,16 +39,7 @@ def onnx_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference() -> dict[int, tuple[dict, dict]]:
     """PyTorch outputs for batch 1 and 8."""
-    import torch
-
-    module = SPEC.build()
-    out = {}
-    for batch in (1, 8):
-        inputs = SPEC.example_inputs(seed=batch, batch=batch)
-        with torch.inference_mode():
-            result = module(*(torch.from_numpy(a) for a in inputs.values()))
-        out[batch] = (inputs, {n: t.numpy() for n, t in zip(SPEC.outputs, result)})
-    return out
+    return torch_reference(SPEC)
 
 
 def make(tmp_path: Path, onnx_path: Path, cuda: FakeCuda | None = None, version: str = "10.9.0.34", **options):
