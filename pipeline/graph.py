@@ -167,10 +167,7 @@ def _apply_override(data: Any, override: str, source: str) -> None:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise GraphError(f"{source}: override {override!r}: bad value: {exc}") from None
-    nodes[node].setdefault("params", {})
-    if nodes[node]["params"] is None:
-        nodes[node]["params"] = {}
-    nodes[node]["params"][param] = value
+    nodes[node]["params"] = {**(nodes[node].get("params") or {}), param: value}
 
 
 def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph>") -> GraphSpec:

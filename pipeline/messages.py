@@ -55,10 +55,14 @@ class ArraySpec:
     ndims: tuple[int, ...]
 
     def check(self, type_name: str, name: str, value: np.ndarray) -> None:
-        if value.dtype.name not in self.dtypes:
-            raise MessageError(f"{type_name}.{name}: dtype {value.dtype.name}, expected one of {list(self.dtypes)}")
-        if value.ndim not in self.ndims:
-            raise MessageError(f"{type_name}.{name}: shape {value.shape} has {value.ndim} dims, expected {self.ndims}")
+        self.check_layout(type_name, name, value.dtype.name, tuple(value.shape))
+
+    def check_layout(self, type_name: str, name: str, dtype: str, shape: tuple[int, ...]) -> None:
+        """The same check from a dtype name and shape, before any array exists (decoding)."""
+        if dtype not in self.dtypes:
+            raise MessageError(f"{type_name}.{name}: dtype {dtype}, expected one of {list(self.dtypes)}")
+        if len(shape) not in self.ndims:
+            raise MessageError(f"{type_name}.{name}: shape {shape} has {len(shape)} dims, expected {self.ndims}")
 
 
 def array(*dtypes: str, ndim: int | tuple[int, ...]) -> Any:
@@ -360,11 +364,7 @@ def _decode_buffer(type_name: str, spec: Any, frame: Any, arrays: dict[str, Arra
     if (not isinstance(shape, list) or len(shape) > 8
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
         raise MessageError(f"{type_name}.{name}: bad shape {shape!r}")
-    allowed = arrays[name]
-    if dtype not in allowed.dtypes:
-        raise MessageError(f"{type_name}.{name}: dtype {dtype}, expected one of {list(allowed.dtypes)}")
-    if len(shape) not in allowed.ndims:
-        raise MessageError(f"{type_name}.{name}: shape {tuple(shape)} has {len(shape)} dims, expected {allowed.ndims}")
+    arrays[name].check_layout(type_name, name, dtype, tuple(shape))
     buf = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
     nbytes = math.prod(shape) * _ITEMSIZE[dtype]
     if buf.nbytes != nbytes:

@@ -88,13 +88,17 @@ class Publisher:
             self.poll_subscriptions(int(min(left, 0.05) * 1000))
         return True
 
-    def send(self, msg: Message, source: str = "") -> None:
-        """Number and send; never blocks (a full HWM drops, and the reader sees the gap)."""
+    def _numbered(self, msg: Message, source: str) -> list:
+        """Stamp the next sequence number (and source) and encode."""
         msg.seq = self._seq
         if source:
             msg.source = source
+        return encode(msg)
+
+    def send(self, msg: Message, source: str = "") -> None:
+        """Number and send; never blocks (a full HWM drops, and the reader sees the gap)."""
+        frames = self._numbered(msg, source)
         self._seq += 1
-        frames = encode(msg)
         large = any(f.nbytes >= ZERO_COPY_MIN_BYTES for f in frames[2:])
         try:
             self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=not large)
@@ -111,8 +115,7 @@ class Publisher:
         self.socket.setsockopt(zmq.XPUB_NODROP, 1)
         deadline = time.monotonic() + timeout_s
         try:
-            msg.seq, msg.source = self._seq, source or msg.source
-            frames = encode(msg)
+            frames = self._numbered(msg, source)
             while True:
                 try:
                     self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
