@@ -6,7 +6,13 @@
 Each row is one (model, variant, batch): p50/p99 of ``Engine.run`` wall time (numpy in, numpy
 out: host↔device copies included, as a node sees it), items/s, and how many 30 fps streams that
 p50 sustains if every stream sends one item per frame, batched ``batch`` at a time. The first line
-says which machine the rows came from; copy both into engines/README.md.
+says which machine the rows came from; copy both into engines/README.md. ``--out FILE`` also writes
+them to FILE, row by row, so a one-shot run on a borrowed GPU keeps every row it got to. A
+(model, variant, batch) that fails to load or run becomes a "cannot load/run: <error>" row and the
+table goes on.
+
+CenterFace is the face detector's own prepared ONNX (engines/faces/detector.py: dynamic batch and
+H/W), timed at 320x320; on TensorRT it gets a profile up to the largest batch asked for.
 
 Variants: onnxruntime (CPU, or TensorRT/CUDA EP where installed), torch-fp32 (eager), and on CUDA
 machines torch-fp16, torch-fp16-graph and tensorrt (FP16 plan + CUDA graph).
@@ -28,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.backends import probe  # noqa: E402
 from engines.engine import load  # noqa: E402
+from engines.faces.detector import INPUT_NAME, prepared_model_path, tensorrt_profile  # noqa: E402
 from engines.models import MODELS  # noqa: E402
 
-CENTERFACE = Path(__file__).resolve().parent.parent / "engines" / "faces" / "centerface.onnx"
 CENTERFACE_SIDE_PX = 320  # what the face detector runs at (FaceDetector.max_side_px)
 
 #: variant → (backend, options, needs a CUDA-capable backend)
@@ -75,36 +81,6 @@ def usable_variants() -> list[str]:
     return usable
 
 
-def centerface_onnx(folder: Path) -> Path:
-    """CenterFace with a dynamic batch at the detector's working size (the stored file is fixed 10x32x32)."""
-    import onnx
-
-    model = onnx.load(str(CENTERFACE))
-    side, cells = CENTERFACE_SIDE_PX, CENTERFACE_SIDE_PX // 4
-    initializers = {i.name for i in model.graph.initializer}
-    wanted = {"input.1": (3, side)} | {name: (c, cells) for name, c in {"537": 1, "538": 2, "539": 2, "540": 10}.items()}
-    for value in [*model.graph.input, *model.graph.output]:
-        if value.name in initializers or value.name not in wanted:
-            continue
-        channels, size = wanted[value.name]
-        dims = value.type.tensor_type.shape.dim
-        dims[0].dim_param = "batch"
-        for index, number in ((1, channels), (2, size), (3, size)):
-            dims[index].dim_value = number
-    del model.graph.value_info[:]  # stale intermediate shapes from the fixed-size export
-    # this old export lists its weights as graph inputs, which blocks ORT's constant folding
-    real_inputs = [i for i in model.graph.input if i.name not in initializers]
-    del model.graph.input[:]
-    model.graph.input.extend(real_inputs)
-    used = {name for node in model.graph.node for name in node.input}
-    kept = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    path = folder / "centerface.onnx"
-    onnx.save(model, str(path))
-    return path
-
-
 def time_engine(engine, inputs: dict[str, np.ndarray], iters: int, warmup: int) -> np.ndarray:
     for _ in range(warmup):
         engine.run(inputs)
@@ -119,46 +95,94 @@ def time_engine(engine, inputs: dict[str, np.ndarray], iters: int, warmup: int) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="*", default=[*MODELS, "centerface"])
-    parser.add_argument("--variants", nargs="*", default=None, help=f"default: usable of {list(VARIANTS)}")
+    parser.add_argument("--variants", nargs="*", default=None, choices=list(VARIANTS),
+                        help=f"default: usable of {list(VARIANTS)}")
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 8])
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for onnxruntime/torch")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
 
+    out = open(args.out, "w") if args.out else None
+
+    def emit(line: str = "") -> None:
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
     variants = args.variants or usable_variants()
-    print(f"machine: {machine()}")
-    print(f"{args.iters} timed runs after {args.warmup} warm-up, numpy in/out\n")
-    print("| model | variant | runs on | batch | p50 ms | p99 ms | items/s | 30 fps streams |")
-    print("|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
-        for model in args.models:
-            source = centerface_onnx(Path(tmp)) if model == "centerface" else model
-            for variant in variants:
-                backend, options, _ = VARIANTS[variant]
-                if model == "centerface" and backend == "torch":
-                    continue  # ONNX-only model: no torch module to run
-                options = dict(options)
-                if args.threads and backend != "tensorrt":
-                    options["threads"] = args.threads
-                try:
-                    engine = load(source, backend=backend, cache_dir=Path(tmp) / "cache", **options)
-                except Exception as exc:  # one unusable pairing must not end the table
-                    print(f"| {model} | {variant} | – | – | cannot load: {exc} | | | |")
-                    continue
-                shapes = {t.name: t.shape for t in engine.inputs}
-                for batch in args.batches:
-                    rng = np.random.default_rng(batch)
-                    inputs = {n: rng.standard_normal([batch if d is None else d for d in s]).astype(np.float32)
-                              for n, s in shapes.items()}
-                    ms = time_engine(engine, inputs, args.iters, args.warmup)
-                    p50, p99 = np.percentile(ms, [50, 99])
-                    per_s = batch * 1000 / p50
-                    print(f"| {model} | {variant} | {engine.describe()} | {batch} | {p50:.3f} | {p99:.3f} | "
-                          f"{per_s:,.0f} | {per_s / 30:,.1f} |", flush=True)
-                engine.close()
+    try:
+        emit(f"machine: {machine()}")
+        emit(f"{args.iters} timed runs after {args.warmup} warm-up, numpy in/out")
+        emit()
+        emit("| model | variant | runs on | batch | p50 ms | p99 ms | items/s | 30 fps streams |")
+        emit("|---|---|---|---|---|---|---|---|")
+        with tempfile.TemporaryDirectory() as tmp:
+            cache_dir = Path(tmp) / "cache"
+            for model in args.models:
+                for variant in variants:
+                    for row in bench(model, variant, args, cache_dir):
+                        emit(row)
+    finally:
+        if out:
+            out.close()
     return 0
 
+
+def bench(model: str, variant: str, args: argparse.Namespace, cache_dir: Path):
+    """Rows for one (model, variant): one per batch, or one "cannot load"/"cannot run" row per failure."""
+    backend, options, _ = VARIANTS[variant]
+    if model == "centerface" and backend == "torch":
+        return  # ONNX-only model: no torch module to run
+    options = dict(options)
+    if args.threads and backend != "tensorrt":
+        options["threads"] = args.threads
+    try:
+        if model == "centerface":
+            source = prepared_model_path(cache_dir=cache_dir)
+            side = CENTERFACE_SIDE_PX
+            if backend == "tensorrt":
+                options["profile"] = tensorrt_profile(side, max_batch=max(args.batches), opt_hw=(side, side))
+        else:
+            source = model
+        engine = load(source, backend=backend, cache_dir=cache_dir, **options)
+    except Exception as exc:  # one unusable pairing must not end the table
+        yield f"| {model} | {variant} | – | – | cannot load: {_one_line(exc)} | | | |"
+        return
+    try:
+        for batch in args.batches:
+            try:
+                inputs = example_inputs(model, engine, batch)
+                ms = time_engine(engine, inputs, args.iters, args.warmup)
+            except Exception as exc:  # e.g. a batch outside a TensorRT profile, a CUDA error
+                yield f"| {model} | {variant} | {engine.describe()} | {batch} | cannot run: {_one_line(exc)} | | | |"
+                continue
+            p50, p99 = np.percentile(ms, [50, 99])
+            per_s = batch * 1000 / p50
+            yield (f"| {model} | {variant} | {engine.describe()} | {batch} | {p50:.3f} | {p99:.3f} | "
+                   f"{per_s:,.0f} | {per_s / 30:,.1f} |")
+    finally:
+        try:
+            engine.close()
+        except Exception as exc:  # the rows are measured; a failing release must not end the table
+            print(f"{model} {variant}: close failed: {_one_line(exc)}", file=sys.stderr)
+
+
+def example_inputs(model: str, engine, batch: int) -> dict[str, np.ndarray]:
+    """Random float32 inputs: ``batch`` for the dynamic leading axis, CenterFace at 320x320."""
+    rng = np.random.default_rng(batch)
+    shapes = {t.name: [batch if d is None else d for d in t.shape] for t in engine.inputs}
+    if model == "centerface":
+        shapes[INPUT_NAME] = [batch, 3, CENTERFACE_SIDE_PX, CENTERFACE_SIDE_PX]
+    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one table cell: type, first line, no pipes."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}".replace("|", "/")[:300]
 
 if __name__ == "__main__":
     sys.exit(main())

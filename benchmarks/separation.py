@@ -110,7 +110,7 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         engines = {
-            "onnxruntime": StreamingSeparator(load("separator", backend="onnxruntime", threads=threads).run, 16, 16, 2, 192),
+            "onnxruntime": StreamingSeparator.from_engine(load("separator", backend="onnxruntime", threads=threads)),
             "torch": StreamingSeparator.from_model(av()),
         }
         for name, engine in engines.items():

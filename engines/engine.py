@@ -108,6 +108,10 @@ def _pinned_device(backend: str, on_gpu: bool) -> dict[str, Any]:
     return {"device": "cuda" if backend == "torch" else "auto"}
 
 
+#: options a backend may ignore (tuning hints); anything else it does not take is an error
+HINT_OPTIONS = frozenset({"threads"})
+
+
 def load(model: str | os.PathLike, backend: str = "auto", *, cache_dir: Path | None = None, **options: Any) -> Engine:
     """Open ``model`` on ``backend`` ("auto", "onnxruntime", "torch" or "tensorrt").
 
@@ -129,6 +133,9 @@ def load(model: str | os.PathLike, backend: str = "auto", *, cache_dir: Path | N
         raise ValueError(f"unknown backend {backend!r}; choose one of {['auto', *BACKENDS]}")
     else:
         _require_installed(backend)
+        # ``threads`` sizes CPU pools: a hint every node passes, meaningless to a GPU-only backend,
+        # so a config that pins ``backend: tensorrt`` must not fail on it
+        options = {k: v for k, v in options.items() if k not in HINT_OPTIONS or k in BACKEND_OPTIONS[backend]}
         unknown = set(options) - BACKEND_OPTIONS[backend]
         if unknown:
             raise EngineError(f"backend {backend!r} takes no option(s) {sorted(unknown)}; "

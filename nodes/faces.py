@@ -29,7 +29,8 @@ class Faces(Node):
         score_threshold: float = 0.5
         max_side_px: int = 320      # detector input; faces in calls and interviews are large
         max_missed_frames: int = 12  # hold a lost face this long (0.48 s at 25 fps) before its ID ends
-        threads: int = 1
+        threads: int = 1            # ONNX Runtime CPU threads
+        backend: str = "auto"       # "onnxruntime" | "tensorrt" | "auto" (engine layer, engines/README.md)
 
     # latest: lip motion is about *now*; a backlog of old frames would only add delay
     inputs = {"video": Input(VideoFrame, policy="latest")}
@@ -37,8 +38,9 @@ class Faces(Node):
 
     def open(self) -> None:
         p = self.params
-        self.front_end = LipFrontEnd(FaceDetector(p.score_threshold, max_side_px=p.max_side_px, num_threads=p.threads),
-                                     FaceTracker(max_missed=p.max_missed_frames))
+        self.detector = FaceDetector(p.score_threshold, max_side_px=p.max_side_px, num_threads=p.threads,
+                                     backend=p.backend)
+        self.front_end = LipFrontEnd(self.detector, FaceTracker(max_missed=p.max_missed_frames))
 
     def on_message(self, port: str, frame: VideoFrame) -> None:
         faces = self.front_end.process(frame.image)
@@ -47,3 +49,7 @@ class Faces(Node):
         self.send("faces", FaceTracks(boxes=faces.boxes, track_ids=faces.track_ids, lip_features=faces.lip_features,
                                       frame_index=frame.frame_index, frame_width=w, frame_height=h,
                                       capture_ns=frame.capture_ns))
+
+    def close(self) -> None:
+        if hasattr(self, "detector"):
+            self.detector.close()

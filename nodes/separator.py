@@ -22,7 +22,6 @@ import numpy as np
 
 from engines.dsp import StftConfig
 from engines.engine import load
-from engines.models import get
 from engines.separation.streaming import StreamingSeparator
 from pipeline.messages import FaceTracks, SeparatedAudio, Spectrogram
 from pipeline.node import BadInput, Input, Node, Output
@@ -45,11 +44,8 @@ class Separator(Node):
     outputs = {"voices": Output(SeparatedAudio, doc="one isolated voice per face track")}
 
     def open(self) -> None:
-        spec = get(self.params.model)
-        shapes = {s.name: s.example_shape for s in spec.inputs}
         engine = load(self.params.model, self.params.backend, threads=self.params.threads)
-        self.engine = StreamingSeparator(engine.run, lip_dim=shapes["lips"][-1], vis_history=shapes["vis_state"][-1],
-                                         layers=shapes["gru_state"][0], hidden=shapes["gru_state"][-1])
+        self.engine = StreamingSeparator.from_engine(engine)
         self.faces: FaceTracks | None = None
         self.cfg: StftConfig | None = None
         self._released: int | None = None  # stream sample after the last one sent

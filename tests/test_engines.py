@@ -59,6 +59,28 @@ def test_torch_fp16_matches_pytorch_within_fp16_tolerance(cache: Path, reference
         np.testing.assert_allclose(got[name], expected[name], atol=5e-3, rtol=1e-2)
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs an NVIDIA GPU (runs on CUDA machines; CI has none)")
+@pytest.mark.parametrize("fp16, cuda_graph, atol, rtol", [(False, False, 1e-3, 0.0), (True, False, 5e-3, 1e-2),
+                                                          (True, True, 5e-3, 1e-2)])
+def test_torch_cuda_matches_pytorch_cpu(reference, fp16: bool, cuda_graph: bool, atol: float, rtol: float) -> None:
+    """FP32 on CUDA (TF32 convolutions allowed, hence 1e-3), FP16 eager, FP16 replayed from a CUDA graph."""
+    engine = load("tiny_conv_test", backend="torch", device="cuda", fp16=fp16, cuda_graph=cuda_graph)
+    for _ in range(2):  # the second call replays the captured graph
+        for inputs, expected in reference.values():
+            got = engine.run(inputs)
+            for name in SPEC.outputs:
+                np.testing.assert_allclose(got[name], expected[name], atol=atol, rtol=rtol, err_msg=name)
+    engine.close()
+
+
 def test_auto_picks_onnxruntime_cpu_here(cache: Path, caplog) -> None:
     caplog.set_level("INFO", logger="engines.engine")
     engine = load("tiny_conv_test", cache_dir=cache)
@@ -205,3 +227,22 @@ def test_profile_shapes_follow_axis_ranges() -> None:
     spec = ModelSpec("x", "m:f", (InputSpec("a", (1, 10)),), ("y",), dynamic_axes={"a": {1: "frames"}})
     with pytest.raises(ValueError, match="frames"):
         spec.profile_shapes()
+
+
+def test_pinned_tensorrt_ignores_the_threads_hint_but_refuses_unknown_options(tmp_path: Path, monkeypatch) -> None:
+    """Every node passes ``threads``; a config that pins ``backend: tensorrt`` must still load."""
+    import sys
+
+    from engines import backends
+    from engines.backends.base import EngineError
+    from tests.fake_tensorrt import FakeCuda, FakeTensorRT
+
+    cuda = FakeCuda()
+    monkeypatch.setattr(backends, "installed", lambda name: True)
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(cuda))
+    monkeypatch.setattr("engines.backends.tensorrt_backend.CudaRuntime", lambda device_id=0: cuda)
+    engine = load("tiny_conv_test", backend="tensorrt", cache_dir=tmp_path, threads=2)
+    assert engine.backend == "tensorrt"
+    engine.close()
+    with pytest.raises(EngineError, match="bogus"):
+        load("tiny_conv_test", backend="tensorrt", cache_dir=tmp_path, threads=2, bogus=1)

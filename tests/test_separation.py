@@ -131,7 +131,7 @@ def test_onnx_engine_matches_torch() -> None:
     frames = stft(np.random.default_rng(4).normal(0, 0.1, 4800))
     lips = _lips(len(frames), 2)
     onnx_engine = load("separator", backend="onnxruntime", threads=1)
-    a = StreamingSeparator(onnx_engine.run, 16, 16, 2, 192)
+    a = StreamingSeparator.from_engine(onnx_engine)
     b = StreamingSeparator.from_model(av())
     outs = []
     for engine in (a, b):

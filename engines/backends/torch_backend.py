@@ -23,10 +23,22 @@ log = logging.getLogger(__name__)
 WARMUP_RUNS = 3
 
 
-def probe() -> Probe:
+def _has_cuda_driver() -> bool:
+    """libcuda by name (ldconfig) or by dlopen (containers often mount it outside ldconfig's cache)."""
+    import ctypes
     import ctypes.util
 
-    if ctypes.util.find_library("cuda") is None:
+    if ctypes.util.find_library("cuda") is not None:
+        return True
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+def probe() -> Probe:
+    if not _has_cuda_driver():
         # no NVIDIA driver: say so without paying ~1 s to import torch (auto may not need it)
         return Probe("torch", True, None, "no NVIDIA driver (libcuda) found")
     import torch

@@ -52,10 +52,17 @@ def noise_clip(split: str, n: int, rng: np.random.Generator) -> np.ndarray:
         if x is not None and len(x) > n:
             start = int(rng.integers(0, len(x) - n))
             return x[start:start + n].copy()
-    if choice == len(NOISE_FILES):  # mains hum + harmonics over pink noise (fans, appliances)
+    return procedural_noise(n, rng, hum=choice == len(NOISE_FILES))
+
+
+def procedural_noise(n: int, rng: np.random.Generator, hum: bool | None = None) -> np.ndarray:
+    """Mains hum over pink noise, or babble-like modulated pink noise (``hum=None``: either)."""
+    if hum is None:
+        hum = bool(rng.random() < 0.5)
+    if hum:  # mains hum + harmonics over pink noise (fans, appliances)
         t = np.arange(n) / SAMPLE_RATE_HZ
         f0 = rng.choice([50.0, 60.0])
-        hum = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3)) / h for h in range(1, 6))
-        return (hum + 0.5 * pink_noise(n, rng)).astype(np.float32)
+        tone = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3)) / h for h in range(1, 6))
+        return (tone + 0.5 * pink_noise(n, rng)).astype(np.float32)
     env = np.interp(np.arange(n), np.linspace(0, n, 20), rng.uniform(0.3, 1.0, 20))
     return (pink_noise(n, rng) * env).astype(np.float32)

