@@ -139,3 +139,16 @@ def test_onnx_engine_matches_torch() -> None:
                   for i in range(0, len(frames), 4)]
         outs.append(np.concatenate(pieces, axis=1))
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-3 * np.abs(outs[1]).max())
+
+
+def test_silent_leak_measures_output_while_the_face_is_silent() -> None:
+    from engines.separation.evaluate import LEAK_FLOOR_DB, silent_leak_db
+
+    rng = np.random.default_rng(0)
+    a = np.r_[rng.normal(0, 1, 16000), np.zeros(16000)]  # face A speaks first, then is silent
+    b = np.r_[np.zeros(16000), rng.normal(0, 1, 16000)]
+    mix = a + b
+    assert silent_leak_db(mix, a, mix) == pytest.approx(0.0)  # passing the mixture through leaks all
+    assert silent_leak_db(0.1 * mix, a, mix) == pytest.approx(-20.0)
+    assert silent_leak_db(a, a, mix) == LEAK_FLOOR_DB  # perfect isolation, floored
+    assert silent_leak_db(a, mix, mix) is None  # never silent: nothing to measure

@@ -106,9 +106,28 @@ def best_assignment(estimates: np.ndarray, references: np.ndarray) -> tuple[int,
     return tuple(best)
 
 
+LEAK_FLOOR_DB = -60.0  # "silent enough": keeps one perfect face from swamping the mean
+
+
+def silent_leak_db(output: np.ndarray, own: np.ndarray, mixture: np.ndarray, frame: int = 320) -> float | None:
+    """Energy of a face's output relative to the mixture, over the 20 ms frames where that face is
+    silent (own voice 40 dB below its loudest frame) while others speak (mixture within 30 dB of its
+    loudest): "a silent face gets silence, not leakage". None if there are no such frames."""
+    n = len(mixture) // frame * frame
+
+    def energy(x: np.ndarray) -> np.ndarray:
+        return (x[:n].reshape(-1, frame) ** 2).sum(1) + 1e-12
+
+    e_own, e_mix, e_out = energy(own), energy(mixture), energy(output)
+    quiet = (e_own < e_own.max() * 1e-4) & (e_mix > e_mix.max() * 1e-3)
+    if not quiet.any():
+        return None
+    return max(LEAK_FLOOR_DB, float(10 * np.log10(e_out[quiet].sum() / e_mix[quiet].sum())))
+
+
 def evaluate_set(set_name: str, clips: int, av_model, ao_model) -> dict[str, float]:
     rows: dict[str, list[float]] = {k: [] for k in ("mix_si", "av_si", "ao_si", "mix_sdr", "av_sdr", "ao_sdr")}
-    swaps, clip_swaps, found = 0, 0, []
+    swaps, clip_swaps, found, leaks = 0, 0, [], []
     seeds = list(EVAL_SETS[set_name].seeds())[:clips]
     for seed in seeds:
         item = load_eval_item(set_name, seed)
@@ -126,6 +145,7 @@ def evaluate_set(set_name: str, clips: int, av_model, ao_model) -> dict[str, flo
         rows["av_sdr"] += sdr(av[keep], refs[keep]).tolist()
         rows["ao_sdr"] += sdr(ao, refs[keep]).tolist()
         own = np.flatnonzero(keep)
+        leaks += [x for x in (silent_leak_db(av[i], refs[i], mixture) for i in own) if x is not None]
         scores = np.array([[si_sdr(av[i], refs[j]) for j in own] for i in own])
         wrong = int(np.sum(np.argmax(scores, axis=1) != np.arange(len(own))))
         swaps += wrong
@@ -138,19 +158,21 @@ def evaluate_set(set_name: str, clips: int, av_model, ao_model) -> dict[str, flo
         "av_si_sdri": float((r["av_si"] - r["mix_si"]).mean()), "ao_si_sdri": float((r["ao_si"] - r["mix_si"]).mean()),
         "av_sdri": float((r["av_sdr"] - r["mix_sdr"]).mean()), "ao_sdri": float((r["ao_sdr"] - r["mix_sdr"]).mean()),
         "av_swap_rate": swaps / max(1, n_faces), "av_clips_with_swap": clip_swaps / max(1, len(seeds)),
+        "av_silent_leak_db": float(np.mean(leaks)) if leaks else float("nan"), "silent_stretches": len(leaks),
     }
 
 
 def format_table(results: list[dict]) -> str:
     head = (f"{'set':<11} {'clips':>5} {'voices':>6} {'found':>6} {'mix SI-SDR':>10} | {'SI-SDRi AV':>10} "
-            f"{'AO(PIT)':>8} | {'SDRi AV':>8} {'AO(PIT)':>8} | {'swaps':>6}")
+            f"{'AO(PIT)':>8} | {'SDRi AV':>8} {'AO(PIT)':>8} | {'swaps':>6} {'silent leak':>11}")
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(f"{r['set']:<11} {r['clips']:>5} {r['voices']:>6} {r['faces_found']:>6.2f} "
                      f"{r['mixture_si_sdr']:>10.2f} | {r['av_si_sdri']:>10.2f} {r['ao_si_sdri']:>8.2f} | "
-                     f"{r['av_sdri']:>8.2f} {r['ao_sdri']:>8.2f} | {r['av_swap_rate']:>6.1%}")
+                     f"{r['av_sdri']:>8.2f} {r['ao_sdri']:>8.2f} | {r['av_swap_rate']:>6.1%} {r['av_silent_leak_db']:>11.1f}")
     lines.append("dB; mixture row = SI-SDRi/SDRi 0 by definition. found = share of face-frames the live front "
-                 "end detected. swaps = AV outputs closer to another face's voice than to their own.")
+                 "end detected. swaps = AV outputs closer to another face's voice than to their own. silent leak = "
+                 "AV output energy vs the mixture's while that face is silent and others speak (dB; 0 = all leaks).")
     return "\n".join(lines)
 
 
