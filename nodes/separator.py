@@ -49,6 +49,7 @@ class Separator(Node):
         self.faces: FaceTracks | None = None
         self.cfg: StftConfig | None = None
         self._released: int | None = None  # stream sample after the last one sent
+        self._next_frame: int | None = None  # the STFT frame the next message should start at
 
     def on_message(self, port: str, msg) -> None:
         if port == "faces":
@@ -57,6 +58,13 @@ class Separator(Node):
         if msg.kind != "complex":
             raise BadInput(f"separator needs complex STFT frames, got {msg.kind!r}")
         self.cfg = StftConfig(msg.sample_rate_hz, msg.n_fft, msg.hop_length, msg.win_length)
+        if self._next_frame is not None and msg.first_frame != self._next_frame:
+            # frames lost upstream, or the microphone restarted: the carried GRU and overlap-add
+            # state belong to other audio, so close every voice and start afresh (counted, visible)
+            self.count("stft_gaps")
+            self._release_tails()
+            self.engine.reset()
+        self._next_frame = msg.first_frame + len(msg.frames)
         ids, voices = self.engine.push(msg.frames.astype(np.complex128), self._current_lips(msg.capture_ns))
         self.observe("faces", float(len(ids)))
         if voices.size:
@@ -64,6 +72,9 @@ class Separator(Node):
             self._send(ids, voices, end - voices.shape[1], msg.capture_ns)
 
     def on_end(self) -> None:
+        self._release_tails()
+
+    def _release_tails(self) -> None:
         if self.cfg is None:
             return
         ids, tail = self.engine.flush()  # the last window's overlap-add tail

@@ -92,3 +92,26 @@ def test_separator_graph_writes_a_wav_per_face(tmp_path: Path) -> None:
     for wav in written[:2]:
         samples, sr = sf.read(str(wav), dtype="float32")
         assert sr == 16000 and samples.size > 16000 * 4 and np.abs(samples).max() > 1e-3
+
+
+@needs_onnx
+def test_separator_node_restarts_cleanly_after_a_gap_in_the_stft_stream() -> None:
+    """Frames lost upstream: the gap is counted, old voices end with their tail, new ones start at
+    the right stream sample (no state carried across audio that was never seen)."""
+    frames = stft(np.random.default_rng(0).normal(0, 0.05, 8000)).astype(np.complex64)
+    lips = np.zeros((1, 16), np.float32)
+    with Harness(Separator, {"backend": "onnxruntime"}) as h:
+        for i in [*range(0, 21, 3), *range(30, len(frames) - 2, 3)]:  # frames 21..29 never arrive
+            h.feed("faces", FaceTracks(boxes=np.zeros((1, 4), np.float32), track_ids=np.array([7]),
+                                       lip_features=lips, capture_ns=i * 10_000_000))
+            h.feed("spectrum", Spectrogram(frames=frames[i:i + 3], first_frame=i, capture_ns=i * 10_000_000))
+        h.end()
+        gaps = h.node.counters.get("stft_gaps")
+    assert gaps == 1
+    voices = h.outputs["voices"]
+    starts = [v.first_sample for v in voices]
+    ends = [v.first_sample + v.samples.shape[1] for v in voices]
+    jump = next(k for k in range(1, len(voices)) if starts[k] != ends[k - 1])
+    assert ends[jump - 1] == 20 * 160 + 512  # before the gap: up to frame 20's window end, tail included
+    assert starts[jump] >= 30 * 160  # after it: nothing claimed for the frames that never came
+    assert all(b == a for a, b in zip(ends[jump:], starts[jump + 1:]))

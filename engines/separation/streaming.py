@@ -135,6 +135,10 @@ class StreamingSeparator:
             samples[i, n - len(p):] = p
         return np.array(ids, np.int64), samples
 
+    def reset(self) -> None:
+        """Forget every face's state: the next push starts afresh (after a gap in the stream)."""
+        self.faces.clear()
+
     def flush(self) -> tuple[np.ndarray, np.ndarray]:
         """Release each face's ISTFT tail at end of stream."""
         ids = sorted(self.faces)
