@@ -86,8 +86,8 @@ def graph_latency(seconds_limit: float = 60.0) -> None:
     print("graph (demo clip, real-time, separate processes), p50/p99 ms:")
     print(f"  spectrum at separator (mic capture → separator input): {sep['inputs']['spectrum']['latency_ms']}")
     print(f"  separator compute per message: {sep.get('compute_ms')}")
-    print(f"  voices at renderer (mic capture → isolated audio out): {ren['inputs']['voices']['latency_ms']}")
-    print("  add the algorithmic latency above for when a given input sample leaves in the isolated voice")
+    print(f"  voices at renderer (capture of a block's first sample → isolated audio out; the STFT window "
+          f"wait included): {ren['inputs']['voices']['latency_ms']}")
 
 
 def main() -> None:

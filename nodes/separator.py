@@ -50,6 +50,7 @@ class Separator(Node):
         self.cfg: StftConfig | None = None
         self._released: int | None = None  # stream sample after the last one sent
         self._next_frame: int | None = None  # the STFT frame the next message should start at
+        self._clock: tuple[int, int] = (0, 0)  # (stream sample, its capture_ns) of the newest spectrum
 
     def on_message(self, port: str, msg) -> None:
         if port == "faces":
@@ -65,11 +66,15 @@ class Separator(Node):
             self._release_tails()
             self.engine.reset()
         self._next_frame = msg.first_frame + len(msg.frames)
+        # the spectrum's capture_ns is that of the newest sample of its last frame: keep it as
+        # the clock that dates our output samples
+        self._clock = (msg.first_frame + len(msg.frames) - 1) * self.cfg.hop_length + self.cfg.left \
+            + self.cfg.win_length - 1, msg.capture_ns
         ids, voices = self.engine.push(msg.frames.astype(np.complex128), self._current_lips(msg.capture_ns))
         self.observe("faces", float(len(ids)))
         if voices.size:
             end = (msg.first_frame + len(msg.frames)) * self.cfg.hop_length + self.cfg.left
-            self._send(ids, voices, end - voices.shape[1], msg.capture_ns)
+            self._send(ids, voices, end - voices.shape[1])
 
     def on_end(self) -> None:
         self._release_tails()
@@ -79,7 +84,7 @@ class Separator(Node):
             return
         ids, tail = self.engine.flush()  # the last window's overlap-add tail
         if tail.size and self._released is not None:
-            self._send(ids, tail, self._released, self.faces.capture_ns if self.faces else 0)
+            self._send(ids, tail, self._released)
 
     def _current_lips(self, now_ns: int) -> dict[int, np.ndarray]:
         """The faces on screen now and their latest lip features (held)."""
@@ -87,7 +92,11 @@ class Separator(Node):
             return {}
         return {int(t): row for t, row in zip(self.faces.track_ids, self.faces.lip_features)}
 
-    def _send(self, ids: np.ndarray, voices: np.ndarray, first_sample: int, capture_ns: int) -> None:
+    def _send(self, ids: np.ndarray, voices: np.ndarray, first_sample: int) -> None:
+        """``capture_ns`` of a voice block is that of its first sample (as for AudioChunk), dated
+        from the spectrum's clock: the released samples lag the newest STFT sample by about a window."""
+        clock_sample, clock_ns = self._clock
+        capture_ns = clock_ns - round((clock_sample - first_sample) * 1e9 / self.cfg.sample_rate_hz)
         self._released = first_sample + voices.shape[1]
         self.send("voices", SeparatedAudio(samples=voices.astype(np.float32), track_ids=ids.astype(np.int64),
                                            sample_rate_hz=self.cfg.sample_rate_hz, first_sample=int(first_sample),

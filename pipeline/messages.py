@@ -221,7 +221,10 @@ class FaceTracks(Message):
 
 @dataclass(kw_only=True)
 class SeparatedAudio(Message):
-    """One isolated voice per tracked face: samples (N, n) float32, aligned with track_ids."""
+    """One isolated voice per tracked face: samples (N, n) float32, aligned with track_ids.
+
+    As for :class:`AudioChunk`, ``capture_ns`` is the capture time of ``first_sample``, so a
+    consumer can place voices and the mixture on one timeline."""
 
     samples: np.ndarray = array("float32", ndim=2)
     track_ids: np.ndarray = array("int64", ndim=1)
