@@ -107,6 +107,53 @@ def test_localization_boxes_cover_drawn_objects():
             assert inside.all(), "every sounding pixel lies in a sounding object's box"
 
 
+def _sounding_coverage(clip, t: int) -> float:
+    """Share of the frame inside the union of the sounding objects' boxes (the LVS ground truth)."""
+    covered = np.zeros(clip.frames.shape[1:3], bool)
+    for x0, y0, x1, y1 in clip.boxes[t][clip.sounding].astype(int):
+        covered[y0:y1, x0:x1] = True
+    return float(covered.mean())
+
+
+def test_localization_scenes_have_large_sounding_objects_and_smaller_silent_ones():
+    # VGG-SS-like: the median-binarised LVS protocol caps cIoU at 2g when the ground truth covers
+    # g < 1/2 of the frame, so the scenes frame their sounding objects large
+    coverage, n_silent, silent_smaller = [], 0, []
+    for seed in range(10):
+        clip = make_localization_clip(seed, replace(LOC, degrade=False))
+        t = clip.num_frames // 2
+        coverage.append(_sounding_coverage(clip, t))
+        area = (clip.boxes[t, :, 2] - clip.boxes[t, :, 0]) * (clip.boxes[t, :, 3] - clip.boxes[t, :, 1])
+        n_silent += int((~clip.sounding).sum())
+        if (~clip.sounding).any():
+            silent_smaller.append(area[~clip.sounding].mean() < area[clip.sounding].mean())
+        assert 1 <= clip.sounding.sum() <= 2
+    assert 0.35 < np.median(coverage) < 0.65, coverage
+    assert min(coverage) > 0.15
+    assert n_silent >= 5, "scenes must hold silent distractors"
+    assert np.mean(silent_smaller) >= 0.5, "distractors are usually the smaller objects (not always)"
+
+
+@needs_data
+def test_localization_eval_set_uses_eval_speakers_and_eval_photos_only():
+    from engines.data.photo_faces import photo_files
+
+    es = EVAL_SETS["loc2"]
+    libri_eval = {s.id for s in speakers(EVAL, include_espeak=False)}
+    eval_photos = {p.stem for p in photo_files(EVAL)}
+    train_photos = {p.stem for p in photo_files(TRAIN)}
+    assert eval_photos and not eval_photos & train_photos
+    seen_photo = False
+    for seed in list(es.seeds())[:6]:
+        clip = make_localization_clip(seed, replace(es.config, duration_s=1.0))
+        assert {s for s in clip.meta["speakers"] if s} <= libri_eval
+        for look in clip.meta["looks"]:
+            if look.startswith("photo:"):
+                seen_photo = True
+                assert look[len("photo:"):] in eval_photos
+    assert seen_photo
+
+
 def _mouth_contrast(clip, k: int) -> np.ndarray:
     """Lip motion measured from pixels: grey-level spread in the mouth window of the face box."""
     out = []

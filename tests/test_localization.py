@@ -170,7 +170,7 @@ def held_out_batch():
 
     if not data_available():
         pytest.skip("needs ../shared/data")
-    config = replace(EVAL_SETS["loc"].config, duration_s=2.0)
+    config = replace(EVAL_SETS["loc2"].config, duration_s=2.0)
     seed0 = EVAL_SEED_BASE + 90_000  # not the published 'loc' set, not training
     return Samples.concat([samples_from_clip(make_clip("localization", seed0 + i, config), [30, 45]) for i in range(6)])
 

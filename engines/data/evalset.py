@@ -46,6 +46,8 @@ EVAL_SETS: dict[str, EvalSet] = {
                 replace(_SEP, num_speakers=(3,), noise_prob=1.0)),
         EvalSet("sep2-photo", "separation", 100, EVAL_SEED_BASE + 50_000,
                 replace(_SEP, num_speakers=(2,), noise_prob=0.5, photo_prob=1.0)),
-        EvalSet("loc", "localization", 100, EVAL_SEED_BASE + 40_000, _LOC),
+        # "loc" (seeds + 40_000, small objects, 1-3 sounding) is retired: its sounding boxes covered
+        # 19.5 % of the frame, which caps the LVS cIoU at 2 × 19.5 %. "loc2" has VGG-SS-like scenes.
+        EvalSet("loc2", "localization", 100, EVAL_SEED_BASE + 60_000, _LOC),
     )
 }

@@ -151,11 +151,20 @@ def build_train_cache(path: Path, num_clips: int, frames_per_clip: int = 6, base
     return samples
 
 
+#: the corpus' held-out localization set (engines/data/evalset.py); its name is in the cache file name,
+#: so a cache of a retired set is never read for a new one
+EVAL_SET = "loc2"
+#: version of the scenes (engines/data/localization.py), part of the cache file names (training
+#: shards and held-out set): v4 = large VGG-SS-like sounding objects, photo faces on a body with
+#: gesturing hands, a face's ground truth its face box. v1 (small objects, eval set "loc") had no
+#: tag; v2/v3 were steps towards v4 (no hands; v2 also boxed hair and shoulders) and never shipped.
+SCENES_VERSION = "v4"
+
 #: eval frames in each 4 s held-out clip: 1.2 s, 2.0 s, 2.8 s, 3.6 s (each with ≥ 1 s of audio)
 EVAL_FRAMES = (30, 50, 70, 90)
 
 
-def build_eval_cache(path: Path, eval_set: str = "loc", num_clips: int | None = None,
+def build_eval_cache(path: Path, eval_set: str = EVAL_SET, num_clips: int | None = None,
                      progress: bool = True) -> Samples:
     """Cut samples from the corpus' fixed held-out set (unseen speakers, disjoint seeds)."""
     from tqdm import tqdm
@@ -184,7 +193,7 @@ SHARD_CLIPS = 200
 
 
 def train_shard_path(first_seed: int, frames_per_clip: int) -> Path:
-    return cache_dir() / f"train_{first_seed:06d}+{SHARD_CLIPS}x{frames_per_clip}.npz"
+    return cache_dir() / f"train_{SCENES_VERSION}_{first_seed:06d}+{SHARD_CLIPS}x{frames_per_clip}.npz"
 
 
 def load_or_build(kind: str, **kwargs) -> Samples:
@@ -200,5 +209,5 @@ def load_or_build(kind: str, **kwargs) -> Samples:
             parts.append(Samples.load(path) if path.exists() else build_train_cache(path, SHARD_CLIPS, f, first))
         return Samples.concat(parts)
     n = kwargs.get("num_clips", 100)
-    path = cache_dir() / f"eval_loc_{n}.npz"
+    path = cache_dir() / f"eval_{EVAL_SET}_{SCENES_VERSION}_{n}.npz"
     return Samples.load(path) if path.exists() else build_eval_cache(path, num_clips=n)

@@ -1,13 +1,15 @@
 """Train the localizer in one or all of the paper's three modes (``launch.py train-localizer``).
 
     python launch.py train-localizer                      all three modes, shipped settings
-    python launch.py train-localizer --mode semisupervised --lam 10 --max-minutes 12
+    python launch.py train-localizer --mode supervised --max-minutes 12
 
 Samples come from generated scenes (engines/data, needs ../shared/data), cut once and cached under
 out/localization/. Each mode trains from the same seed on the same sample order, so the modes differ
 only in their loss. Checkpoints and curves go to out/localization/runs/<mode>/; the final weights
 to engines/weights/localizer_<mode>.pt (float16, ~0.9 MB), which `evaluate` and the export read.
-With the defaults each mode gets 8 minutes of wall clock (all three: ~25 min on 2 CPU cores).
+With the defaults each mode gets 8 minutes of wall clock (all three: ~25 min on 2 CPU cores); the
+shipped weights come from three such processes side by side, ``--threads 1 --max-minutes 13`` each
+(13 min in all, MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -151,7 +153,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1000, help="optimiser steps per mode (or --max-minutes)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--lam", type=float, default=1.0, help="semi-supervised weight of the supervised loss")
+    # λ = 10: the BCE term sits near 0.3 and InfoNCE near 2 at the start; with λ = 1 the metric loss
+    # drowned the map loss (MODEL_CARD.md), λ = 10 gives the two terms the same order of magnitude
+    p.add_argument("--lam", type=float, default=10.0, help="semi-supervised weight of the supervised loss")
     p.add_argument("--train-clips", type=int, default=800, help="generated training scenes (6 frames each)")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
