@@ -68,6 +68,11 @@ class StftConfig:
         """Zeros before the window inside the n_fft frame (torch centres a short window)."""
         return (self.n_fft - self.win_length) // 2
 
+    def frame_end_sample(self, frame_index):
+        """Index of the last sample (from the stream's first) frame ``frame_index``'s window includes:
+        the frame exists once that sample is captured. Works on ints and integer arrays."""
+        return frame_index * self.hop_length + self.left + self.win_length - 1
+
     @cached_property
     def window_array(self) -> np.ndarray:
         """The ``win_length`` periodic window, float64."""
@@ -151,7 +156,7 @@ class StreamingStft:
 
     def frame_end_sample(self, frame_index: int) -> int:
         """Index of the last sample (from the first pushed) a frame's window includes."""
-        return frame_index * self.cfg.hop_length + self.cfg.left + self.cfg.win_length - 1
+        return self.cfg.frame_end_sample(frame_index)
 
 
 # -- ISTFT ---------------------------------------------------------------------------------

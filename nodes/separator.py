@@ -68,8 +68,7 @@ class Separator(Node):
         self._next_frame = msg.first_frame + len(msg.frames)
         # the spectrum's capture_ns is that of the newest sample of its last frame: keep it as
         # the clock that dates our output samples
-        self._clock = (msg.first_frame + len(msg.frames) - 1) * self.cfg.hop_length + self.cfg.left \
-            + self.cfg.win_length - 1, msg.capture_ns
+        self._clock = self.cfg.frame_end_sample(msg.first_frame + len(msg.frames) - 1), msg.capture_ns
         ids, voices = self.engine.push(msg.frames.astype(np.complex128), self._current_lips(msg.capture_ns))
         self.observe("faces", float(len(ids)))
         if voices.size:

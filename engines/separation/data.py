@@ -42,7 +42,7 @@ def video_frame_of_stft_frame(n_stft_frames: int, cfg: StftConfig = STFT,
     captured at sample ``t · 640`` (25 fps), so the frame used is the last one not after the window's
     end. The live separator does the same with timestamps (it holds the latest FaceTracks).
     """
-    ends = np.arange(n_stft_frames) * cfg.hop_length + cfg.left + cfg.win_length - 1
+    ends = cfg.frame_end_sample(np.arange(n_stft_frames))
     return ends // samples_per_video_frame
 
 
