@@ -134,6 +134,27 @@ def test_localization_scenes_have_large_sounding_objects_and_smaller_silent_ones
     assert np.mean(silent_smaller) >= 0.5, "distractors are usually the smaller objects (not always)"
 
 
+def test_localization_transfer_options_are_training_only_and_do_what_they_say():
+    from engines.data.localization import TRANSFER3
+
+    # the eval sets keep the defaults (all off), so their scenes are the v4 ones
+    assert all(getattr(es.config, k) == 0 for es in EVAL_SETS.values() if es.kind == "localization"
+               for k in TRANSFER3)
+    forced = replace(LOC, degrade=False, textured_background_prob=1.0, small_face_prob=1.0, wide_prob=1.0,
+                     whole_photo_prob=1.0, subtitle_prob=1.0, hands_prob=1.0)
+    for seed in range(4):
+        clip = make_localization_clip(seed, forced)
+        assert clip.frames.shape[1:3] == (240, 427) and clip.masks.shape[1:] == (240, 427)  # 16:9
+        assert clip.meta["small_face"] and list(clip.sounding).count(True) == 1
+        k = int(np.nonzero(clip.sounding)[0][0])
+        assert clip.classes[k] == "face" and 1 <= (~clip.sounding).sum() <= 2
+        t = clip.num_frames // 2
+        area = (clip.boxes[t, :, 2] - clip.boxes[t, :, 0]) * (clip.boxes[t, :, 3] - clip.boxes[t, :, 1]) / (240 * 427)
+        assert 0.005 < area[k] < 0.1, area
+        assert area[~clip.sounding].max() > area[k], "the small talking face stands among larger silent things"
+        assert clip.masks[t].any() and clip.masks[t].mean() < 0.1  # subtitles, hands, laid photos: not objects
+
+
 @needs_data
 def test_localization_eval_set_uses_eval_speakers_and_eval_photos_only():
     from engines.data.photo_faces import photo_files

@@ -35,6 +35,8 @@ class FacePhoto:
     box: np.ndarray  # xyxy
     mouth_left: np.ndarray  # (x, y)
     mouth_right: np.ndarray
+    #: where the sprite's (0, 0) lies in the photo file, so the whole photo can be laid under it
+    origin: tuple[float, float] = (0.0, 0.0)
 
 
 def photo_files(split: str) -> list[Path]:
@@ -82,7 +84,7 @@ def _sprite(name: str, img: np.ndarray, box: np.ndarray, lm: np.ndarray) -> Face
     alpha = cv2.GaussianBlur(alpha, (0, 0), 0.08 * w)
     off = np.array([sx0, sy0], np.float32)
     return FacePhoto(name, crop, alpha, (box - np.tile(off, 2)).astype(np.float32),
-                     lm[4] - off, lm[3] - off)
+                     lm[4] - off, lm[3] - off, (float(sx0), float(sy0)))
 
 
 def open_mouth(photo: FacePhoto, opening: float, width: float) -> np.ndarray:

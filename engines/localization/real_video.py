@@ -64,21 +64,34 @@ def speech_frames(audio: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return energy >= np.percentile(energy, 10) + SPEECH_MARGIN_DB
 
 
-def heatmap_peaks(video: Decoded, threads: int = 2) -> list[tuple[int, int]]:
-    """(x, y) of each frame's heatmap maximum, in frame pixels."""
-    from engines.engine import load
+def heatmap_peaks(video: Decoded, threads: int = 2, model=None) -> list[tuple[int, int]]:
+    """(x, y) of each frame's heatmap maximum, in frame pixels.
 
-    visual, audio_enc, fusion = (load(f"localizer_{p}", backend="onnxruntime", threads=threads)
-                                 for p in ("visual", "audio", "fusion"))
+    ``model``: a torch `Localizer` to check instead of the shipped ONNX graphs (a training run's
+    weights, before they are shipped).
+    """
+    if model is None:
+        from engines.engine import load
+
+        visual, audio_enc, fusion = (load(f"localizer_{p}", backend="onnxruntime", threads=threads)
+                                     for p in ("visual", "audio", "fusion"))
     peaks, previous = [], None
     for frame, t in zip(video.frames, video.times_s):
         image = resize_frame(frame).transpose(2, 0, 1)[None].astype(np.float32)
         prev = image if previous is None else previous
         previous = image
         end = int(round((t + 1 / video.fps) * SAMPLE_RATE_HZ))
-        features = visual.run({"image": image, "previous": prev})["features"]
-        embedding = audio_enc.run({"logmel": window_logmel(video.audio[:end])[None]})["embedding"]
-        heat = fusion.run({"features": features, "embedding": embedding})["cosine"][0]  # same peak, no ties
+        logmel = window_logmel(video.audio[:end])[None]
+        if model is not None:
+            import torch
+
+            with torch.inference_mode():
+                heat = model(torch.from_numpy(image), torch.from_numpy(prev),
+                             torch.from_numpy(logmel))["cosine"][0].numpy()
+        else:
+            features = visual.run({"image": image, "previous": prev})["features"]
+            embedding = audio_enc.run({"logmel": logmel})["embedding"]
+            heat = fusion.run({"features": features, "embedding": embedding})["cosine"][0]  # same peak, no ties
         h, w = frame.shape[:2]
         up = cv2.resize(heat, (w, h), interpolation=cv2.INTER_CUBIC)
         y, x = np.unravel_index(int(np.argmax(up)), up.shape)
@@ -103,7 +116,7 @@ def _inside(p: tuple[int, int], box: np.ndarray, margin: float = 0.0) -> bool:
     return bool(box[0] - mx <= p[0] <= box[2] + mx and box[1] - my <= p[1] <= box[3] + my)
 
 
-def report(root: Path | None = None) -> list[str]:
+def report(root: Path | None = None, model=None) -> list[str]:
     from engines.data.paths import require_data
 
     folder = root or require_data("video")
@@ -111,7 +124,7 @@ def report(root: Path | None = None) -> list[str]:
     video = decode(folder / RESTAURANT)
     ends = np.round((video.times_s + 1 / video.fps) * SAMPLE_RATE_HZ).astype(int)
     speech = speech_frames(video.audio, ends)
-    peaks, boxes = heatmap_peaks(video), faces(video)
+    peaks, boxes = heatmap_peaks(video, model=model), faces(video)
     has_face = np.array([len(b) > 0 for b in boxes])
     sel = speech & has_face
     lines.append(f"Real video {RESTAURANT}: {len(peaks)} frames, {int(speech.sum())} with speech "
@@ -122,7 +135,7 @@ def report(root: Path | None = None) -> list[str]:
                      f"({int(on[sel].sum())}/{int(sel.sum())}); all frames with a face: {on[has_face].mean():.1%}")
 
     video = decode(folder / SPLIT_SCREEN)
-    peaks, boxes = heatmap_peaks(video), faces(video)
+    peaks, boxes = heatmap_peaks(video, model=model), faces(video)
     width = video.frames[0].shape[1]
     n = len(peaks)
     two = sum(len(b) >= 2 for b in boxes)

@@ -3,6 +3,10 @@
     python launch.py train-localizer                      all three modes, shipped settings
     python launch.py train-localizer --mode supervised --max-minutes 12
 
+Fine-tuning on the training-only transfer scenes as well (real-video experiment, MODEL_CARD.md):
+``--init FOLDER --transfer-clips 800 --transfer2-clips 400 --transfer3-clips 400 --lr 1.5e-3
+--weights out/localization/exp``.
+
 Samples come from generated scenes (engines/data, needs ../shared/data), cut once and cached under
 out/localization/. Each mode trains from the same seed on the same sample order, so the modes differ
 only in their loss. Checkpoints and curves go to out/localization/runs/<mode>/; the final weights
@@ -76,10 +80,16 @@ def split(samples, fraction: float = VAL_FRACTION):
     """Validation = the last scenes by seed (whole scenes, never frames of a training scene)."""
     from engines.localization.data import Samples
 
-    seeds = np.unique(samples.clip_seed)
-    cut = seeds[int(len(seeds) * (1 - fraction))]
+    from engines.localization.data import TRANSFER_SEED_BASE
+
+    val = np.zeros(len(samples), bool)
+    group = samples.clip_seed // TRANSFER_SEED_BASE  # 0: v4, 1: transfer, 2: transfer2
+    for family in (group == g for g in np.unique(group)):  # each family gives its last scenes
+        seeds = np.unique(samples.clip_seed[family])
+        if len(seeds):
+            val |= family & (samples.clip_seed >= seeds[int(len(seeds) * (1 - fraction))])
     take = lambda m: Samples(**{k: (v[m] if v is not None else None) for k, v in samples.__dict__.items()})  # noqa: E731
-    return take(samples.clip_seed < cut), take(samples.clip_seed >= cut)
+    return take(~val), take(val)
 
 
 def train_mode(mode: str, train, val, args: argparse.Namespace) -> Path:
@@ -94,6 +104,8 @@ def train_mode(mode: str, train, val, args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     model = Localizer()
+    if args.init is not None:  # fine-tune: start from the weights of the same mode in that folder
+        model.load_state_dict(Checkpoint.load(weights_path(mode, args.init)).state)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     run_dir = args.runs / mode
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -157,6 +169,13 @@ def parser() -> argparse.ArgumentParser:
     # drowned the map loss (MODEL_CARD.md), λ = 10 gives the two terms the same order of magnitude
     p.add_argument("--lam", type=float, default=10.0, help="semi-supervised weight of the supervised loss")
     p.add_argument("--train-clips", type=int, default=800, help="generated training scenes (6 frames each)")
+    p.add_argument("--transfer-clips", type=int, default=0,
+                   help="extra training scenes with textured backgrounds, small faces and 16:9 frames")
+    p.add_argument("--transfer2-clips", type=int, default=0,
+                   help="extra training scenes that also hold talking heads on their whole photo and subtitles")
+    p.add_argument("--transfer3-clips", type=int, default=0, help="as --transfer2-clips, plus silent hands")
+    p.add_argument("--init", type=Path, default=None,
+                   help="folder with localizer_<mode>.pt to start from (fine-tuning) instead of random weights")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--max-minutes", type=float, default=8.0,
@@ -176,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        samples = load_or_build("train", num_clips=args.train_clips)
+        samples = load_or_build("train", num_clips=args.train_clips, transfer_clips=args.transfer_clips,
+                                transfer2_clips=args.transfer2_clips, transfer3_clips=args.transfer3_clips)
     except DataMissingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
