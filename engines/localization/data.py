@@ -134,9 +134,10 @@ def build_train_cache(path: Path, num_clips: int, frames_per_clip: int = 6, base
                       progress: bool = True, transfer: int = 0) -> Samples:
     """Generate ``num_clips`` training scenes (2 s) and cut ``frames_per_clip`` samples from each.
 
-    ``transfer``: 1 or 2 for the scenes with the training-only options against the real-video gap
+    ``transfer``: 1, 2 or 3 for the scenes with the training-only options against the real-video gap
     (`engines.data.localization.TRANSFER`: textured backgrounds, small talking faces, 16:9 frames;
-    `TRANSFER2`: also talking heads on their whole photo and burnt-in subtitles).
+    `TRANSFER2`: also talking heads on their whole photo and burnt-in subtitles; `TRANSFER3`: also
+    silent hands).
     """
     from tqdm import tqdm
 
@@ -165,16 +166,11 @@ EVAL_SET = "loc2"
 #: gesturing hands, a face's ground truth its face box. v1 (small objects, eval set "loc") had no
 #: tag; v2/v3 were steps towards v4 (no hands; v2 also boxed hair and shoulders) and never shipped.
 SCENES_VERSION = "v4"
-#: the training-only transfer scenes (v4 + `TRANSFER` options), seeds from ``TRANSFER_SEED_BASE`` on,
-#: disjoint from the v4 training seeds; the held-out set stays v4
-TRANSFER_VERSION = "v5t"
-TRANSFER_SEED_BASE = 100_000
-#: the second round (`TRANSFER2`), seeds from 200 000 on
-TRANSFER2_VERSION = "v5t2"
-TRANSFER2_SEED_BASE = 200_000
-#: the third round (`TRANSFER3`: + silent hands with fingers), seeds from 300 000 on
-TRANSFER3_VERSION = "v5t3"
-TRANSFER3_SEED_BASE = 300_000
+#: the training-only transfer scenes of the real-video experiment, round → (cache version tag, first
+#: seed): v4 + `TRANSFER` options, + `TRANSFER2` (whole photos, subtitles), + `TRANSFER3` (silent
+#: hands). Seeds are disjoint from the v4 training seeds; the held-out set stays v4.
+TRANSFER_ROUNDS = {1: ("v5t", 100_000), 2: ("v5t2", 200_000), 3: ("v5t3", 300_000)}
+TRANSFER_SEED_BASE = TRANSFER_ROUNDS[1][1]  # clip_seed // TRANSFER_SEED_BASE = round (0 = v4)
 
 #: eval frames in each 4 s held-out clip: 1.2 s, 2.0 s, 2.8 s, 3.6 s (each with ≥ 1 s of audio)
 EVAL_FRAMES = (30, 50, 70, 90)
@@ -215,8 +211,8 @@ def train_shard_path(first_seed: int, frames_per_clip: int, version: str = SCENE
 def load_or_build(kind: str, **kwargs) -> Samples:
     """``kind`` "train" or "eval": the cached samples, generated on first use (needs ../shared/data).
 
-    Training samples come from ``num_clips`` v4 scenes plus ``transfer_clips`` and ``transfer2_clips``
-    transfer scenes (each rounded up to whole shards of 200 clips).
+    Training samples come from ``num_clips`` v4 scenes plus ``transfer_clips``, ``transfer2_clips`` and
+    ``transfer3_clips`` transfer scenes (each rounded up to whole shards of 200 clips).
     """
     if kind == "train":
         n, f = kwargs.get("num_clips", 800), kwargs.get("frames_per_clip", 6)
@@ -224,9 +220,7 @@ def load_or_build(kind: str, **kwargs) -> Samples:
         for first in range(0, n, SHARD_CLIPS):
             path = train_shard_path(first, f)
             parts.append(Samples.load(path) if path.exists() else build_train_cache(path, SHARD_CLIPS, f, first))
-        for which, base, version in ((1, TRANSFER_SEED_BASE, TRANSFER_VERSION),
-                                     (2, TRANSFER2_SEED_BASE, TRANSFER2_VERSION),
-                                     (3, TRANSFER3_SEED_BASE, TRANSFER3_VERSION)):
+        for which, (version, base) in TRANSFER_ROUNDS.items():
             key = "transfer_clips" if which == 1 else f"transfer{which}_clips"
             for first in range(base, base + kwargs.get(key, 0), SHARD_CLIPS):
                 path = train_shard_path(first, f, version)

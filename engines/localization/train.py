@@ -83,7 +83,7 @@ def split(samples, fraction: float = VAL_FRACTION):
     from engines.localization.data import TRANSFER_SEED_BASE
 
     val = np.zeros(len(samples), bool)
-    group = samples.clip_seed // TRANSFER_SEED_BASE  # 0: v4, 1: transfer, 2: transfer2
+    group = samples.clip_seed // TRANSFER_SEED_BASE  # 0: v4, k: transfer round k
     for family in (group == g for g in np.unique(group)):  # each family gives its last scenes
         seeds = np.unique(samples.clip_seed[family])
         if len(seeds):
