@@ -59,26 +59,15 @@ def graph_latency(seconds_limit: float = 60.0) -> None:
     processes and print the delays the heartbeats measured (now − capture time of the newest sample)."""
     import tempfile
 
-    import yaml
-
     from nodes import NODE_TYPES
     from pipeline.graph import load_graph
     from pipeline.supervisor import Supervisor
 
-    clip = Path(__file__).resolve().parents[1] / "demo" / "demo.mp4"
+    repo = Path(__file__).resolve().parents[1]
+    clip = repo / "demo" / "demo.mp4"
     with tempfile.TemporaryDirectory() as tmp:
-        graph = {"name": "voices_bench", "settings": {"start_timeout_s": 60}, "nodes": {
-            "camera": {"type": "camera", "params": {"source": str(clip)}},
-            "microphone": {"type": "microphone", "params": {"source": str(clip), "chunk_ms": 10}},
-            "stft": {"type": "stft", "inputs": {"audio": "microphone/audio"}},
-            "faces": {"type": "faces", "inputs": {"video": "camera/frames"}},
-            "separator": {"type": "separator", "inputs": {"spectrum": "stft/spectrum", "faces": "faces/faces"}},
-            "renderer": {"type": "renderer", "params": {"wav_dir": tmp},
-                         "inputs": {"video": "camera/frames", "voices": "separator/voices"}},
-        }}
-        path = Path(tmp) / "graph.yaml"
-        path.write_text(yaml.safe_dump(graph))
-        supervisor = Supervisor(load_graph(path, NODE_TYPES))
+        overrides = [f"camera.source={clip}", f"microphone.source={clip}", f"renderer.wav_dir={tmp}"]
+        supervisor = Supervisor(load_graph(repo / "configs" / "voices.yaml", NODE_TYPES, overrides))
         supervisor.start()
         supervisor.run(timeout_s=seconds_limit)
         stats = {name: node.stats for name, node in supervisor.nodes.items()}

@@ -65,7 +65,6 @@ def test_separator_node_one_voice_per_face_contiguous() -> None:
 def test_separator_graph_writes_a_wav_per_face(tmp_path: Path) -> None:
     """camera + microphone (the demo clip, real-time) → faces, stft → separator → renderer WAVs."""
     import soundfile as sf
-    import yaml
 
     from nodes import NODE_TYPES
     from pipeline.graph import load_graph
@@ -73,18 +72,9 @@ def test_separator_graph_writes_a_wav_per_face(tmp_path: Path) -> None:
 
     clip = REPO / "demo" / "demo.mp4"
     wavs = tmp_path / "voices"
-    graph = {"name": "voices_test", "settings": {"start_timeout_s": 60}, "nodes": {
-        "camera": {"type": "camera", "params": {"source": str(clip)}},
-        "microphone": {"type": "microphone", "params": {"source": str(clip), "chunk_ms": 10}},
-        "stft": {"type": "stft", "inputs": {"audio": "microphone/audio"}},
-        "faces": {"type": "faces", "inputs": {"video": "camera/frames"}},
-        "separator": {"type": "separator", "inputs": {"spectrum": "stft/spectrum", "faces": "faces/faces"}},
-        "renderer": {"type": "renderer", "params": {"wav_dir": str(wavs)},
-                     "inputs": {"video": "camera/frames", "voices": "separator/voices"}},
-    }}
-    path = tmp_path / "graph.yaml"
-    path.write_text(yaml.safe_dump(graph))
-    supervisor = Supervisor(load_graph(path, NODE_TYPES))
+    path = REPO / "configs" / "voices.yaml"
+    overrides = [f"camera.source={clip}", f"microphone.source={clip}", f"renderer.wav_dir={wavs}"]
+    supervisor = Supervisor(load_graph(path, NODE_TYPES, overrides))
     supervisor.start()
     assert supervisor.run(timeout_s=60) == 0
     written = sorted(wavs.glob("voice_*.wav"))
