@@ -123,13 +123,17 @@ def build_cache(num_clips: int, workers: int = 1, shard_clips: int = 20, cache_d
     return len(list(cache_dir.glob("train-*.npz")))
 
 
-def load_units(cache_dir: Path = CACHE_DIR) -> tuple[np.ndarray, np.ndarray]:
-    """All cached face units: voices (U, N) and lip streams (U, Tv, D)."""
+def load_units(cache_dir: Path = CACHE_DIR) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Cached face units as (training voices (U, N), lips (U, Tv, D)) and (validation voices, lips).
+
+    The last shard is held out: a *clip* split, so the validation curve measures unheard mixtures."""
     shards = sorted(cache_dir.glob("train-*.npz"))
-    if not shards:
-        raise FileNotFoundError(f"no training cache in {cache_dir}: run `launch.py train-separator --build-cache`")
+    if len(shards) < 2:
+        raise FileNotFoundError(f"need ≥ 2 training cache shards in {cache_dir} (one is held out for validation): "
+                                f"run `launch.py train-separator --build-cache`")
     data = [np.load(p) for p in shards]
-    return np.concatenate([d["voices"] for d in data]), np.concatenate([d["lips"] for d in data])
+    train = np.concatenate([d["voices"] for d in data[:-1]]), np.concatenate([d["lips"] for d in data[:-1]])
+    return train, (data[-1]["voices"], data[-1]["lips"])
 
 
 class MixtureSampler:
@@ -199,19 +203,13 @@ def save_pack(path: Path, cache_dir: Path = CACHE_DIR, max_units: int | None = N
 
     Why: the GPU machine has neither the shared recordings nor the corpus renderer (PyAV, espeak),
     and what travels there is capped at 64 MiB. Voices are µ-law 8-bit (4× smaller than float32),
-    lips float16; the last shard's units are marked as validation (a held-out *clip* split, so the
-    curve measures unheard mixtures, not memory). The train part of each real noise recording rides
-    along as a noise bank."""
-    shards = sorted(cache_dir.glob("train-*.npz"))
-    if len(shards) < 2:
-        raise FileNotFoundError(f"need ≥ 2 cache shards in {cache_dir} (one is held out for validation)")
-    data = [np.load(p) for p in shards]
-    voices = np.concatenate([d["voices"] for d in data])
-    lips = np.concatenate([d["lips"] for d in data])
-    n_val = len(data[-1]["voices"])
-    if max_units and len(voices) > max_units:  # keep the validation shard, trim training units
-        keep = np.r_[np.arange(max_units - n_val), np.arange(len(voices) - n_val, len(voices))]
-        voices, lips = voices[keep], lips[keep]
+    lips float16; the validation units of :func:`load_units` go last, marked by their count. The
+    train part of each real noise recording rides along as a noise bank."""
+    (voices, lips), (val_voices, val_lips) = load_units(cache_dir)
+    n_val = len(val_voices)
+    if max_units:  # keep the validation shard, trim training units
+        voices, lips = voices[:max(0, max_units - n_val)], lips[:max(0, max_units - n_val)]
+    voices, lips = np.concatenate([voices, val_voices]), np.concatenate([lips, val_lips])
     bank = []
     for name in NOISE_FILES:
         part = recording_part(name, TRAIN)

@@ -145,9 +145,7 @@ def training_units(pack: Path | None) -> tuple[tuple, tuple, object]:
     The last cache shard (or the pack's validation units) is held out: its clips are never trained on."""
     if pack is not None:
         return load_pack(pack)
-    voices, lips = load_units()
-    n_val = len(np.load(sorted(CACHE_DIR.glob("train-*.npz"))[-1])["voices"])
-    return (voices[:-n_val], lips[:-n_val]), (voices[-n_val:], lips[-n_val:]), None
+    return (*load_units(), None)
 
 
 class Prefetcher:
