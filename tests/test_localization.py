@@ -57,6 +57,52 @@ def test_attention_map_peaks_where_features_match_the_audio():
     assert float(cos.sum()) == pytest.approx(1.0)
 
 
+def test_trunk_matches_centerface_under_onnxruntime():
+    """The torch rebuild of CenterFace's body (BGR in) equals ONNX Runtime on the shipped file (RGB in)."""
+    import onnx
+    import onnxruntime as ort
+
+    from engines.faces.detector import prepared_model_path
+    from engines.localization.trunk import BACKBONE, FACE_HEATMAP, FPN, FaceTrunk
+
+    bgr = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(3)) * 255
+    with torch.inference_mode():
+        ours = FaceTrunk()(bgr).numpy()
+    model = onnx.load(str(prepared_model_path()))
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                              for n in (BACKBONE, FPN))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    backbone, fpn, heat = session.run([BACKBONE, FPN, FACE_HEATMAP], {"input.1": bgr.flip(1).numpy()})
+    heat = heat.reshape(2, 1, 14, 4, 14, 4).max(axis=(3, 5))
+    expected = np.concatenate([backbone, fpn, heat], axis=1)
+    assert ours.shape == (2, 121, 14, 14)
+    np.testing.assert_allclose(ours, expected, atol=1e-3, rtol=1e-4)
+
+
+def test_trunk_is_frozen_and_left_out_of_checkpoints(tmp_path, model):
+    from engines.localization.model import TRUNK_PREFIX, Checkpoint
+
+    assert not any(p.requires_grad for p in model.visual.trunk.parameters())
+    model.train()
+    assert not model.visual.trunk.training  # its batch norms keep CenterFace's statistics
+    model.eval()
+    Checkpoint(model.state_dict(), "supervised", {}).save(tmp_path / "m.pt")
+    saved = Checkpoint.load(tmp_path / "m.pt")
+    assert saved.state and not any(k.startswith(TRUNK_PREFIX) for k in saved.state)
+    with torch.inference_mode():
+        a = model(*_inputs(1))["cosine"]
+        b = saved.model()(*_inputs(1))["cosine"]
+    assert torch.allclose(a, b, atol=2e-2)  # float16 weights
+
+
+def test_precomputed_trunk_features_give_the_same_map(model):
+    image, previous, logmel = _inputs(2)
+    with torch.inference_mode():
+        trunk = model.visual.trunk(image)
+        assert torch.allclose(model(image, previous, logmel)["cosine"],
+                              model(image, previous, logmel, trunk)["cosine"], atol=1e-5)
+
+
 # -- losses -----------------------------------------------------------------------------------
 
 
@@ -180,7 +226,8 @@ def test_trained_loss_is_lower_for_matched_than_mismatched_pairs(held_out_batch)
     from engines.localization.train import to_batch, weights_path
 
     model = shipped_model(weights_path("semisupervised"))  # a mode trained with the metric loss
-    image, previous, logmel, _ = to_batch(held_out_batch, np.arange(len(held_out_batch)))
+    image, previous, logmel, _, trunk = to_batch(held_out_batch, np.arange(len(held_out_batch)))
+    assert trunk is None  # fresh samples: the model runs its own trunk, as the live graph does
     with torch.inference_mode():
         out = model(image, previous, logmel)
         pair = losses.pair_losses(out["f_v"], out["embedding"])

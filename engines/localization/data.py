@@ -43,6 +43,8 @@ class Samples:
     history: np.ndarray | None = None  # (N, 26, 56, 56) uint8 grey frames, for the synchrony baseline
     envelope: np.ndarray | None = None  # (N, 25) float32 audio energy per video frame (dB)
     clip_seed: np.ndarray | None = None
+    trunk: np.ndarray | None = None          # (N, 121, 14, 14) float16 frozen-trunk features of image
+    trunk_flipped: np.ndarray | None = None  # the same of the left-right flipped image
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
@@ -208,6 +210,50 @@ def train_shard_path(first_seed: int, frames_per_clip: int, version: str = SCENE
     return cache_dir() / f"train_{version}_{first_seed:06d}+{SHARD_CLIPS}x{frames_per_clip}.npz"
 
 
+#: tag of the frozen trunk (`engines.localization.trunk`) whose features are cached beside each shard
+TRUNK_TAG = "centerface121"
+
+
+def trunk_features(images: np.ndarray, batch: int = 32, threads: int = 2) -> np.ndarray:
+    """(N, 224, 224, 3) BGR uint8 → (N, 121, 14, 14) float16 features of the frozen trunk.
+
+    Runs the trunk exported to ONNX through the engine layer, as the live node runs it: 4× faster
+    than torch eager on a CPU, and training then sees the numbers the live graph computes.
+    """
+    import torch
+
+    from engines.engine import load
+    from engines.localization.trunk import FaceTrunk
+
+    path = cache_dir() / f"trunk_{TRUNK_TAG}.onnx"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.onnx")
+        torch.onnx.export(FaceTrunk(), (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),), str(tmp), input_names=["image"],
+                          output_names=["trunk"], dynamic_axes={"image": {0: "batch"}, "trunk": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+        tmp.replace(path)
+    engine = load(path, backend="onnxruntime", threads=threads)
+    out = [engine.run({"image": np.ascontiguousarray(images[i:i + batch].transpose(0, 3, 1, 2), np.float32)})["trunk"]
+           for i in range(0, len(images), batch)]
+    return np.concatenate(out).astype(np.float16)
+
+
+def with_trunk(samples: Samples, shard: Path) -> Samples:
+    """``samples`` with their trunk features, computed once and cached beside ``shard``."""
+    path = shard.with_name(f"{shard.stem}.{TRUNK_TAG}.npz")
+    if path.exists():
+        with np.load(path) as z:
+            samples.trunk, samples.trunk_flipped = z["trunk"], z["trunk_flipped"]
+        return samples
+    samples.trunk = trunk_features(samples.image)
+    samples.trunk_flipped = trunk_features(np.ascontiguousarray(samples.image[:, :, ::-1]))
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, trunk=samples.trunk, trunk_flipped=samples.trunk_flipped)
+    tmp.replace(path)
+    return samples
+
+
 def load_or_build(kind: str, **kwargs) -> Samples:
     """``kind`` "train" or "eval": the cached samples, generated on first use (needs ../shared/data).
 
@@ -219,14 +265,15 @@ def load_or_build(kind: str, **kwargs) -> Samples:
         parts = []
         for first in range(0, n, SHARD_CLIPS):
             path = train_shard_path(first, f)
-            parts.append(Samples.load(path) if path.exists() else build_train_cache(path, SHARD_CLIPS, f, first))
+            parts.append(with_trunk(Samples.load(path) if path.exists()
+                                    else build_train_cache(path, SHARD_CLIPS, f, first), path))
         for which, (version, base) in TRANSFER_ROUNDS.items():
             key = "transfer_clips" if which == 1 else f"transfer{which}_clips"
             for first in range(base, base + kwargs.get(key, 0), SHARD_CLIPS):
                 path = train_shard_path(first, f, version)
-                parts.append(Samples.load(path) if path.exists()
-                             else build_train_cache(path, SHARD_CLIPS, f, first, transfer=which))
+                parts.append(with_trunk(Samples.load(path) if path.exists()
+                                        else build_train_cache(path, SHARD_CLIPS, f, first, transfer=which), path))
         return Samples.concat(parts)
     n = kwargs.get("num_clips", 100)
     path = cache_dir() / f"eval_{EVAL_SET}_{SCENES_VERSION}_{n}.npz"
-    return Samples.load(path) if path.exists() else build_eval_cache(path, num_clips=n)
+    return with_trunk(Samples.load(path) if path.exists() else build_eval_cache(path, num_clips=n), path)

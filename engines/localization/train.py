@@ -44,17 +44,22 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.05) -> float:
 
 
 def to_batch(samples, index: np.ndarray, flip: np.ndarray | None = None):
-    """Numpy samples → torch tensors (N, 3, 224, 224) float 0..255, flipped left-right where asked."""
+    """Numpy samples → torch tensors (N, 3, 224, 224) float 0..255, flipped left-right where asked;
+    the last is the frozen trunk's features (of the flipped image where flipped), or None."""
     import torch
 
     image, previous, gt = samples.image[index], samples.previous[index], samples.gt[index]
+    trunk = None if samples.trunk is None else samples.trunk[index]
     if flip is not None and flip.any():
         image, previous, gt = image.copy(), previous.copy(), gt.copy()
         image[flip] = image[flip][:, :, ::-1]
         previous[flip] = previous[flip][:, :, ::-1]
         gt[flip] = gt[flip][:, :, ::-1]
+        if trunk is not None:
+            trunk = np.where(flip[:, None, None, None], samples.trunk_flipped[index], trunk)
     chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).float()  # noqa: E731
-    return chw(image), chw(previous), torch.from_numpy(samples.logmel[index]), torch.from_numpy(gt)
+    return (chw(image), chw(previous), torch.from_numpy(samples.logmel[index]), torch.from_numpy(gt),
+            None if trunk is None else torch.from_numpy(trunk.astype(np.float32)))
 
 
 def heatmaps(model, samples, batch: int = 64) -> np.ndarray:
@@ -71,8 +76,8 @@ def heatmaps(model, samples, batch: int = 64) -> np.ndarray:
     with torch.inference_mode():
         for start in range(0, len(samples), batch):
             idx = np.arange(start, min(start + batch, len(samples)))
-            image, previous, logmel, _ = to_batch(samples, idx)
-            out.append(model(image, previous, logmel)["cosine"].numpy())
+            image, previous, logmel, _, trunk = to_batch(samples, idx)
+            out.append(model(image, previous, logmel, trunk)["cosine"].numpy())
     return np.concatenate(out)
 
 
@@ -117,8 +122,8 @@ def train_mode(mode: str, train, val, args: argparse.Namespace) -> Path:
         model.train()
         progress = 0.0
         index = rng.choice(len(train), size=args.batch, replace=False)
-        image, previous, logmel, gt = to_batch(train, index, flip=rng.random(args.batch) < 0.5)
-        parts = losses.total(mode, model(image, previous, logmel), gt, args.lam)
+        image, previous, logmel, gt, trunk = to_batch(train, index, flip=rng.random(args.batch) < 0.5)
+        parts = losses.total(mode, model(image, previous, logmel, trunk), gt, args.lam)
         optimiser.zero_grad(set_to_none=True)
         parts["loss"].backward()
         optimiser.step()
@@ -169,11 +174,11 @@ def parser() -> argparse.ArgumentParser:
     # drowned the map loss (MODEL_CARD.md), λ = 10 gives the two terms the same order of magnitude
     p.add_argument("--lam", type=float, default=10.0, help="semi-supervised weight of the supervised loss")
     p.add_argument("--train-clips", type=int, default=800, help="generated training scenes (6 frames each)")
-    p.add_argument("--transfer-clips", type=int, default=0,
+    p.add_argument("--transfer-clips", type=int, default=800,
                    help="extra training scenes with textured backgrounds, small faces and 16:9 frames")
-    p.add_argument("--transfer2-clips", type=int, default=0,
+    p.add_argument("--transfer2-clips", type=int, default=400,
                    help="extra training scenes that also hold talking heads on their whole photo and subtitles")
-    p.add_argument("--transfer3-clips", type=int, default=0, help="as --transfer2-clips, plus silent hands")
+    p.add_argument("--transfer3-clips", type=int, default=400, help="as --transfer2-clips, plus silent hands")
     p.add_argument("--init", type=Path, default=None,
                    help="folder with localizer_<mode>.pt to start from (fine-tuning) instead of random weights")
     p.add_argument("--eval-every", type=int, default=100)

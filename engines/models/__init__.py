@@ -128,7 +128,8 @@ register(
         inputs=(InputSpec("image", (1, 3, 224, 224)), InputSpec("previous", (1, 3, 224, 224))),
         outputs=("features",),
         dynamic_axes={"image": {0: "batch"}, "previous": {0: "batch"}, "features": {0: "batch"}},
-        description="Localization visual encoder: frame + previous frame (BGR 0..255) at 224² → 128×14×14 features.",
+        description="Localization visual encoder: frame + previous frame (BGR 0..255) at 224² → 128×14×14 features "
+        "(frozen CenterFace trunk + trained head).",
         atol=1e-3,  # inputs are 0..255 pixels: feature magnitudes are in the tens
     )
 )
