@@ -1,8 +1,8 @@
 """Which trained localizer is shipped, and the three graphs the model registry exports from it.
 
 The shipped model is the mode that scored best on the *validation* scenes of the training split
-(never the held-out set): the supervised one in the current run (validation cIoU@0.5 0.929 vs
-0.921 for semi-supervised with λ = 10, see MODEL_CARD.md).
+(never the held-out set): the supervised one in the current run (validation cIoU@0.5 0.703 vs
+0.701 for semi-supervised with λ = 10, see MODEL_CARD.md).
 The registry (`engines.models`) names these factories; `launch.py export` writes
 engines/weights/localizer_{visual,audio,fusion}.onnx, which the live nodes load through
 `engines.engine.load`.

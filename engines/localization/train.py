@@ -3,17 +3,17 @@
     python launch.py train-localizer                      all three modes, shipped settings
     python launch.py train-localizer --mode supervised --max-minutes 12
 
-Fine-tuning on the training-only transfer scenes as well (real-video experiment, MODEL_CARD.md):
-``--init FOLDER --transfer-clips 800 --transfer2-clips 400 --transfer3-clips 400 --lr 1.5e-3
---weights out/localization/exp``.
+Training data: 800 v4 scenes plus the 1600 training-only transfer scenes (``--transfer-clips``,
+``--transfer2-clips``, ``--transfer3-clips``; MODEL_CARD.md). Fine-tuning from earlier weights of the
+same architecture: ``--init FOLDER --lr 1.5e-3 --weights out/localization/exp``.
 
 Samples come from generated scenes (engines/data, needs ../shared/data), cut once and cached under
-out/localization/. Each mode trains from the same seed on the same sample order, so the modes differ
-only in their loss. Checkpoints and curves go to out/localization/runs/<mode>/; the final weights
-to engines/weights/localizer_<mode>.pt (float16, ~0.9 MB), which `evaluate` and the export read.
-With the defaults each mode gets 8 minutes of wall clock (all three: ~25 min on 2 CPU cores); the
-shipped weights come from three such processes side by side, ``--threads 1 --max-minutes 13`` each
-(13 min in all, MODEL_CARD.md).
+out/localization/ with the frozen trunk's features beside each shard, so a step runs only the head.
+Each mode trains from the same seed on the same sample order, so the modes differ only in their
+loss. Checkpoints and curves go to out/localization/runs/<mode>/; the final weights to
+engines/weights/localizer_<mode>.pt (float16, ~0.9 MB), which `evaluate` and the export read.
+With the defaults each mode gets 8 minutes of wall clock, one after another (24 min on 2 CPU cores,
+plus the one-off scene and trunk caches); the shipped weights are exactly that run (MODEL_CARD.md).
 """
 
 from __future__ import annotations
