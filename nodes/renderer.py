@@ -43,6 +43,9 @@ class Renderer(Node):
         voice_tracks: int = -1        # MP4 audio tracks for voices; -1 = 2 if `voices` is wired
         sample_rate_hz: int = 16000
         heatmap_alpha: float = 0.45
+        # the localizer's map is a clipped cosine: a sounding cell sits near 0.3-0.5, rarely at 1, so
+        # drawn as is it is faint; the gain scales it for display only (clipped at 1)
+        heatmap_gain: float = 2.0
         colormap: Literal["jet", "turbo", "inferno", "magma", "viridis", "hot"] = "jet"
         stale_ms: float = 500.0       # overlays older than this (vs. the frame) are not drawn
         latency_strip: bool = True
@@ -52,6 +55,8 @@ class Renderer(Node):
                 raise ValueError("fps and sample_rate_hz must be positive")
             if not 0.0 <= self.heatmap_alpha <= 1.0:
                 raise ValueError(f"heatmap_alpha must be in [0, 1], got {self.heatmap_alpha}")
+            if self.heatmap_gain <= 0:
+                raise ValueError(f"heatmap_gain must be positive, got {self.heatmap_gain}")
 
     inputs = {
         "video": Input(VideoFrame, policy="latest", doc="frames to draw on"),
@@ -108,7 +113,8 @@ class Renderer(Node):
         t0 = time.perf_counter()
         canvas = np.array(frame.image)  # a writable copy
         if self.heatmap is not None and self._fresh(self.heatmap, frame):
-            overlay.draw_heatmap(canvas, self.heatmap.heatmap, self.params.heatmap_alpha, self.params.colormap)
+            overlay.draw_heatmap(canvas, np.minimum(self.heatmap.heatmap * self.params.heatmap_gain, 1.0),
+                                 self.params.heatmap_alpha, self.params.colormap)
         if self.faces is not None and self._fresh(self.faces, frame):
             sx = canvas.shape[1] / self.faces.frame_width if self.faces.frame_width else 1.0
             sy = canvas.shape[0] / self.faces.frame_height if self.faces.frame_height else 1.0

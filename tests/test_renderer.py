@@ -224,3 +224,16 @@ def test_speakers_play_the_loudest_voice_or_the_mixture(monkeypatch: pytest.Monk
         h.feed("voices", SeparatedAudio(samples=np.stack([quiet, loud]), track_ids=np.array([1, 2]),
                                         capture_ns=h.epoch_ns))
         assert np.array_equal(played[-1], quiet)
+
+
+def test_heatmap_gain_brightens_a_weak_map_for_display() -> None:
+    """A clipped-cosine map near 0.25 is faint as is; the display gain makes it show."""
+    def drawn(gain: float) -> int:
+        with Harness(Renderer, {"web_port": 0, "latency_strip": False, "heatmap_gain": gain}) as h:
+            h.feed("heatmap", Heatmap(heatmap=np.full((12, 16), 0.25, np.float32), capture_ns=h.epoch_ns))
+            h.feed("video", frame(0, h.epoch_ns, value=90))
+            return int(np.abs(h.node.view._image[H // 2, W // 2].astype(int) - 90).max())
+
+    assert drawn(4.0) > drawn(1.0) + 20
+    with pytest.raises(ValueError, match="heatmap_gain"):
+        Renderer.Params(heatmap_gain=0).validate()
