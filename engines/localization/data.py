@@ -210,7 +210,8 @@ def train_shard_path(first_seed: int, frames_per_clip: int, version: str = SCENE
     return cache_dir() / f"train_{version}_{first_seed:06d}+{SHARD_CLIPS}x{frames_per_clip}.npz"
 
 
-#: tag of the frozen trunk (`engines.localization.trunk`) whose features are cached beside each shard
+#: tag of the frozen trunk (`engines.localization.trunk`) whose features are cached beside each shard;
+#: bump it when the trunk changes (other outputs, another source file), or stale features are read
 TRUNK_TAG = "centerface121"
 
 
