@@ -2,6 +2,7 @@
 
     python launch.py eval-localizer                    table: 3 modes + shipped ONNX + baselines + ceiling
     python launch.py eval-localizer --real-video       also the two real clips in ../shared/data/video
+    python launch.py eval-localizer --real-video --weights out/localization/seed1   a training run's weights
 
 Our rows score the unclipped cosine map (see `train.heatmaps`); the live heatmap is the same map
 with negatives clipped. Held-out scenes: the corpus' fixed ``loc2`` set (100 VGG-SS-like scenes of
@@ -133,7 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.real_video:
         from engines.localization.real_video import report
 
-        lines += ["", *report()]
+        model = None
+        if args.weights is not None:  # a training run's weights: its supervised model, in torch
+            from engines.localization.model import Checkpoint
+            from engines.localization.shipped import SHIPPED_MODE
+            from engines.localization.train import weights_path
+
+            model = Checkpoint.load(weights_path(SHIPPED_MODE, args.weights)).model()
+            lines += ["", f"Real video with {weights_path(SHIPPED_MODE, args.weights)} (torch):"]
+        lines += ["", *report(model=model)]
     text = "\n".join(lines)
     print(text)
     out = args.out or Path("out/localization") / ("validation.md" if args.validation else "eval.md")
