@@ -79,6 +79,28 @@ def test_trunk_matches_centerface_under_onnxruntime():
     np.testing.assert_allclose(ours, expected, atol=1e-3, rtol=1e-4)
 
 
+def test_cached_trunk_features_are_the_torch_trunk_run_through_onnxruntime(tmp_path, monkeypatch, model):
+    """Training's cached features (exported trunk on ORT, float16) are what the model computes itself."""
+    from engines.localization import data
+
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path)
+    images = (np.random.default_rng(5).random((3, IMAGE_SIZE, IMAGE_SIZE, 3)) * 255).astype(np.uint8)
+    samples = data.Samples(images, images, np.zeros((3, WINDOW_FRAMES, 80), np.float32),
+                           np.zeros((3, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
+    data.with_trunk(samples, tmp_path / "shard.npz")
+    with torch.inference_mode():
+        expected = model.visual.trunk(torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32))).numpy()
+        flipped = model.visual.trunk(torch.from_numpy(np.ascontiguousarray(
+            images[:, :, ::-1].transpose(0, 3, 1, 2)).astype(np.float32))).numpy()
+    assert samples.trunk.dtype == np.float16
+    np.testing.assert_allclose(samples.trunk.astype(np.float32), expected, atol=2e-2, rtol=2e-3)
+    np.testing.assert_allclose(samples.trunk_flipped.astype(np.float32), flipped, atol=2e-2, rtol=2e-3)
+    again = data.Samples(images, images, samples.logmel, samples.gt)
+    data.with_trunk(again, tmp_path / "shard.npz")  # second time: read from the cache file
+    assert (tmp_path / f"shard.{data.TRUNK_TAG}.npz").exists()
+    np.testing.assert_array_equal(again.trunk, samples.trunk)
+
+
 def test_trunk_is_frozen_and_left_out_of_checkpoints(tmp_path, model):
     from engines.localization.model import TRUNK_PREFIX, Checkpoint
 

@@ -221,19 +221,16 @@ def trunk_features(images: np.ndarray, batch: int = 32, threads: int = 2) -> np.
     Runs the trunk exported to ONNX through the engine layer, as the live node runs it: 4× faster
     than torch eager on a CPU, and training then sees the numbers the live graph computes.
     """
-    import torch
-
     from engines.engine import load
+    from engines.export import export_onnx
     from engines.localization.trunk import FaceTrunk
+    from engines.models import InputSpec, ModelSpec
 
     path = cache_dir() / f"trunk_{TRUNK_TAG}.onnx"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.onnx")
-        torch.onnx.export(FaceTrunk(), (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),), str(tmp), input_names=["image"],
-                          output_names=["trunk"], dynamic_axes={"image": {0: "batch"}, "trunk": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-        tmp.replace(path)
+    if not path.exists():  # the exporter every model uses; a training-time graph, never shipped alone
+        export_onnx(ModelSpec(name="localizer_trunk", factory=FaceTrunk, shipped=False,
+                              inputs=(InputSpec("image", (1, 3, IMAGE_SIZE, IMAGE_SIZE)),), outputs=("trunk",),
+                              dynamic_axes={"image": {0: "batch"}, "trunk": {0: "batch"}}), path)
     engine = load(path, backend="onnxruntime", threads=threads)
     out = [engine.run({"image": np.ascontiguousarray(images[i:i + batch].transpose(0, 3, 1, 2), np.float32)})["trunk"]
            for i in range(0, len(images), batch)]
