@@ -113,7 +113,7 @@ class Renderer(Node):
         t0 = time.perf_counter()
         canvas = np.array(frame.image)  # a writable copy
         if self.heatmap is not None and self._fresh(self.heatmap, frame):
-            overlay.draw_heatmap(canvas, np.minimum(self.heatmap.heatmap * self.params.heatmap_gain, 1.0),
+            overlay.draw_heatmap(canvas, self.heatmap.heatmap * self.params.heatmap_gain,  # clipped to 1 there
                                  self.params.heatmap_alpha, self.params.colormap)
         if self.faces is not None and self._fresh(self.faces, frame):
             sx = canvas.shape[1] / self.faces.frame_width if self.faces.frame_width else 1.0

@@ -140,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             from engines.localization.shipped import SHIPPED_MODE
             from engines.localization.train import weights_path
 
-            model = Checkpoint.load(weights_path(SHIPPED_MODE, args.weights)).model()
-            lines += ["", f"Real video with {weights_path(SHIPPED_MODE, args.weights)} (torch):"]
+            path = weights_path(SHIPPED_MODE, args.weights)
+            model = Checkpoint.load(path).model()
+            lines += ["", f"Real video with {path} (torch):"]
         lines += ["", *report(model=model)]
     text = "\n".join(lines)
     print(text)

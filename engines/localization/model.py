@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 EMBED_DIM = 128
-#: pixel normalisation done inside the graph, so nodes feed raw 0..255 BGR floats
-PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
+#: nodes feed raw 0..255 BGR floats; the motion branch scales the frame difference inside the graph
+PIXEL_STD = 64.0
 #: the difference image is small; scale it to the range of the frame itself
 MOTION_GAIN = 4.0
 #: added to every cell of the map before it is normalised into pooling weights
