@@ -5,7 +5,10 @@
 
 Each row is one (model, variant, batch): p50/p99 of ``Engine.run`` wall time (numpy in, numpy
 out: host↔device copies included, as a node sees it), items/s, and how many 30 fps streams that
-p50 sustains if every stream sends one item per frame, batched ``batch`` at a time. The first line
+p50 sustains if every stream sends one item per frame, batched ``batch`` at a time, and the largest
+difference of its outputs from ONNX Runtime FP32 on the CPU on the same inputs, absolute and relative
+to the largest reference value (a GPU figure is only worth quoting if the GPU computes the same
+model). The first line
 says which machine the rows came from; copy both into engines/README.md. ``--out FILE`` also writes
 them to FILE, row by row, so a one-shot run on a borrowed GPU keeps every row it got to. A
 (model, variant, batch) that fails to load or run becomes a "cannot load/run: <error>" row and the
@@ -117,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         emit(f"machine: {machine()}")
         emit(f"{args.iters} timed runs after {args.warmup} warm-up, numpy in/out")
         emit()
-        emit("| model | variant | runs on | batch | p50 ms | p99 ms | items/s | 30 fps streams |")
-        emit("|---|---|---|---|---|---|---|---|")
+        emit("| model | variant | runs on | batch | p50 ms | p99 ms | items/s | 30 fps streams | max diff vs ORT CPU: abs / rel |")
+        emit("|---|---|---|---|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
             cache_dir = Path(tmp) / "cache"
             for model in args.models:
@@ -149,7 +152,7 @@ def bench(model: str, variant: str, args: argparse.Namespace, cache_dir: Path):
             source = model
         engine = load(source, backend=backend, cache_dir=cache_dir, **options)
     except Exception as exc:  # one unusable pairing must not end the table
-        yield f"| {model} | {variant} | – | – | cannot load: {_one_line(exc)} | | | |"
+        yield f"| {model} | {variant} | – | – | cannot load: {_one_line(exc)} | | | | |"
         return
     try:
         for batch in args.batches:
@@ -157,17 +160,32 @@ def bench(model: str, variant: str, args: argparse.Namespace, cache_dir: Path):
                 inputs = example_inputs(model, engine, batch)
                 ms = time_engine(engine, inputs, args.iters, args.warmup)
             except Exception as exc:  # e.g. a batch outside a TensorRT profile, a CUDA error
-                yield f"| {model} | {variant} | {engine.describe()} | {batch} | cannot run: {_one_line(exc)} | | | |"
+                yield f"| {model} | {variant} | {engine.describe()} | {batch} | cannot run: {_one_line(exc)} | | | | |"
                 continue
             p50, p99 = np.percentile(ms, [50, 99])
             per_s = batch * 1000 / p50
             yield (f"| {model} | {variant} | {engine.describe()} | {batch} | {p50:.3f} | {p99:.3f} | "
-                   f"{per_s:,.0f} | {per_s / 30:,.1f} |")
+                   f"{per_s:,.0f} | {per_s / 30:,.1f} | {deviation(source, engine, inputs, cache_dir)} |")
     finally:
         try:
             engine.close()
         except Exception as exc:  # the rows are measured; a failing release must not end the table
             print(f"{model} {variant}: close failed: {_one_line(exc)}", file=sys.stderr)
+
+
+def deviation(source, engine, inputs: dict[str, np.ndarray], cache_dir: Path) -> str:
+    """Max |output − ONNX Runtime CPU FP32 output| over all outputs, and that over max |reference|."""
+    try:
+        reference = load(source, backend="onnxruntime", device="cpu", cache_dir=cache_dir)
+        try:
+            want, got = reference.run(inputs), engine.run(inputs)
+        finally:
+            reference.close()
+        diff = max(float(np.max(np.abs(got[k].astype(np.float64) - want[k]))) for k in want)
+        scale = max(float(np.max(np.abs(want[k]))) for k in want)
+        return f"{diff:.1e} / {diff / max(scale, 1e-12):.1e}"
+    except Exception as exc:  # the timing stands without it
+        return f"cannot compare: {_one_line(exc)}"
 
 
 def example_inputs(model: str, engine, batch: int) -> dict[str, np.ndarray]:
