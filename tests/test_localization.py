@@ -260,3 +260,15 @@ def test_trained_loss_is_lower_for_matched_than_mismatched_pairs(held_out_batch)
         assert float(matched.mean()) < float(pair[other].mean())
         shuffled = losses.infonce(out["f_v"], out["embedding"].roll(2, dims=0))
         assert float(losses.infonce(out["f_v"], out["embedding"])) < float(shuffled)
+
+
+def test_diagnose_counts_a_peak_inside_a_face_box_in_frame_pixels() -> None:
+    """`diagnose` upsamples each 14×14 map to the frame and checks its peak against the boxes."""
+    from engines.localization.diagnose import peak_on_face
+
+    maps = np.zeros((2, 14, 14), np.float32)
+    maps[0, 2, 10] = 1.0  # cell (row 2, col 10) of a 1280×720 frame: x ≈ 960, y ≈ 129
+    maps[1, 12, 1] = 1.0  # bottom left: outside the box
+    box = np.array([[880.0, 80.0, 1040.0, 180.0]])
+    assert peak_on_face(maps, [box, box], (1280, 720)).tolist() == [True, False]
+    assert peak_on_face(maps[:1], [np.zeros((0, 4))], (1280, 720)).tolist() == [False]  # no face found

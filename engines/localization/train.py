@@ -123,6 +123,9 @@ def train_mode(mode: str, train, val, args: argparse.Namespace) -> Path:
         progress = 0.0
         index = rng.choice(len(train), size=args.batch, replace=False)
         image, previous, logmel, gt, trunk = to_batch(train, index, flip=rng.random(args.batch) < 0.5)
+        if args.motion_dropout > 0:  # appearance alone must localize too: real hands move more than lips
+            still = torch.from_numpy(rng.random(args.batch) < args.motion_dropout)
+            previous = torch.where(still[:, None, None, None], image, previous)
         parts = losses.total(mode, model(image, previous, logmel, trunk), gt, args.lam)
         optimiser.zero_grad(set_to_none=True)
         parts["loss"].backward()
@@ -181,6 +184,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer3-clips", type=int, default=400, help="as --transfer2-clips, plus silent hands")
     p.add_argument("--init", type=Path, default=None,
                    help="folder with localizer_<mode>.pt to start from (fine-tuning) instead of random weights")
+    p.add_argument("--motion-dropout", type=float, default=0.0,
+                   help="fraction of training samples shown without motion (previous frame = frame)")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--max-minutes", type=float, default=8.0,
@@ -206,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     train, val = split(samples)
+    del samples  # split copied it: keep one copy in memory (two training processes fit side by side)
     print(f"{len(train)} training samples, {len(val)} validation samples (held-out scenes of the training split)")
     for mode in MODES if args.mode == "all" else (args.mode,):
         train_mode(mode, train, val, args)
