@@ -135,11 +135,11 @@ def test_localization_scenes_have_large_sounding_objects_and_smaller_silent_ones
 
 
 def test_localization_transfer_options_are_training_only_and_do_what_they_say():
-    from engines.data.localization import TRANSFER3
+    from engines.data.localization import TRANSFER4
 
     # the eval sets keep the defaults (all off), so their scenes are the v4 ones
     assert all(getattr(es.config, k) == 0 for es in EVAL_SETS.values() if es.kind == "localization"
-               for k in TRANSFER3)
+               for k in TRANSFER4)
     forced = replace(LOC, degrade=False, textured_background_prob=1.0, small_face_prob=1.0, wide_prob=1.0,
                      whole_photo_prob=1.0, subtitle_prob=1.0, hands_prob=1.0)
     for seed in range(4):
@@ -153,6 +153,23 @@ def test_localization_transfer_options_are_training_only_and_do_what_they_say():
         assert 0.005 < area[k] < 0.1, area
         assert area[~clip.sounding].max() > area[k], "the small talking face stands among larger silent things"
         assert clip.masks[t].any() and clip.masks[t].mean() < 0.1  # subtitles, hands, laid photos: not objects
+
+
+def test_gesturing_hands_move_while_their_talker_speaks_and_rest_while_silent():
+    """TRANSFER4's hard negatives: silent hands whose motion follows the speech gain."""
+    from engines.data.localization import _hands
+
+    n = 60
+    gain = np.r_[np.zeros(n // 2), np.full(n // 2, 1.8)]  # silent for 1.2 s, then talking
+    paint = _hands(np.random.default_rng(3), (150, 170, 210), 160.0, 150.0, 30.0, n, gesture=gain)
+    frames = []
+    for t in range(n):
+        img = np.zeros((240, 320, 3), np.uint8)
+        paint(img, t)
+        frames.append(img.astype(np.int16))
+    change = np.array([np.abs(frames[t] - frames[t - 1]).mean() for t in range(1, n)])
+    assert change[5:n // 2 - 1].mean() < 0.1 * change[n // 2 + 5:].mean(), change
+    assert all(f.any() for f in frames)  # on screen throughout
 
 
 @needs_data

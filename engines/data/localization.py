@@ -100,6 +100,8 @@ class LocalizationConfig:
     #: chance of a pair of silent clasped/resting hands with fingers (skin of a photo face) in the scene,
     #: below a talking head laid on its photo or anywhere else
     hands_prob: float = 0.0
+    #: chance those hands gesture; in front of a talking head's photo, in time with its speech
+    hands_gesture_prob: float = 0.0
 
 
 #: what the training scenes use against the real-video gap (MODEL_CARD.md); eval sets keep the defaults
@@ -109,14 +111,18 @@ TRANSFER = dict(textured_background_prob=0.6, small_face_prob=0.3, wide_prob=0.5
 TRANSFER2 = dict(TRANSFER, small_face_prob=0.5, whole_photo_prob=0.7, subtitle_prob=0.3)
 #: the third round adds silent hands with fingers (the fine-tuned maps lit the restaurant's clasped hands)
 TRANSFER3 = dict(TRANSFER2, hands_prob=0.7)
+#: the fourth round makes those hands gesture, in time with the talker's speech when they are its own
+#: (hard negatives: motion that follows the sound but is not its source)
+TRANSFER4 = dict(TRANSFER3, hands_gesture_prob=0.8)
 
 
 def _hands(rng: np.random.Generator, skin: tuple[int, int, int], x: float, y: float, size: float,
-           n_frames: int):
+           n_frames: int, gesture: np.ndarray | None = None):
     """A painter for two silent hands (palms and fingers, clasped or resting) around (x, y).
 
-    ``size`` is a face half-height: real hands are about a face wide. They drift a little, never in
-    time with any sound.
+    ``size`` is a face half-height: real hands are about a face wide. They drift a little. With
+    ``gesture`` (a per-frame speed gain) each hand also gestures, as `Body`'s hands do: people move
+    their hands while they talk, often in time with their own speech, and the hands stay silent.
     """
     clasped = rng.random() < 0.6
     angle0 = float(rng.uniform(-30, 30))
@@ -140,11 +146,21 @@ def _hands(rng: np.random.Generator, skin: tuple[int, int, int], x: float, y: fl
         cv2.ellipse(img, (int(cx), int(cy - 0.1 * s)), (max(1, int(0.3 * s)), max(1, int(0.12 * s))), angle, 180, 360,
                     light, max(1, int(0.05 * s)), cv2.LINE_AA)
 
+    moves = np.zeros((n_frames, 2, 3))  # per hand: x, y offset (half-heights), angle (deg)
+    if gesture is not None:  # a damped random walk, as Body's, its speed set by ``gesture``
+        amount = rng.uniform(0.04, 0.15)
+        vel, pos = np.zeros((2, 3)), np.zeros((2, 3))
+        for t in range(n_frames):
+            vel = 0.8 * vel + rng.normal(0, 1, (2, 3)) * amount * gesture[t] * np.array([1.0, 1.0, 25.0])
+            pos = np.clip(pos + vel, [-0.8, -0.6, -60], [0.8, 0.6, 60]) * 0.97
+            moves[t] = pos
+
     def paint(img: np.ndarray, t: int) -> None:
         dx, dy = drift[t]
         gap = 0.35 if clasped else 1.3
-        hand(img, x + dx - gap * size, y + dy, size, angle0, 1)
-        hand(img, x + dx + gap * size, y + dy + 0.1 * size, size, angle0 + 180, 1)
+        (lx, ly, la), (rx, ry, ra) = moves[t] * (size, size, 1.0)
+        hand(img, x + dx - gap * size + lx, y + dy + ly, size, angle0 + la, 1)
+        hand(img, x + dx + gap * size + rx, y + dy + 0.1 * size + ry, size, angle0 + 180 + ra, 1)
     return paint
 
 _full_photo_cache: dict[str, np.ndarray] = {}
@@ -447,6 +463,7 @@ def make_localization_clip(seed: int, config: LocalizationConfig = LocalizationC
     painters: list[tuple[int, object]] = []
     names: list[str] = []
     laid: list[tuple] = []  # whole photos to lay on the background: (image, photo, cx, cy, size)
+    laid_owner: list[int] = []  # the source index of each
     still: set[int] = set()
     for k, cls in enumerate(classes):
         cx, cy, size = _anchor(looks[k], aspects[k], boxes_target[k])
@@ -458,6 +475,7 @@ def make_localization_clip(seed: int, config: LocalizationConfig = LocalizationC
             if full is not None:  # the head sits still on its own photo: real body, real room
                 face = PhotoTalkingFace(face_photos[k], cx, cy, size, track, PoseWalk(rng, 0.0), 0.0)
                 laid.append((full, face_photos[k], cx, cy, size))
+                laid_owner.append(k)
                 still.add(k)
                 names.append(f"photo:{face_photos[k].name}")
             elif face_photos[k] is not None:
@@ -492,7 +510,11 @@ def make_localization_clip(seed: int, config: LocalizationConfig = LocalizationC
         else:
             hs = float(rng.uniform(0.05, 0.15)) * height
             hx, hy = rng.uniform(0.1, 0.9) * width, rng.uniform(0.3, 0.95) * height
-        painters.append((-1, _hands(rng, skin, float(hx), float(hy), float(hs), n_frames)))
+        gesture = None
+        if _chance(rng, config.hands_gesture_prob):  # a laid photo is always a talker: its own hands
+            gesture = (0.2 + 1.6 * _activity(sources[laid_owner[0]], n_frames) if laid
+                       else np.ones(n_frames, np.float32))
+        painters.append((-1, _hands(rng, skin, float(hx), float(hy), float(hs), n_frames, gesture)))
     if _chance(rng, config.subtitle_prob):  # drawn last, over everything; not an object
         painters.append((-1, _subtitles(rng, width, height, n_frames)))
     degradation = Degradation.random(rng) if config.degrade else Degradation.none()

@@ -139,14 +139,15 @@ def build_train_cache(path: Path, num_clips: int, frames_per_clip: int = 6, base
     ``transfer``: 1, 2 or 3 for the scenes with the training-only options against the real-video gap
     (`engines.data.localization.TRANSFER`: textured backgrounds, small talking faces, 16:9 frames;
     `TRANSFER2`: also talking heads on their whole photo and burnt-in subtitles; `TRANSFER3`: also
-    silent hands).
+    silent hands; `TRANSFER4`: those hands gesture, in time with their talker's speech).
     """
     from tqdm import tqdm
 
     from engines.data.generate import default_config, make_clip
-    from engines.data.localization import TRANSFER, TRANSFER2, TRANSFER3
+    from engines.data.localization import TRANSFER, TRANSFER2, TRANSFER3, TRANSFER4
 
-    config = default_config("localization", **({0: {}, 1: TRANSFER, 2: TRANSFER2, 3: TRANSFER3}[int(transfer)]))
+    rounds = {0: {}, 1: TRANSFER, 2: TRANSFER2, 3: TRANSFER3, 4: TRANSFER4}
+    config = default_config("localization", **rounds[int(transfer)])
     parts = []
     for seed in tqdm(range(base_seed, base_seed + num_clips), desc="training scenes", unit="clip",
                      disable=not progress):
@@ -170,8 +171,8 @@ EVAL_SET = "loc2"
 SCENES_VERSION = "v4"
 #: the training-only transfer scenes of the real-video experiment, round → (cache version tag, first
 #: seed): v4 + `TRANSFER` options, + `TRANSFER2` (whole photos, subtitles), + `TRANSFER3` (silent
-#: hands). Seeds are disjoint from the v4 training seeds; the held-out set stays v4.
-TRANSFER_ROUNDS = {1: ("v5t", 100_000), 2: ("v5t2", 200_000), 3: ("v5t3", 300_000)}
+#: hands), + `TRANSFER4` (those hands gesture). Seeds are disjoint from the v4 training seeds; the held-out set stays v4.
+TRANSFER_ROUNDS = {1: ("v5t", 100_000), 2: ("v5t2", 200_000), 3: ("v5t3", 300_000), 4: ("v5t4", 400_000)}
 TRANSFER_SEED_BASE = TRANSFER_ROUNDS[1][1]  # clip_seed // TRANSFER_SEED_BASE = round (0 = v4)
 
 #: eval frames in each 4 s held-out clip: 1.2 s, 2.0 s, 2.8 s, 3.6 s (each with ≥ 1 s of audio)

@@ -182,6 +182,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer2-clips", type=int, default=400,
                    help="extra training scenes that also hold talking heads on their whole photo and subtitles")
     p.add_argument("--transfer3-clips", type=int, default=400, help="as --transfer2-clips, plus silent hands")
+    p.add_argument("--transfer4-clips", type=int, default=0,
+                   help="as --transfer3-clips, with the hands gesturing (in time with their talker's speech)")
     p.add_argument("--init", type=Path, default=None,
                    help="folder with localizer_<mode>.pt to start from (fine-tuning) instead of random weights")
     p.add_argument("--motion-dropout", type=float, default=0.0,
@@ -206,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         samples = load_or_build("train", num_clips=args.train_clips, transfer_clips=args.transfer_clips,
-                                transfer2_clips=args.transfer2_clips, transfer3_clips=args.transfer3_clips)
+                                transfer2_clips=args.transfer2_clips, transfer3_clips=args.transfer3_clips,
+                                transfer4_clips=args.transfer4_clips)
     except DataMissingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
