@@ -26,22 +26,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 BETAS = (0.1, 0.2, 0.3, 0.5, 1.0)
 
 
 def peak_on_face(maps: np.ndarray, boxes: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    from engines.localization.real_video import _inside
+    from engines.localization.real_video import inside, peak_xy
 
-    w, h = size
-    hits = []
-    for heat, frame_boxes in zip(maps, boxes):
-        up = cv2.resize(heat, (w, h), interpolation=cv2.INTER_CUBIC)
-        y, x = np.unravel_index(int(np.argmax(up)), up.shape)
-        hits.append(any(_inside((int(x), int(y)), b) for b in frame_boxes))
-    return np.asarray(hits)
+    return np.asarray([any(inside(peak_xy(heat, *size), b) for b in frame_boxes)
+                       for heat, frame_boxes in zip(maps, boxes)])
 
 
 def restaurant_maps(model) -> tuple[dict[str, np.ndarray], np.ndarray, list[np.ndarray], tuple[int, int]]:

@@ -92,11 +92,15 @@ def heatmap_peaks(video: Decoded, threads: int = 2, model=None) -> list[tuple[in
             features = visual.run({"image": image, "previous": prev})["features"]
             embedding = audio_enc.run({"logmel": logmel})["embedding"]
             heat = fusion.run({"features": features, "embedding": embedding})["cosine"][0]  # same peak, no ties
-        h, w = frame.shape[:2]
-        up = cv2.resize(heat, (w, h), interpolation=cv2.INTER_CUBIC)
-        y, x = np.unravel_index(int(np.argmax(up)), up.shape)
-        peaks.append((int(x), int(y)))
+        peaks.append(peak_xy(heat, frame.shape[1], frame.shape[0]))
     return peaks
+
+
+def peak_xy(heat: np.ndarray, width: int, height: int) -> tuple[int, int]:
+    """(x, y) in frame pixels of a map's maximum after bicubic upsampling to the frame."""
+    up = cv2.resize(heat, (width, height), interpolation=cv2.INTER_CUBIC)
+    y, x = np.unravel_index(int(np.argmax(up)), up.shape)
+    return int(x), int(y)
 
 
 def faces(video: Decoded) -> list[np.ndarray]:
@@ -111,7 +115,7 @@ def faces(video: Decoded) -> list[np.ndarray]:
 HEAD_MARGIN = 0.25
 
 
-def _inside(p: tuple[int, int], box: np.ndarray, margin: float = 0.0) -> bool:
+def inside(p: tuple[int, int], box: np.ndarray, margin: float = 0.0) -> bool:
     mx, my = margin * (box[2] - box[0]), margin * (box[3] - box[1])
     return bool(box[0] - mx <= p[0] <= box[2] + mx and box[1] - my <= p[1] <= box[3] + my)
 
@@ -130,7 +134,7 @@ def report(root: Path | None = None, model=None) -> list[str]:
     lines.append(f"Real video {RESTAURANT}: {len(peaks)} frames, {int(speech.sum())} with speech "
                  f"(energy detector), face found in {int(has_face.sum())}.")
     for label, margin in (("face box", 0.0), (f"head (box +{HEAD_MARGIN:.0%} each side)", HEAD_MARGIN)):
-        on = np.array([any(_inside(p, b, margin) for b in bx) for p, bx in zip(peaks, boxes)])
+        on = np.array([any(inside(p, b, margin) for b in bx) for p, bx in zip(peaks, boxes)])
         lines.append(f"  heatmap peak on the speaker's {label}: {on[sel].mean():.1%} of speech frames with a face "
                      f"({int(on[sel].sum())}/{int(sel.sum())}); all frames with a face: {on[has_face].mean():.1%}")
 
@@ -143,7 +147,7 @@ def report(root: Path | None = None, model=None) -> list[str]:
     for label, margin in (("face box", 0.0), ("head", HEAD_MARGIN)):
         counts = {"left": 0, "right": 0, "neither": 0}
         for p, bx in zip(peaks, boxes):
-            hit = [b for b in bx if _inside(p, b, margin)]
+            hit = [b for b in bx if inside(p, b, margin)]
             if not hit:
                 counts["neither"] += 1
             else:
