@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|")
     cosine = heatmaps(model, held_out)
     face = held_out.trunk[:, -1].astype(np.float32)
+    held_out_maps = {"as trained": cosine, "face channel": face,
+                     "no motion": heatmaps(model, replace(held_out, previous=held_out.image))}
     for name, m in maps.items():
-        loc2 = Scores.of(cosine, held_out.gt) if name == "as trained" else None
+        loc2 = Scores.of(held_out_maps[name], held_out.gt) if name in held_out_maps else None
         extra = f"{loc2.ciou05:.3f} / {loc2.auc:.3f} / {loc2.pointing:.3f}" if loc2 else ""
         print(f"| {name} | {peak_on_face(m, boxes, size)[speech].mean():.1%} | {extra} |")
     for beta in BETAS:
