@@ -21,7 +21,7 @@ print on a wall), scenes where the only sounding thing is a small talking face (
 among large silent distractors, and 16:9 frames, which the samples squash to the model's square
 input as the live visual node squashes a 720p camera frame. ``TRANSFER2`` also lays a small talking
 photo head on its own whole photo (real body and room) and burns in subtitles; ``TRANSFER3`` adds
-silent hands with fingers.
+silent hands with fingers; ``TRANSFER4`` makes them gesture, in time with their talker's speech.
 """
 
 from __future__ import annotations

@@ -256,8 +256,8 @@ def with_trunk(samples: Samples, shard: Path) -> Samples:
 def load_or_build(kind: str, **kwargs) -> Samples:
     """``kind`` "train" or "eval": the cached samples, generated on first use (needs ../shared/data).
 
-    Training samples come from ``num_clips`` v4 scenes plus ``transfer_clips``, ``transfer2_clips`` and
-    ``transfer3_clips`` transfer scenes (each rounded up to whole shards of 200 clips).
+    Training samples come from ``num_clips`` v4 scenes plus ``transfer_clips`` and ``transfer<k>_clips``
+    scenes of each later `TRANSFER_ROUNDS` round (each rounded up to whole shards of 200 clips).
     """
     if kind == "train":
         n, f = kwargs.get("num_clips", 800), kwargs.get("frames_per_clip", 6)

@@ -4,7 +4,8 @@
     python launch.py train-localizer --mode supervised --max-minutes 12
 
 Training data: 800 v4 scenes plus the 1600 training-only transfer scenes (``--transfer-clips``,
-``--transfer2-clips``, ``--transfer3-clips``; MODEL_CARD.md). Fine-tuning from earlier weights of the
+``--transfer2-clips``, ``--transfer3-clips``; ``--transfer4-clips``, gesturing hands, is an
+experiment and off by default; MODEL_CARD.md). Fine-tuning from earlier weights of the
 same architecture: ``--init FOLDER --lr 1.5e-3 --weights out/localization/exp``.
 
 Samples come from generated scenes (engines/data, needs ../shared/data), cut once and cached under
