@@ -29,14 +29,14 @@ DEFAULT_CONFIG = ROOT / "configs" / "demo.yaml"
 
 #: subcommands served by other modules' main(argv): loaded only when asked for
 TOOLS = {
-    "make-data": ("engines.data.cli", ["make-data"]),
-    "gallery": ("engines.data.cli", ["gallery"]),
-    "make-demo": ("engines.data.cli", ["make-demo"]),
-    "export": ("engines.export", []),
-    "train-localizer": ("engines.localization.train", []),
-    "eval-localizer": ("engines.localization.evaluate", []),
-    "train-separator": ("engines.separation.train", []),
-    "eval-separator": ("engines.separation.evaluate", []),
+    "make-data": ("lab.corpus.corpus_cli", ["make-data"]),
+    "gallery": ("lab.corpus.corpus_cli", ["gallery"]),
+    "make-demo": ("lab.corpus.corpus_cli", ["make-demo"]),
+    "export": ("lab.onnx_export", []),
+    "train-localizer": ("lab.localization.train_localizer", []),
+    "eval-localizer": ("lab.localization.eval_localizer", []),
+    "train-separator": ("lab.separation.train_separator", []),
+    "eval-separator": ("lab.separation.eval_separator", []),
 }
 
 

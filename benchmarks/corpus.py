@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.data.dataset import ClipStream  # noqa: E402
-from engines.data.export import export_clip  # noqa: E402
-from engines.data.generate import KINDS, default_config, make_clip  # noqa: E402
-from engines.data.paths import data_available  # noqa: E402
+from lab.corpus.dataset import ClipStream  # noqa: E402
+from lab.corpus.clip_export import export_clip  # noqa: E402
+from lab.corpus.generate import KINDS, default_config, make_clip  # noqa: E402
+from lab.corpus.data_paths import data_available  # noqa: E402
 
 
 def _rate(kind: str, config, clips: int, workers: int) -> float:

@@ -36,8 +36,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.backends import probe  # noqa: E402
-from engines.engine import load  # noqa: E402
+from engines.loader import load  # noqa: E402
 from engines.faces.detector import INPUT_NAME, prepared_model_path, tensorrt_profile  # noqa: E402
+from engines.models import get  # noqa: E402
+from lab.onnx_export import ensure_onnx  # noqa: E402
 from engines.models import MODELS  # noqa: E402
 
 CENTERFACE_SIDE_PX = 320  # what the face detector runs at (FaceDetector.max_side_px)
@@ -150,6 +152,8 @@ def bench(model: str, variant: str, args: argparse.Namespace, cache_dir: Path):
                 options["profile"] = tensorrt_profile(side, max_batch=max(args.batches), opt_hw=(side, side))
         else:
             source = model
+            if backend != "torch":
+                ensure_onnx(get(model), cache_dir)  # a test-only model's ONNX is exported per run
         engine = load(source, backend=backend, cache_dir=cache_dir, **options)
     except Exception as exc:  # one unusable pairing must not end the table
         yield f"| {model} | {variant} | – | – | cannot load: {_one_line(exc)} | | | | |"

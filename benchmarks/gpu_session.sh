@@ -35,9 +35,9 @@ echo "== separator training, $MINUTES min each, side by side $(date +%T)"
 common=(--pack "$PACK" --device "$DEVICE" --batch-size "${BATCH:-32}" --crop-seconds 1.5 --features magnitude --identity-init
         --hidden 384 --audio-dim 256 --lr 1e-3 --save-every 200 --loader-threads 4 --threads 2
         --out-dir "$RUNS" --minutes "$MINUTES")
-$PY -m engines.separation.train --mode av --loss sisdr --run-name av-sisdr "${common[@]}" > "$RUNS/av-sisdr.log" 2>&1 &
-$PY -m engines.separation.train --mode av --loss spectral --run-name av-spectral "${common[@]}" > "$RUNS/av-spectral.log" 2>&1 &
-$PY -m engines.separation.train --mode audio-only --loss spectral --run-name audio-only "${common[@]}" > "$RUNS/audio-only.log" 2>&1 &
+$PY -m lab.separation.train_separator --mode av --loss sisdr --run-name av-sisdr "${common[@]}" > "$RUNS/av-sisdr.log" 2>&1 &
+$PY -m lab.separation.train_separator --mode av --loss spectral --run-name av-spectral "${common[@]}" > "$RUNS/av-spectral.log" 2>&1 &
+$PY -m lab.separation.train_separator --mode audio-only --loss spectral --run-name audio-only "${common[@]}" > "$RUNS/audio-only.log" 2>&1 &
 wait
 for name in av-sisdr av-spectral audio-only; do
     grep -v "it/s\]\|s/it\]" "$RUNS/$name.log" | tail -3

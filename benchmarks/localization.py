@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engines.engine import load  # noqa: E402
-from engines.localization.data import WINDOW_FRAMES, resize_frame  # noqa: E402
+from engines.loader import load  # noqa: E402
+from engines.localization.localizer_inputs import WINDOW_FRAMES, resize_frame  # noqa: E402
 
 
 def timed(fn, iters: int) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engines.engine import load  # noqa: E402
+from engines.loader import load  # noqa: E402
 
 PARTS = ("visual", "audio", "fusion")
 #: variant → load() options; the torch CUDA ones are skipped where CUDA is missing
@@ -36,9 +36,9 @@ VARIANTS = {
 
 
 def save_inputs(video_path: Path, frames: int, out: Path) -> None:
-    from engines.data.audio import SAMPLE_RATE_HZ
-    from engines.localization.data import resize_frame, window_logmel
-    from engines.localization.real_video import decode
+    from lab.corpus.audio import SAMPLE_RATE_HZ
+    from engines.localization.localizer_inputs import resize_frame, window_logmel
+    from lab.localization.localizer_real_video import decode
 
     video = decode(video_path)
     picks = np.linspace(1, len(video.frames) - 1, frames).round().astype(int)
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     args = p.parse_args(argv)
     if args.save:
-        from engines.data.paths import require_data
-        from engines.localization.real_video import RESTAURANT
+        from lab.corpus.data_paths import require_data
+        from lab.localization.localizer_real_video import RESTAURANT
 
         save_inputs(args.video or require_data("video") / RESTAURANT, args.frames, args.save)
         return 0

@@ -4,7 +4,7 @@
 
 Runs the shipped separator the way the live node does — one model call per 10 ms STFT frame, all
 faces batched, state carried, mask applied and ISTFT'd per face — on ONNX Runtime (the CPU default
-of `engines.engine.load`) and on torch eager, and prints the median milliseconds per hop per face
+of `engines.loader.load`) and on torch eager, and prints the median milliseconds per hop per face
 and the real-time factor (compute / 10 ms; the issue's goal is ≤ 0.3 per face). The STFT itself is
 the stft node's cost (benchmarks/stft.py). The algorithmic latency is measured by pushing an impulse
 one sample at a time and counting the samples taken in before it came out. ``--graph`` also runs
@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.dsp import StreamingStft, stft  # noqa: E402
-from engines.separation.streaming import StreamingSeparator  # noqa: E402
+from engines.separation.streaming_separator import StreamingSeparator  # noqa: E402
 
 
 def per_hop_ms(engine: StreamingSeparator, frames: np.ndarray, faces: int, repeats: int) -> float:
@@ -90,8 +90,8 @@ def main() -> None:
 
     import torch
 
-    from engines.engine import load
-    from engines.separation.shipped import av
+    from engines.loader import load
+    from engines.separation.shipped_separator import av
 
     frames = stft(np.random.default_rng(1).normal(0, 0.1, int(args.seconds * 16000)))
     print(f"separator: {len(frames)} hops of 10 ms, one model call per hop (as live); median of {args.repeats}")

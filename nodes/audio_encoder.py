@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.engine import load
-from engines.localization.data import STFT, WINDOW_FRAMES, WINDOW_S
+from engines.loader import load
+from engines.localization.localizer_inputs import STFT, WINDOW_FRAMES, WINDOW_S
 from pipeline.messages import Embedding, Spectrogram
 from pipeline.node import BadInput, Input, Node, Output
 

@@ -4,7 +4,7 @@ Why its own node (not inside the visual encoder): the separator needs per-face l
 the camera's rate with stable face IDs, the localizer needs whole-frame features; splitting them
 lets each run at its own pace and lets a graph use one without the other.
 
-Each frame goes through the shared front end (engines/faces/lips.py): CenterFace detection →
+Each frame goes through the shared front end (engines/faces/lip_features.py): CenterFace detection →
 IoU tracking with stable IDs (held through short occlusions) → lip features from the landmarks
 and a mouth-region crop. The message keeps the frame's capture time, so the separator can tell
 how fresh a face's lips are.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engines.faces import FaceDetector
-from engines.faces.lips import LipFrontEnd
+from engines.faces.lip_features import LipFrontEnd
 from engines.faces.tracker import FaceTracker
 from pipeline.messages import FaceTracks, VideoFrame
 from pipeline.node import Input, Node, Output

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.engine import load
+from engines.loader import load
 from pipeline.messages import Embedding, FeatureMap, Heatmap
 from pipeline.node import Input, Node, Output
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.dsp import StftConfig
-from engines.engine import load
-from engines.separation.streaming import StreamingSeparator
+from engines.loader import load
+from engines.separation.streaming_separator import StreamingSeparator
 from pipeline.messages import FaceTracks, SeparatedAudio, Spectrogram
 from pipeline.node import BadInput, Input, Node, Output
 

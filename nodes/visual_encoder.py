@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.engine import load
-from engines.localization.data import resize_frame
+from engines.loader import load
+from engines.localization.localizer_inputs import resize_frame
 from pipeline.messages import FeatureMap, VideoFrame
 from pipeline.node import Input, Node, Output
 

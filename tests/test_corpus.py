@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.data.audio import envelope
-from engines.data.evalset import EVAL_SEED_BASE, EVAL_SETS
-from engines.data.localization import LocalizationConfig, make_localization_clip
-from engines.data.paths import data_available, data_root
-from engines.data.separation import SeparationConfig, make_separation_clip
-from engines.data.speech import EVAL, TRAIN, espeak_available, espeak_speakers, speakers
+from lab.corpus.audio import envelope
+from lab.corpus.evalset import EVAL_SEED_BASE, EVAL_SETS
+from lab.corpus.localization_scenes import LocalizationConfig, make_localization_clip
+from lab.corpus.data_paths import data_available, data_root
+from lab.corpus.separation_scenes import SeparationConfig, make_separation_clip
+from lab.corpus.speech import EVAL, TRAIN, espeak_available, espeak_speakers, speakers
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (apt-get install espeak-ng)")
 needs_data = pytest.mark.skipif(
@@ -37,7 +37,7 @@ def test_same_seed_same_bytes_and_other_seed_differs():
 
 
 def test_exported_files_are_byte_identical(tmp_path):
-    from engines.data.export import export_clip
+    from lab.corpus.clip_export import export_clip
 
     cfg = replace(SEP, duration_s=1.0)
     pa = export_clip(make_separation_clip(11, cfg), tmp_path / "a", "clip")
@@ -135,7 +135,7 @@ def test_localization_scenes_have_large_sounding_objects_and_smaller_silent_ones
 
 
 def test_localization_transfer_options_are_training_only_and_do_what_they_say():
-    from engines.data.localization import TRANSFER4
+    from lab.corpus.localization_scenes import TRANSFER4
 
     # the eval sets keep the defaults (all off), so their scenes are the v4 ones
     assert all(getattr(es.config, k) == 0 for es in EVAL_SETS.values() if es.kind == "localization"
@@ -157,7 +157,7 @@ def test_localization_transfer_options_are_training_only_and_do_what_they_say():
 
 def test_gesturing_hands_move_while_their_talker_speaks_and_rest_while_silent():
     """TRANSFER4's hard negatives: silent hands whose motion follows the speech gain."""
-    from engines.data.localization import _hands
+    from lab.corpus.localization_scenes import _hands
 
     n = 60
     gain = np.r_[np.zeros(n // 2), np.full(n // 2, 1.8)]  # silent for 1.2 s, then talking
@@ -174,7 +174,7 @@ def test_gesturing_hands_move_while_their_talker_speaks_and_rest_while_silent():
 
 @needs_data
 def test_localization_eval_set_uses_eval_speakers_and_eval_photos_only():
-    from engines.data.photo_faces import photo_files
+    from lab.corpus.photo_faces import photo_files
 
     es = EVAL_SETS["loc2"]
     libri_eval = {s.id for s in speakers(EVAL, include_espeak=False)}
@@ -226,7 +226,7 @@ def test_lip_motion_follows_own_speech_not_the_other_speaker():
 
 @needs_data
 def test_photo_faces_open_their_mouths_and_are_detected():
-    from engines.data.photo_faces import open_mouth, photo_files, photos
+    from lab.corpus.photo_faces import open_mouth, photo_files, photos
     from engines.faces import FaceDetector
 
     train, ev = photo_files(TRAIN), photo_files(EVAL)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from engines.data.dataset import ClipStream
-from engines.data.evalset import EVAL_SEED_BASE
-from engines.data.separation import SeparationConfig, make_separation_clip
-from engines.data.speech import espeak_available
+from lab.corpus.dataset import ClipStream
+from lab.corpus.evalset import EVAL_SEED_BASE
+from lab.corpus.separation_scenes import SeparationConfig, make_separation_clip
+from lab.corpus.speech import espeak_available
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (apt-get install espeak-ng)")
 
@@ -41,7 +41,7 @@ def test_cli_says_clearly_when_shared_data_is_missing(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "EARSHOT_DATA": str(tmp_path / "nowhere")}
-    proc = subprocess.run([sys.executable, "-c", "import sys; from engines.data.cli import main; "
+    proc = subprocess.run([sys.executable, "-c", "import sys; from lab.corpus.corpus_cli import main; "
                            "sys.exit(main(['make-data', '--num', '1', '--out', sys.argv[1]]))", str(tmp_path / "out")],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2

@@ -15,8 +15,8 @@ import pytest
 import engines.backends as backends
 from engines.backends import Probe, probe
 from engines.backends.onnxruntime_backend import CPU_EP, CUDA_EP, TRT_EP, provider_chain, trt_ep_cache_dir
-from engines.engine import BackendUnavailable, EngineError, EngineInputError, ModelSource, choose_backend, load
-from engines.export import export_onnx
+from engines.loader import BackendUnavailable, EngineError, EngineInputError, ModelSource, choose_backend, load
+from lab.onnx_export import ensure_onnx, export_onnx
 from engines.models import MODELS, InputSpec, ModelSpec, get, register
 from tests.engine_reference import torch_reference
 
@@ -26,7 +26,10 @@ FP32_ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("engine-cache")
+    """An engine cache holding the test model's ONNX (the runtime never exports by itself)."""
+    path = tmp_path_factory.mktemp("engine-cache")
+    ensure_onnx(SPEC, path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +95,7 @@ def _auto_here() -> tuple[str, str]:
 
 def test_auto_picks_the_first_usable_backend_here(cache: Path, caplog) -> None:
     backend, device = _auto_here()
-    caplog.set_level("INFO", logger="engines.engine")
+    caplog.set_level("INFO", logger="engines.loader")
     engine = load("tiny_conv_test", cache_dir=cache)
     assert engine.backend == backend and engine.device == device
     assert f"auto chose backend {backend}" in caplog.text
@@ -124,7 +127,7 @@ def test_bad_inputs_are_named(cache: Path) -> None:
 
 @pytest.mark.parametrize("backend,package,extra", [
     ("tensorrt", "tensorrt", "earshot[tensorrt]"),
-    ("torch", "torch", "earshot[train]"),
+    ("torch", "torch", "earshot[torch]"),
 ])
 def test_missing_package_gives_one_clear_error(backend, package, extra, monkeypatch) -> None:
     monkeypatch.setattr(backends, "installed", lambda name: name != package)
@@ -251,6 +254,7 @@ def test_pinned_tensorrt_ignores_the_threads_hint_but_refuses_unknown_options(tm
     monkeypatch.setattr(backends, "installed", lambda name: True)
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(cuda))
     monkeypatch.setattr("engines.backends.tensorrt_backend.CudaRuntime", lambda device_id=0: cuda)
+    ensure_onnx(SPEC, tmp_path)
     engine = load("tiny_conv_test", backend="tensorrt", cache_dir=tmp_path, threads=2)
     assert engine.backend == "tensorrt"
     engine.close()

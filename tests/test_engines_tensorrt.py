@@ -23,7 +23,7 @@ from engines.backends.cuda_runtime import GpuPlatform, read_l4t_release
 from engines.backends.tensorrt_backend import TensorRTEngine, open_engine, plan_key
 from engines.backends.tensorrt_build import BuildOptions, EngineBuildError, build_plan, profile_for
 from engines.backends.tensorrt_cache import MAGIC, PlanKey, PlanStore
-from engines.export import export_onnx
+from lab.onnx_export import export_onnx
 from engines.models import get
 from tests.fake_tensorrt import FakeCuda, FakeTensorRT
 from tests.engine_reference import torch_reference

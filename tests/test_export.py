@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from engines import export
+from lab import onnx_export as export
 from engines.models import MODELS, get
 
 SPEC = get("tiny_conv_test")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engines.backends.cache_dir import file_sha256
-from engines.data.paths import data_root
+from lab.corpus.data_paths import data_root
 from engines.faces import FaceDetector
 from engines.faces.detector import (INPUT_NAME, MODEL_PATH, OUTPUTS, input_size, prepare_centerface,
                                     prepared_model_path, tensorrt_profile)
@@ -87,7 +87,7 @@ def test_detector_finds_the_shipped_demo_faces(detector):
 
 @pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="espeak-ng not installed")
 def test_detector_finds_generated_faces_where_annotated(detector):
-    from engines.data.separation import SeparationConfig, make_separation_clip
+    from lab.corpus.separation_scenes import SeparationConfig, make_separation_clip
 
     cfg = SeparationConfig(include_librispeech=False, duration_s=1.0, num_speakers=(2, 3), photo_prob=0.0)
     hits, total, false = 0, 0, 0
@@ -237,7 +237,7 @@ def test_network_input_size_stays_inside_the_tensorrt_profile(max_side_px):
 
 
 def test_detector_on_tensorrt_builds_a_dynamic_hw_profile(tmp_path, monkeypatch):
-    """FaceDetector(backend="tensorrt") through engines.engine.load, on the fake TensorRT (ORT inside)."""
+    """FaceDetector(backend="tensorrt") through engines.loader.load, on the fake TensorRT (ORT inside)."""
     import sys
 
     from engines import backends

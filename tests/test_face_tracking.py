@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.faces.lips import LIP_DIM, FEATURE_NAMES, LipFrontEnd
+from engines.faces.lip_features import LIP_DIM, FEATURE_NAMES, LipFrontEnd
 from engines.faces.tracker import FaceTracker, iou_matrix
 
 
@@ -47,8 +47,8 @@ def test_faces_that_swap_sides_slowly_keep_their_ids() -> None:
 @pytest.fixture(scope="module")
 def occluded_clip() -> tuple[np.ndarray, list[int]]:
     """Two drawn talking faces in a 320×180 frame; a grey "hand" covers the right one for 6 frames."""
-    from engines.data.face_drawing import FacePose, MouthState, draw_face
-    from engines.data.talking_faces import detectable_style
+    from lab.corpus.face_drawing import FacePose, MouthState, draw_face
+    from lab.corpus.talking_faces import detectable_style
 
     rng = np.random.default_rng(3)
     styles = [detectable_style(rng), detectable_style(rng)]

@@ -8,9 +8,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines.localization import baselines, losses, metrics  # noqa: E402
-from engines.localization.data import IMAGE_SIZE, WINDOW_FRAMES, box_map, window_logmel  # noqa: E402
-from engines.localization.model import Localizer, attention_map  # noqa: E402
+from engines.localization.localizer_inputs import IMAGE_SIZE, WINDOW_FRAMES, window_logmel  # noqa: E402
+from lab.localization import localization_baselines as baselines  # noqa: E402
+from lab.localization import localization_losses as losses  # noqa: E402
+from lab.localization import localization_metrics as metrics  # noqa: E402
+from lab.localization.localization_samples import box_map  # noqa: E402
+from engines.localization.localizer_model import Localizer, attention_map  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def test_trunk_matches_centerface_under_onnxruntime():
     import onnxruntime as ort
 
     from engines.faces.detector import prepared_model_path
-    from engines.localization.trunk import BACKBONE, FACE_HEATMAP, FPN, FaceTrunk
+    from engines.localization.face_trunk import BACKBONE, FACE_HEATMAP, FPN, FaceTrunk
 
     bgr = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(3)) * 255
     with torch.inference_mode():
@@ -81,7 +84,7 @@ def test_trunk_matches_centerface_under_onnxruntime():
 
 def test_cached_trunk_features_are_the_torch_trunk_run_through_onnxruntime(tmp_path, monkeypatch, model):
     """Training's cached features (exported trunk on ORT, float16) are what the model computes itself."""
-    from engines.localization import data
+    from lab.localization import localization_samples as data
 
     monkeypatch.setattr(data, "cache_dir", lambda: tmp_path)
     images = (np.random.default_rng(5).random((3, IMAGE_SIZE, IMAGE_SIZE, 3)) * 255).astype(np.uint8)
@@ -102,7 +105,7 @@ def test_cached_trunk_features_are_the_torch_trunk_run_through_onnxruntime(tmp_p
 
 
 def test_trunk_is_frozen_and_left_out_of_checkpoints(tmp_path, model):
-    from engines.localization.model import TRUNK_PREFIX, Checkpoint
+    from engines.localization.localizer_model import TRUNK_PREFIX, Checkpoint
 
     assert not any(p.requires_grad for p in model.visual.trunk.parameters())
     model.train()
@@ -231,10 +234,10 @@ def held_out_batch():
     """12 samples from 6 fresh held-out scenes (eval speakers, seeds outside training)."""
     from dataclasses import replace
 
-    from engines.data.evalset import EVAL_SEED_BASE, EVAL_SETS
-    from engines.data.generate import make_clip
-    from engines.data.paths import data_available
-    from engines.localization.data import Samples, samples_from_clip
+    from lab.corpus.evalset import EVAL_SEED_BASE, EVAL_SETS
+    from lab.corpus.generate import make_clip
+    from lab.corpus.data_paths import data_available
+    from lab.localization.localization_samples import Samples, samples_from_clip
 
     if not data_available():
         pytest.skip("needs ../shared/data")
@@ -244,8 +247,9 @@ def held_out_batch():
 
 
 def test_trained_loss_is_lower_for_matched_than_mismatched_pairs(held_out_batch):
-    from engines.localization.shipped import shipped_model
-    from engines.localization.train import to_batch, weights_path
+    from engines.localization.shipped_localizer import shipped_model
+    from engines.localization.shipped_localizer import weights_path
+    from lab.localization.train_localizer import to_batch
 
     model = shipped_model(weights_path("semisupervised"))  # a mode trained with the metric loss
     image, previous, logmel, _, trunk = to_batch(held_out_batch, np.arange(len(held_out_batch)))
@@ -264,7 +268,7 @@ def test_trained_loss_is_lower_for_matched_than_mismatched_pairs(held_out_batch)
 
 def test_diagnose_counts_a_peak_inside_a_face_box_in_frame_pixels() -> None:
     """`diagnose` upsamples each 14×14 map to the frame and checks its peak against the boxes."""
-    from engines.localization.diagnose import peak_on_face
+    from lab.localization.diagnose_localizer import peak_on_face
 
     maps = np.zeros((2, 14, 14), np.float32)
     maps[0, 2, 10] = 1.0  # cell (row 2, col 10) of a 1280×720 frame: x ≈ 960, y ≈ 129

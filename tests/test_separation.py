@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from engines.dsp import StreamingStft, stft
-from engines.separation.model import CausalSeparator, SeparatorConfig
-from engines.separation.shipped import AV_WEIGHTS
-from engines.separation.streaming import StreamingSeparator
+from engines.separation.separator_model import CausalSeparator, SeparatorConfig
+from engines.separation.shipped_separator import AV_WEIGHTS
+from engines.separation.streaming_separator import StreamingSeparator
 
 SMALL = SeparatorConfig(audio_dim=32, visual_dim=8, hidden=32)
 needs_weights = pytest.mark.skipif(not AV_WEIGHTS.exists(), reason=f"{AV_WEIGHTS} not trained yet")
@@ -104,10 +104,10 @@ def test_single_voice_passes_nearly_unchanged() -> None:
     """A clip with one talking face and no noise: the output should be the input, almost."""
     from dataclasses import replace
 
-    from engines.data.generate import default_config, make_clip
-    from engines.separation.data import face_lip_streams
-    from engines.separation.evaluate import separate_av, si_sdr
-    from engines.separation.shipped import av
+    from lab.corpus.generate import default_config, make_clip
+    from lab.separation.separation_samples import face_lip_streams
+    from lab.separation.eval_separator import separate_av, si_sdr
+    from engines.separation.shipped_separator import av
 
     config = replace(default_config("separation"), num_speakers=(1,), include_librispeech=False,
                      noise_prob=0.0, photo_prob=0.0, degrade=False, duration_s=2.0)
@@ -121,9 +121,9 @@ def test_single_voice_passes_nearly_unchanged() -> None:
 
 @needs_weights
 def test_onnx_engine_matches_torch() -> None:
-    from engines.engine import load
+    from engines.loader import load
     from engines.models import get
-    from engines.separation.shipped import av
+    from engines.separation.shipped_separator import av
 
     spec = get("separator")
     if not spec.onnx_path.exists():
@@ -142,7 +142,7 @@ def test_onnx_engine_matches_torch() -> None:
 
 
 def test_silent_leak_measures_output_while_the_face_is_silent() -> None:
-    from engines.separation.evaluate import LEAK_FLOOR_DB, silent_leak_db
+    from lab.separation.eval_separator import LEAK_FLOOR_DB, silent_leak_db
 
     rng = np.random.default_rng(0)
     a = np.r_[rng.normal(0, 1, 16000), np.zeros(16000)]  # face A speaks first, then is silent

@@ -20,8 +20,8 @@ needs_onnx = pytest.mark.skipif(not get("separator").onnx_path.exists(), reason=
 
 
 def _two_face_frame(t: int) -> np.ndarray:
-    from engines.data.face_drawing import FacePose, MouthState, draw_face
-    from engines.data.talking_faces import detectable_style
+    from lab.corpus.face_drawing import FacePose, MouthState, draw_face
+    from lab.corpus.talking_faces import detectable_style
 
     rng = np.random.default_rng(3)
     styles = [detectable_style(rng), detectable_style(rng)]
@@ -90,7 +90,7 @@ def test_separator_graph_writes_a_wav_per_face(tmp_path: Path) -> None:
         lag = lag if lag < n else lag - 2 * n
         assert abs(lag) <= 16, f"{wav.name} is {lag} samples off the mixture"
     # and each isolates a different one of the clip's two voices, better than the mixture does
-    from engines.separation.evaluate import si_sdr
+    from lab.separation.eval_separator import si_sdr
 
     sources = [sf.read(str(REPO / "demo" / f"demo_src{k}.wav"), dtype="float64")[0] for k in range(2)]
     best = []

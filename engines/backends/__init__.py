@@ -13,7 +13,7 @@ from dataclasses import dataclass
 BACKENDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "tensorrt": ("engines.backends.tensorrt_backend", ("tensorrt", "cuda.bindings"), "tensorrt"),
     "onnxruntime": ("engines.backends.onnxruntime_backend", ("onnxruntime",), ""),
-    "torch": ("engines.backends.torch_backend", ("torch",), "train"),
+    "torch": ("engines.backends.torch_backend", ("torch",), "torch"),
 }
 
 
@@ -22,7 +22,7 @@ class Probe:
     """What a backend can do on this machine: ``installed`` its packages, ``gpu`` an NVIDIA path.
 
     ``gpu_kind`` distinguishes compiled paths ("tensorrt": the TensorRT builder or ORT's TensorRT
-    EP) from plain CUDA ("cuda"), which `engines.engine.choose_backend` ranks differently.
+    EP) from plain CUDA ("cuda"), which `engines.loader.choose_backend` ranks differently.
     """
 
     backend: str

@@ -6,7 +6,7 @@ it works offline; it is a MobileNetV2 + FPN (~7 MB) that finds small and profile
 Haar cascade misses on real video, and it returns 5 landmarks (eyes, nose, mouth corners) that the
 lip front end can use. See ``MODEL_CARD.md`` beside this file for source, licence and measured speed.
 
-How it is loaded: like every other model, through ``engines.engine.load(path, backend=...)``, so the
+How it is loaded: like every other model, through ``engines.loader.load(path, backend=...)``, so the
 detector moves between ONNX Runtime CPU, ONNX Runtime GPU and TensorRT with its ``backend`` argument.
 The stored file is an old PyTorch 1.2 export that cannot be served as it is: it declares a fixed
 10x3x32x32 input and lists its weights as graph inputs (which stops ONNX Runtime from folding them
@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from engines.backends.cache_dir import default_cache_dir, digest, file_sha256
-from engines.engine import BACKEND_OPTIONS, Engine, load
+from engines.loader import BACKEND_OPTIONS, Engine, load
 
 log = logging.getLogger(__name__)
 

@@ -5,5 +5,5 @@ encoder, attention fusion), ``losses`` the three training objectives, ``metrics`
 cIoU and AUC, ``baselines`` the training-free maps we must beat, ``data`` the cached samples cut
 from generated scenes, ``train``/``evaluate`` the commands (``curves`` draws their PNGs,
 ``real_video`` is the check on real footage), ``shipped`` which checkpoint the model registry
-exports. Nodes only ever see the exported ONNX through `engines.engine`.
+exports. Nodes only ever see the exported ONNX through `engines.loader`.
 """

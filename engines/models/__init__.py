@@ -1,7 +1,7 @@
 """Every model Earshot runs, by name: how to build it in PyTorch and what its tensors look like.
 
-The registry is the single source for export (`engines.export`), for the engine layer
-(`engines.engine.load(name)`) and for the benchmarks, so a model added here is exported, served
+The registry is the single source for export (`lab.onnx_export`), for the engine layer
+(`engines.loader.load(name)`) and for the benchmarks, so a model added here is exported, served
 by every backend, parity-tested and benchmarked with no other edit. Adding a model is one
 `register(ModelSpec(...))` entry below; the factory is named as ``"module:function"`` and imported
 only when a torch module is actually needed, so loading the shipped ONNX never imports torch.
@@ -55,12 +55,26 @@ class ModelSpec:
     description: str = ""
     shipped: bool = True
     opset: int = 17
-    #: FP32 export-vs-PyTorch max abs error allowed by `engines.export`
+    #: FP32 export-vs-PyTorch max abs error allowed by `lab.onnx_export`
     atol: float = 1e-4
 
     @property
     def onnx_path(self) -> Path:
         return WEIGHTS_DIR / f"{self.name}.onnx"
+
+    def exported_path(self, cache_dir: Path) -> Path:
+        """Where this model's ONNX lives: shipped models in engines/weights, test-only ones in a cache."""
+        return self.onnx_path if self.shipped else Path(cache_dir) / "onnx" / f"{self.name}.onnx"
+
+    def onnx_file(self, cache_dir: Path) -> Path:
+        """The ONNX file a backend reads. The runtime never exports (a deployment has no torch): a
+        missing file is an error that names the lab command which writes it."""
+        path = self.exported_path(cache_dir)
+        if not path.exists():
+            how = f"--model {self.name}" + ("" if self.shipped else f" --out {path.parent}")
+            raise FileNotFoundError(f"{path} is missing: run `python launch.py export {how}` "
+                                    "(needs the lab extra: pip install -e '.[lab]')")
+        return path
 
     def build(self) -> "torch.nn.Module":
         """The torch module in eval mode, weights loaded by the factory."""
@@ -124,7 +138,7 @@ def get(name: str) -> ModelSpec:
 register(
     ModelSpec(
         name="localizer_visual",
-        factory="engines.localization.shipped:visual",
+        factory="engines.localization.shipped_localizer:visual",
         inputs=(InputSpec("image", (1, 3, 224, 224)), InputSpec("previous", (1, 3, 224, 224))),
         outputs=("features",),
         dynamic_axes={"image": {0: "batch"}, "previous": {0: "batch"}, "features": {0: "batch"}},
@@ -136,7 +150,7 @@ register(
 register(
     ModelSpec(
         name="localizer_audio",
-        factory="engines.localization.shipped:audio",
+        factory="engines.localization.shipped_localizer:audio",
         inputs=(InputSpec("logmel", (1, 97, 80)),),
         outputs=("embedding",),
         dynamic_axes={"logmel": {0: "batch"}, "embedding": {0: "batch"}},
@@ -147,7 +161,7 @@ register(
 register(
     ModelSpec(
         name="localizer_fusion",
-        factory="engines.localization.shipped:fusion",
+        factory="engines.localization.shipped_localizer:fusion",
         inputs=(InputSpec("features", (1, 128, 14, 14)), InputSpec("embedding", (1, 128))),
         outputs=("heatmap", "cosine"),
         dynamic_axes={"features": {0: "batch"}, "embedding": {0: "batch"}, "heatmap": {0: "batch"},
@@ -165,7 +179,7 @@ _SEPARATOR_GRU = (2, 1, 384)
 register(
     ModelSpec(
         name="separator",
-        factory="engines.separation.shipped:av",
+        factory="engines.separation.shipped_separator:av",
         inputs=(InputSpec("mixture", (1, 4, 257, 2)), InputSpec("lips", (1, 4, 16)),
                 InputSpec("vis_state", (1, 16, 16)), InputSpec("gru_state", _SEPARATOR_GRU)),
         outputs=("mask", "vis_state_out", "gru_state_out"),
@@ -181,7 +195,7 @@ register(
 register(
     ModelSpec(
         name="separator_audio_only",
-        factory="engines.separation.shipped:audio_only",
+        factory="engines.separation.shipped_separator:audio_only",
         inputs=(InputSpec("mixture", (1, 4, 257, 2)), InputSpec("gru_state", _SEPARATOR_GRU)),
         outputs=("mask", "gru_state_out"),
         dynamic_axes={"mixture": {0: "batch", 1: "time"}, "gru_state": {1: "batch"},
