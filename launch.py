@@ -90,6 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     supervisor.start()
     code = supervisor.run(timeout_s=args.duration)
+    for line in supervisor.summary():
+        print(f"[earshot] {line}")
     for path in supervisor.artifacts():
         print(f"[earshot] wrote {path}")
     if code == 1:

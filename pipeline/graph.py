@@ -63,7 +63,9 @@ class Settings:
 
 
 @dataclass
-class InputSpec:
+class Connection:
+    """Where one input port of a node is fed from, and how its queue behaves."""
+
     port: str
     from_node: str
     from_port: str
@@ -77,7 +79,7 @@ class NodeSpec:
     type: str
     impl: str  # "module:Class"
     params: dict[str, Any]
-    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    inputs: dict[str, Connection] = field(default_factory=dict)
     #: output port → endpoint ("" until resolved against a run directory)
     endpoints: dict[str, str] = field(default_factory=dict)
     #: output port → how many inputs connect to it (the start handshake waits for them)
@@ -105,7 +107,7 @@ class GraphSpec:
     def from_dict(cls, data: dict[str, Any]) -> GraphSpec:
         nodes = {}
         for name, n in data["nodes"].items():
-            inputs = {p: InputSpec(**i) for p, i in n["inputs"].items()}
+            inputs = {p: Connection(**i) for p, i in n["inputs"].items()}
             nodes[name] = NodeSpec(**{**n, "inputs": inputs})
         return cls(name=data["name"], source=data["source"], settings=Settings(**data["settings"]), nodes=nodes)
 
@@ -266,7 +268,7 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
             size = conf.get("size", declared.size)
             if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 100_000:
                 raise fail(where, f"size must be an integer in 1..100000, got {size!r}")
-            nodes[node_name].inputs[port] = InputSpec(port, src_node, src_port, policy, size)
+            nodes[node_name].inputs[port] = Connection(port, src_node, src_port, policy, size)
             nodes[src_node].subscribers[src_port] += 1
         if cls.inputs and not nodes[node_name].inputs:
             raise fail(f"node {node_name!r} inputs", f"none wired; {nodes[node_name].type} reads {sorted(cls.inputs)}")

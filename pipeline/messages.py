@@ -132,6 +132,19 @@ def message_types() -> dict[str, type[Message]]:
     return dict(_REGISTRY)
 
 
+def describe_messages() -> list[str]:
+    """Every message type with its fields, from the same schema that encodes and validates them."""
+    lines = []
+    for name, cls in sorted(_REGISTRY.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        lines.append(f"{name}: {doc}")
+        for f, spec in cls.array_fields().items():
+            lines.append(f"    {f:<14} ndarray {'|'.join(spec.dtypes)}, ndim {'/'.join(map(str, spec.ndims))}")
+        for f, hint in cls.scalar_fields().items():
+            lines.append(f"    {f:<14} {getattr(hint, '__name__', str(hint))}")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------
 # The message types. Units are in the names where they matter.
 # ---------------------------------------------------------------------------------------

@@ -106,6 +106,11 @@ class Node:
     def close(self) -> None:
         """Release devices and files. Always called, also after an error."""
 
+    def summary(self) -> str:
+        """One line for the run's closing report: what this node produced, of what it was given.
+        A user must be able to tell a complete output from one that silently lost half its input."""
+        return ""
+
     # -- services ------------------------------------------------------------------------
 
     def send(self, port: str, msg: Message) -> None:

@@ -209,6 +209,7 @@ class Runtime:
             out["counters"] = dict(node.counters)
             out.update({name: r.summary() for name, r in node.stats.items()})
             out["artifacts"] = list(getattr(node, "artifacts", []))
+            out["summary"] = node.summary()
         return out
 
     def heartbeat(self, force: bool = False) -> None:

@@ -53,10 +53,6 @@ class NodeProcess:
     exit_code: int | None = None
 
 
-class GraphFailed(RuntimeError):
-    pass
-
-
 class Supervisor:
     def __init__(self, graph: GraphSpec, run_dir: str | Path | None = None,
                  on_event: Callable[[str], None] | None = None, node_env: dict[str, str] | None = None) -> None:
@@ -226,7 +222,28 @@ class Supervisor:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def artifacts(self) -> list[str]:
-        return [a for n in self.nodes.values() for a in n.stats.get("artifacts", [])]
+        """Files the nodes reported writing that exist now (a node killed mid-write may have named one it never finished)."""
+        return [a for n in self.nodes.values() for a in n.stats.get("artifacts", []) if Path(a).exists()]
+
+    def summary(self) -> list[str]:
+        """The run's closing report from the nodes' last heartbeats: what each produced, what was
+        dropped or lost on the way (per input, with the reason), errors and restarts."""
+        lines = []
+        for name, node in self.nodes.items():
+            stats = node.stats
+            losses = []
+            for port, s in stats.get("inputs", {}).items():
+                for key in ("dropped", "lost", "bad"):
+                    if s.get(key):
+                        losses.append(f"{port}: {s[key]} {key}")
+            errors = stats.get("counters", {}).get("errors", 0)
+            if errors:
+                losses.append(f"{errors} errors")
+            if node.restarts:
+                losses.append(f"{node.restarts} restarts")
+            said = stats.get("summary") or ""
+            lines.append(f"{name}: {said}{'; ' if said and losses else ''}{', '.join(losses) or ('' if said else 'nothing dropped')}")
+        return lines
 
 
 def _describe(code: int) -> str:

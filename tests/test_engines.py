@@ -17,7 +17,7 @@ from engines.backends import Probe, probe
 from engines.backends.onnxruntime_backend import CPU_EP, CUDA_EP, TRT_EP, provider_chain, trt_ep_cache_dir
 from engines.loader import BackendUnavailable, EngineError, EngineInputError, ModelSource, choose_backend, load
 from lab.onnx_export import ensure_onnx, export_onnx
-from engines.models import MODELS, InputSpec, ModelSpec, get, register
+from engines.models import MODELS, TensorSpec, ModelSpec, get, register
 from tests.engine_reference import torch_reference
 
 SPEC = get("tiny_conv_test")
@@ -237,7 +237,7 @@ def test_registry_entries_are_complete_and_unique() -> None:
 
 def test_profile_shapes_follow_axis_ranges() -> None:
     assert SPEC.profile_shapes() == {"image": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64))}
-    spec = ModelSpec("x", "m:f", (InputSpec("a", (1, 10)),), ("y",), dynamic_axes={"a": {1: "frames"}})
+    spec = ModelSpec("x", "m:f", (TensorSpec("a", (1, 10)),), ("y",), dynamic_axes={"a": {1: "frames"}})
     with pytest.raises(ValueError, match="frames"):
         spec.profile_shapes()
 

@@ -28,8 +28,8 @@ DEFAULT_AXIS_RANGES: Mapping[str, tuple[int, int, int]] = {"batch": (1, 1, 8)}
 
 
 @dataclass(frozen=True)
-class InputSpec:
-    """One model input, with a concrete example shape used for export and tests."""
+class TensorSpec:
+    """One input tensor of a model, with a concrete example shape used for export and tests."""
 
     name: str
     example_shape: tuple[int, ...]
@@ -48,7 +48,7 @@ class ModelSpec:
 
     name: str
     factory: str | Callable[[], "torch.nn.Module"]
-    inputs: tuple[InputSpec, ...]
+    inputs: tuple[TensorSpec, ...]
     outputs: tuple[str, ...]
     dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
     axis_ranges: Mapping[str, tuple[int, int, int]] = field(default_factory=lambda: dict(DEFAULT_AXIS_RANGES))
@@ -84,7 +84,7 @@ class ModelSpec:
             factory = getattr(importlib.import_module(module_name), attr)
         return factory().eval()
 
-    def input_shape(self, spec: InputSpec, **axes: int) -> tuple[int, ...]:
+    def input_shape(self, spec: TensorSpec, **axes: int) -> tuple[int, ...]:
         """The example shape with named dynamic axes replaced, e.g. ``input_shape(s, batch=8)``."""
         shape = list(spec.example_shape)
         for index, axis in self.dynamic_axes.get(spec.name, {}).items():
@@ -139,7 +139,7 @@ register(
     ModelSpec(
         name="localizer_visual",
         factory="engines.localization.shipped_localizer:visual",
-        inputs=(InputSpec("image", (1, 3, 224, 224)), InputSpec("previous", (1, 3, 224, 224))),
+        inputs=(TensorSpec("image", (1, 3, 224, 224)), TensorSpec("previous", (1, 3, 224, 224))),
         outputs=("features",),
         dynamic_axes={"image": {0: "batch"}, "previous": {0: "batch"}, "features": {0: "batch"}},
         description="Localization visual encoder: frame + previous frame (BGR 0..255) at 224² → 128×14×14 features "
@@ -151,7 +151,7 @@ register(
     ModelSpec(
         name="localizer_audio",
         factory="engines.localization.shipped_localizer:audio",
-        inputs=(InputSpec("logmel", (1, 97, 80)),),
+        inputs=(TensorSpec("logmel", (1, 97, 80)),),
         outputs=("embedding",),
         dynamic_axes={"logmel": {0: "batch"}, "embedding": {0: "batch"}},
         description="Localization audio encoder: 1 s of 80-bin log-mel (97 frames) → 128-d embedding.",
@@ -162,7 +162,7 @@ register(
     ModelSpec(
         name="localizer_fusion",
         factory="engines.localization.shipped_localizer:fusion",
-        inputs=(InputSpec("features", (1, 128, 14, 14)), InputSpec("embedding", (1, 128))),
+        inputs=(TensorSpec("features", (1, 128, 14, 14)), TensorSpec("embedding", (1, 128))),
         outputs=("heatmap", "cosine"),
         dynamic_axes={"features": {0: "batch"}, "embedding": {0: "batch"}, "heatmap": {0: "batch"},
                       "cosine": {0: "batch"}},
@@ -180,8 +180,8 @@ register(
     ModelSpec(
         name="separator",
         factory="engines.separation.shipped_separator:av",
-        inputs=(InputSpec("mixture", (1, 4, 257, 2)), InputSpec("lips", (1, 4, 16)),
-                InputSpec("vis_state", (1, 16, 16)), InputSpec("gru_state", _SEPARATOR_GRU)),
+        inputs=(TensorSpec("mixture", (1, 4, 257, 2)), TensorSpec("lips", (1, 4, 16)),
+                TensorSpec("vis_state", (1, 16, 16)), TensorSpec("gru_state", _SEPARATOR_GRU)),
         outputs=("mask", "vis_state_out", "gru_state_out"),
         dynamic_axes={"mixture": {0: "batch", 1: "time"}, "lips": {0: "batch", 1: "time"},
                       "vis_state": {0: "batch"}, "gru_state": {1: "batch"},
@@ -196,7 +196,7 @@ register(
     ModelSpec(
         name="separator_audio_only",
         factory="engines.separation.shipped_separator:audio_only",
-        inputs=(InputSpec("mixture", (1, 4, 257, 2)), InputSpec("gru_state", _SEPARATOR_GRU)),
+        inputs=(TensorSpec("mixture", (1, 4, 257, 2)), TensorSpec("gru_state", _SEPARATOR_GRU)),
         outputs=("mask", "gru_state_out"),
         dynamic_axes={"mixture": {0: "batch", 1: "time"}, "gru_state": {1: "batch"},
                       "mask": {0: "batch", 1: "time"}, "gru_state_out": {1: "batch"}},
@@ -210,11 +210,11 @@ register(
     ModelSpec(
         name="tiny_conv_test",
         factory="engines.models.tiny_conv_test:build",
-        inputs=(InputSpec("image", (1, 3, 64, 64)),),
+        inputs=(TensorSpec("image", (1, 3, 64, 64)),),
         outputs=("embedding", "feature_map"),
         dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}, "feature_map": {0: "batch"}},
-        description="TEST ONLY: a seeded two-conv encoder that exercises export, every backend and the benchmarks "
-        "until the localization and separation models are registered. Not a real model.",
+        description="TEST ONLY: a seeded two-conv encoder with no trained weights, so export, every backend and "
+        "the benchmarks are tested without a trained model. Not a real model.",
         shipped=False,
     )
 )

@@ -205,12 +205,12 @@ def trunk_features(images: np.ndarray, batch: int = 32, threads: int = 2) -> np.
     from engines.loader import load
     from lab.onnx_export import export_onnx
     from engines.localization.face_trunk import FaceTrunk
-    from engines.models import InputSpec, ModelSpec
+    from engines.models import TensorSpec, ModelSpec
 
     path = cache_dir() / f"trunk_{TRUNK_TAG}.onnx"
     if not path.exists():  # the exporter every model uses; a training-time graph, never shipped alone
         export_onnx(ModelSpec(name="localizer_trunk", factory=FaceTrunk, shipped=False,
-                              inputs=(InputSpec("image", (1, 3, IMAGE_SIZE, IMAGE_SIZE)),), outputs=("trunk",),
+                              inputs=(TensorSpec("image", (1, 3, IMAGE_SIZE, IMAGE_SIZE)),), outputs=("trunk",),
                               dynamic_axes={"image": {0: "batch"}, "trunk": {0: "batch"}}), path)
     engine = load(path, backend="onnxruntime", threads=threads)
     out = [engine.run({"image": np.ascontiguousarray(images[i:i + batch].transpose(0, 3, 1, 2), np.float32)})["trunk"]
