@@ -2,11 +2,31 @@
 """Earshot's one entry point.
 
     python launch.py                      run the demo graph (configs/demo.yaml)
-    python launch.py run CONFIG           run a graph, each node in its own process
+    python launch.py [run] CONFIG         run a graph, each node in its own process
     python launch.py check CONFIG         validate a graph without starting anything
     python launch.py top                  live per-node table of a running graph
     python launch.py --list-nodes         the node types a graph may use, with their ports
+    python launch.py --list-messages      the message types on the wire, with their fields
     python launch.py make-data | gallery | make-demo | export | ...   (tools, see --help)
+
+Running a graph takes these options, with or without CONFIG, before or after it:
+
+    --input talk.mp4          camera and microphone both read this file (video and its sound);
+                              a file without video or audio, or missing, stops here (exit 2)
+    --input 0                 the webcam (an index, or /dev/video0) and the default microphone
+    --out DIR                 every file the graph writes goes into DIR, under its own name
+                              (e.g. DIR/demo.mp4 and DIR/voices/ for the renderer)
+    --set NODE.PARAM=VALUE    any node parameter, VALUE in YAML (repeatable)
+    --duration S              stop after S seconds
+
+    python launch.py --input talk.mp4 --out results
+    python launch.py configs/voices.yaml --input talk.mp4 --out results --duration 30
+    python launch.py --set camera.width=320 --duration 5
+
+--input and --out are not magic: they become the same NODE.PARAM=VALUE overrides as --set
+(applied after it, so `--set renderer.mp4_path=talk.mp4 --out results` writes
+results/talk.mp4), and the graph validates them all before any process starts. --input
+needs the graph's sources to be the nodes named `camera` and `microphone`.
 
 This is the only file that knows both the runtime (`pipeline`) and what exists
 (`nodes`, `engines`): it hands the node registry to the runtime.
@@ -22,10 +42,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.graph import GraphSpec
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = ROOT / "configs" / "demo.yaml"
+
+#: what `pip install -e ".[lab]"` brings: a tool that misses one of these says so in one line
+LAB_PACKAGES = ("torch", "torchmetrics")
 
 #: subcommands served by other modules' main(argv): loaded only when asked for
 TOOLS = {
@@ -72,13 +100,88 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(ValueError):
+    """A command line that cannot run: the message says which option and why."""
+
+
+def yaml_str(text: str) -> str:
+    """``text`` as a YAML string, so a path like ``0`` or ``yes.mp4`` stays a string in an override."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def is_webcam(source: str) -> bool:
+    return source.isdigit() or source.startswith("/dev/video")
+
+
+def input_overrides(source: str, node_names: Collection[str]) -> list[str]:
+    """``--input`` → overrides: a file (or URL) feeds both camera and microphone, so the sound
+    is the video's own; a webcam goes with the default microphone."""
+    missing = [name for name in ("camera", "microphone") if name not in node_names]
+    if missing:
+        raise UsageError(f"--input feeds the nodes named 'camera' and 'microphone', and this graph has no "
+                         f"{' and no '.join(repr(m) for m in missing)} (its nodes: {', '.join(node_names)})")
+    return [f"camera.source={yaml_str(source)}",
+            f"microphone.source={yaml_str('default' if is_webcam(source) else source)}"]
+
+
+def check_input_file(path: str) -> None:
+    """Fail now, in one line, for an --input file that the camera or microphone could not read."""
+    from media.av_io import MediaError, probe
+
+    if not Path(path).is_file():
+        raise UsageError(f"--input {path}: no such file")
+    try:
+        info = probe(path)
+    except MediaError as exc:
+        raise UsageError(f"--input: {exc}") from None
+    for has, what, node in ((info.has_video, "video", "camera"), (info.has_audio, "audio", "microphone")):
+        if not has:
+            raise UsageError(f"--input {path}: no {what} stream, so the {node} node would have nothing to read")
+
+
+def output_overrides(graph: GraphSpec, out_dir: str) -> list[str]:
+    """``--out`` → overrides: each file or folder a sink node writes (a set param whose name
+    ends in ``_path`` or ``_dir``) moves into ``out_dir``, keeping its own name."""
+    from pipeline.graph import import_node_class
+
+    overrides = []
+    for node in graph.nodes.values():
+        if node.endpoints:  # a node with outputs is no sink: its paths are things it reads
+            continue
+        params = import_node_class(node.impl).make_params(node.params)
+        for name, value in vars(params).items():
+            if name.endswith(("_path", "_dir")) and isinstance(value, str) and value:
+                overrides.append(f"{node.name}.{name}={yaml_str(str(Path(out_dir) / Path(value).name))}")
+    if not overrides:
+        raise UsageError(f"--out {out_dir}: no node of graph {graph.name!r} writes a file "
+                         "(no sink has a *_path or *_dir param set)")
+    return overrides
+
+
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """All the node.param=value overrides of a run: --set, then what --input and --out mean."""
+    from pipeline.graph import load_graph
+
+    if not (args.input or args.out):
+        return args.set
+    graph = load_graph(args.config, registry(), overrides=args.set)
+    overrides = list(args.set)
+    if args.input:
+        overrides += input_overrides(args.input, list(graph.nodes))
+        if not is_webcam(args.input) and "://" not in args.input:
+            check_input_file(args.input)
+    if args.out:
+        overrides += output_overrides(graph, args.out)
+    return overrides
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.graph import GraphError, load_graph
     from pipeline.supervisor import Supervisor
 
     try:
-        graph = load_graph(args.config, registry(), overrides=args.set)
-    except GraphError as exc:
+        graph = load_graph(args.config, registry(), overrides=run_overrides(args))
+    except (GraphError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     supervisor = Supervisor(graph, on_event=lambda text: print(f"[earshot] {text}", flush=True))
@@ -126,24 +229,24 @@ def cmd_list_nodes(_args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    os.chdir(ROOT)
-    if argv and argv[0] in TOOLS:
-        module_name, prefix = TOOLS[argv[0]]
-        module = importlib.import_module(module_name)
-        return module.main(prefix + argv[1:])
-
-    logging.basicConfig(level=os.environ.get("EARSHOT_LOG", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
-    parser = argparse.ArgumentParser(prog="launch.py", description="Earshot: where a sound comes from, whose voice is whose.")
+def parse_args(argv: list[str], invoked_from: Path) -> argparse.Namespace:
+    """The command line → what to do. ``run`` is the default command, so ``launch.py CONFIG``,
+    ``launch.py --input talk.mp4`` and ``launch.py --set camera.width=320`` all run a graph;
+    --input and --out paths are taken relative to ``invoked_from``, the caller's directory."""
+    parser = argparse.ArgumentParser(prog="launch.py", description="Earshot: where a sound comes from, whose voice is whose.",
+                                     epilog="run: launch.py [run] [CONFIG] [--input FILE|0] [--out DIR] "
+                                            "[--set NODE.PARAM=VALUE] [--duration S]; see `launch.py run --help`")
     parser.add_argument("--list-nodes", action="store_true", help="list node types with ports and params")
+    parser.add_argument("--list-messages", action="store_true", help="list message types with their fields")
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("run", help="run a graph")
-    p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="graph YAML (default: configs/demo.yaml)")
+    p.add_argument("--input", metavar="FILE|0", help="camera and microphone read FILE; 0 or /dev/videoN: "
+                   "the webcam and the default microphone")
+    p.add_argument("--out", metavar="DIR", help="write every output file of the graph into DIR")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
-                   help="override a node parameter (YAML value), e.g. --set camera.source=clip.mp4")
+                   help="override a node parameter (YAML value), e.g. --set camera.width=320")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p = sub.add_parser("check", help="validate a graph and exit")
     p.add_argument("config")
     p = sub.add_parser("top", help="live per-node table of a running graph")
@@ -153,15 +256,43 @@ def main(argv: list[str] | None = None) -> int:
     for tool in TOOLS:
         sub.add_parser(tool, help=f"see `launch.py {tool} --help`")
 
-    if not argv or (argv[0] not in sub.choices and not argv[0].startswith("-")):
-        argv = ["run", *argv]  # `python launch.py [CONFIG]`
+    if not argv or argv[0] not in (*sub.choices, "-h", "--help", "--list-nodes", "--list-messages"):
+        argv = ["run", *argv]
     args = parser.parse_args(argv)
+    if args.command == "run":
+        if args.input and not is_webcam(args.input) and "://" not in args.input:
+            args.input = str(invoked_from / args.input)
+        args.out = args.out and str(invoked_from / args.out)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    invoked_from = Path.cwd()  # --input and --out are the caller's paths; configs are the repository's
+    os.chdir(ROOT)
+    if argv and argv[0] in TOOLS:
+        module_name, prefix = TOOLS[argv[0]]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in LAB_PACKAGES:
+                print(f"error: `launch.py {argv[0]}` needs {exc.name}, which comes with the lab extra: "
+                      f"pip install torch==2.13.0 && pip install -e '.[lab]'", file=sys.stderr)
+                return 2
+            raise
+        return module.main(prefix + argv[1:])
+
+    logging.basicConfig(level=os.environ.get("EARSHOT_LOG", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    args = parse_args(argv, invoked_from)
     if args.list_nodes:
         return cmd_list_nodes(args)
+    if args.list_messages:
+        from pipeline.messages import describe_messages
+
+        print("\n".join(describe_messages()))
+        return 0
     handlers = {"run": cmd_run, "check": cmd_check, "top": cmd_top}
-    if args.command not in handlers:
-        parser.print_help()
-        return 2
     return handlers[args.command](args)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,39 @@ def _decode_audio(container, source: str, sample_rate_hz: int, chunk_samples: in
         raise MediaError(f"decoding audio {source!r} failed: {exc}") from None
     finally:
         container.close()
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a media file holds, as far as Earshot reads it."""
+
+    has_video: bool
+    has_audio: bool
+
+
+def probe(source: str | Path) -> MediaInfo:
+    """Open ``source`` and decode the first frame of its first video and audio streams, so a
+    file that would fail a node fails here instead, before a graph starts. Raises
+    :class:`MediaError` for a file that cannot be opened or whose streams do not decode."""
+    import av
+
+    try:
+        container = av.open(str(source), mode="r", timeout=10.0)
+    except (av.FFmpegError, OSError) as exc:
+        raise MediaError(f"cannot open {str(source)!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        streams = [*container.streams.video[:1], *container.streams.audio[:1]]
+        info = MediaInfo(has_video=bool(container.streams.video), has_audio=bool(container.streams.audio))
+        undecoded = {stream.index: stream.type for stream in streams}
+        for packet in container.demux(streams):
+            if packet.stream.index in undecoded and packet.decode():
+                del undecoded[packet.stream.index]
+                if not undecoded:
+                    break
+    except av.FFmpegError as exc:
+        raise MediaError(f"decoding {str(source)!r} failed: {exc}") from None
+    finally:
+        container.close()
+    if undecoded:
+        raise MediaError(f"{str(source)!r}: its {' and '.join(undecoded.values())} stream does not decode")
+    return info

@@ -95,6 +95,24 @@ def draw_face(image: np.ndarray, box_xyxy: Iterable[float], track_id: int,
     return image
 
 
+def draw_faces(image: np.ndarray, boxes_xyxy: np.ndarray, track_ids: Iterable[int],
+               frame_size: tuple[int, int] = (0, 0), rms_by_track: Mapping[int, float] | None = None) -> np.ndarray:
+    """Every tracked face, its boxes scaled from a ``frame_size`` = (width, height) frame (0: as
+    they are) to the image; a face whose voice has a level (RMS) in ``rms_by_track`` gets a bar."""
+    sx = image.shape[1] / frame_size[0] if frame_size[0] else 1.0
+    sy = image.shape[0] / frame_size[1] if frame_size[1] else 1.0
+    for box, track_id in zip(np.asarray(boxes_xyxy).tolist(), track_ids):
+        rms = (rms_by_track or {}).get(int(track_id))
+        draw_face(image, (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy), int(track_id),
+                  None if rms is None else level_from_rms(rms))
+    return image
+
+
+def rms_by_track(track_ids: Iterable[int], samples: np.ndarray) -> dict[int, float]:
+    """The RMS of each row of ``samples`` (one voice per track), for :func:`draw_faces`."""
+    return {int(i): float(np.sqrt(np.mean(np.square(s)))) if s.size else 0.0 for i, s in zip(track_ids, samples)}
+
+
 def level_from_rms(rms: float, floor_db: float = -60.0, ceiling_db: float = -10.0) -> float:
     """Map an RMS amplitude to 0–1 on a dB scale: speech spans decades of amplitude."""
     db = 20.0 * np.log10(max(float(rms), 1e-9))

@@ -152,6 +152,11 @@ class Mp4Writer:
             raise ValueError(f"write_audio: expected mono samples (n,), got shape {samples.shape}")
         self._container.mux(self._audio[track].write(samples, first_sample))
 
+    def audio_samples_from_input(self, track: int) -> int:
+        """Samples of ``track`` that came from the caller: not the silence that filled gaps,
+        not what overlapped and was dropped."""
+        return self._audio[track].samples_in - self._audio[track].samples_padded
+
     def close(self) -> None:
         """Flush the encoders and finish the file (idempotent)."""
         if self._closed:
@@ -187,11 +192,13 @@ class _AudioTrack:
         self.resampler = av.AudioResampler(format="fltp", layout="mono", rate=encode_rate_hz,
                                            frame_size=frame_size)
         self.samples_in = 0  # at input_rate_hz
+        self.samples_padded = 0  # of samples_in: silence that filled a gap
         self.samples_out = 0  # at encode_rate_hz
 
     def write(self, samples: np.ndarray, first_sample: int | None) -> list[Any]:
         if first_sample is not None:
             if first_sample > self.samples_in:
+                self.samples_padded += first_sample - self.samples_in
                 samples = np.concatenate([np.zeros(first_sample - self.samples_in, np.float32), samples])
             elif first_sample < self.samples_in:
                 samples = samples[self.samples_in - first_sample:]
@@ -249,6 +256,7 @@ class WavWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.samples_written = 0
+        self.samples_padded = 0  # of samples_written: silence that filled a gap
         self._file = sf.SoundFile(str(self.path), mode="w", samplerate=int(sample_rate_hz), channels=1,
                                   subtype=subtype)
 
@@ -257,11 +265,17 @@ class WavWriter:
         if first_sample is not None:
             if first_sample > self.samples_written:
                 self._file.write(np.zeros(first_sample - self.samples_written, np.float32))
+                self.samples_padded += first_sample - self.samples_written
                 self.samples_written = first_sample
             elif first_sample < self.samples_written:
                 samples = samples[self.samples_written - first_sample:]
         self._file.write(np.clip(samples, -1.0, 1.0))
         self.samples_written += samples.size
+
+    @property
+    def samples_from_input(self) -> int:
+        """Samples that came from the caller (not gap-filling silence, not dropped overlaps)."""
+        return self.samples_written - self.samples_padded
 
     def close(self) -> None:
         if not self._file.closed:

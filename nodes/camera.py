@@ -6,25 +6,23 @@ is paced to the file's own clock from the graph's epoch and lines up with the au
 microphone node reads from the same file.
 
 A camera is a thing that fails: it is unplugged, or a stream drops. The node never dies of
-it. It logs a clear error, counts it (``open_failures``, ``disconnects``), and retries with
-exponential backoff, while heartbeats keep flowing (``connected`` is 0 or 1). A file is
-different: a missing file is a config mistake, caught by ``launch.py check``; a file that
-cannot be decoded ends the stream with an error.
+it: ``pipeline.retry.Reconnecting`` logs and counts each failure and reopens the camera with
+backoff while heartbeats flow. A file is different: a missing file is a config mistake, caught
+by ``launch.py check``; a file that cannot be decoded ends the stream with an error.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from media.av_io import MediaError, fit_size, video_frames
 from pipeline.messages import VideoFrame
 from pipeline.node import Node, Output
-from pipeline.retry import Backoff
+from pipeline.retry import Reconnecting
 
 
 def is_device(source: str) -> bool:
@@ -60,42 +58,27 @@ class Camera(Node):
     def open(self) -> None:
         p = self.params
         self.is_file = not is_device(p.source)
-        self.frames: Iterator[tuple[np.ndarray, float]] | None = None
-        self.frame_index = 0
         self.loop_offset_s = 0.0  # file time added per loop, so timestamps never go back
         self.last_pts_s = self.frame_s = 0.0
         self.due_s = 0.0  # next pts to keep when thinning to `fps`
-        self.backoff = Backoff(p.retry_initial_s, p.retry_max_s)
-        self.counters.update(connected=0, open_failures=0, disconnects=0, frames=0)
+        self.first_grab_ns = 0  # devices: pts counts from the first grab, across reconnects
+        self.done = False  # files: the end was reached
+        self.camera = Reconnecting(self, "camera", self._open_device, lambda cap: cap.release(), (MediaError,),
+                                   p.retry_initial_s, p.retry_max_s, p.give_up_after)
+        self.counters["frames"] = 0
+        self.frames = None  # files: the decoder, a generator
         if self.is_file:  # an unreadable file fails here, before the graph starts
             self.frames = video_frames(p.source, p.width, p.height)
             self.counters["connected"] = 1
 
     def step(self) -> bool:
-        if self.frames is None:
-            return self._connect()
-        try:
-            image, pts_s = next(self.frames)
-        except StopIteration:
-            if not self.is_file:
-                self._lost(MediaError(f"camera {self.params.source!r} ended its stream"))
-                return True
-            if not self.params.loop:
-                return False
-            self.loop_offset_s += self.last_pts_s + self.frame_s  # the next pass starts one frame later
-            self.frames = video_frames(self.params.source, self.params.width, self.params.height)
-            return True
-        except MediaError as exc:
-            if self.is_file:
-                self.log.error("%s; ending the stream", exc)
-                self.count("errors")
-                return False
-            self._lost(exc)
-            return True
+        frame = self._next_file_frame() if self.is_file else self.camera.read(self._grab)
+        if frame is None:  # reopening (a looping file, a lost camera) or the end
+            return not (self.done or self.camera.gave_up)
+        image, pts_s = frame
         self.frame_s = pts_s - self.last_pts_s if pts_s > self.last_pts_s else self.frame_s
         self.last_pts_s = pts_s
         pts_s += self.loop_offset_s
-        self.backoff.succeeded()  # it works: forget old failures
         if self.params.fps:  # thin to the asked rate (2 ms slack for rounded timestamps)
             if pts_s + 0.002 < self.due_s:
                 return True
@@ -106,48 +89,39 @@ class Camera(Node):
                 return True  # stopping
         else:
             capture_ns = self.grab_ns
-        self.send("frames", VideoFrame(image=image, frame_index=self.frame_index, pts_s=pts_s, capture_ns=capture_ns))
-        self.frame_index += 1
+        self.send("frames", VideoFrame(image=image, frame_index=self.counters["frames"], pts_s=pts_s,
+                                       capture_ns=capture_ns))
         self.count("frames")
         return True
 
+    def summary(self) -> str:
+        return f"{self.counters.get('frames', 0)} frames read"
+
     def close(self) -> None:
+        self.camera.close()
         if self.frames is not None:
-            self.frames.close()  # a generator: closing it releases the file or device
-            self.frames = None
+            self.frames.close()  # a generator: closing it closes the file
 
-    # -- failures and retries --------------------------------------------------------------
+    # -- what is the camera's own: reading a file, opening and grabbing from a device -----
 
-    def _connect(self) -> bool:
-        """(Re)open the device once the backoff allows; sleep at most 0.1 s so heartbeats flow."""
-        if not self.backoff.due():
-            self.sleep_until(self.backoff.wait_slice_ns())
-            return True
+    def _next_file_frame(self) -> tuple[np.ndarray, float] | None:
+        """The file's next frame; None when it starts over (``loop``) or ends (``done``)."""
         p = self.params
         try:
-            self.frames = self._device_frames()
+            return next(self.frames)
+        except StopIteration:
+            if p.loop:
+                self.loop_offset_s += self.last_pts_s + self.frame_s  # the next pass starts one frame later
+                self.frames = video_frames(p.source, p.width, p.height)
+                return None
         except MediaError as exc:
-            self.count("open_failures")
-            if p.give_up_after and self.backoff.failures + 1 >= p.give_up_after:
-                self.log.error("%s; giving up after %d attempts", exc, self.backoff.failures + 1)
-                return False
-            self._schedule_retry(f"{exc}")
-            return True
-        self.counters["connected"] = 1
-        self.log.info("camera %r open", p.source)
-        return True
+            self.log.error("%s; ending the stream", exc)
+            self.count("errors")
+        self.done = True
+        return None
 
-    def _lost(self, exc: Exception) -> None:
-        self.count("disconnects")
-        self.close()
-        self._schedule_retry(f"camera lost: {exc}")
-
-    def _schedule_retry(self, reason: str) -> None:
-        self.counters["connected"] = 0
-        self.log.error("%s; retrying in %.1f s", reason, self.backoff.failed())
-
-    def _device_frames(self) -> Iterator[tuple[np.ndarray, float]]:
-        """Open a device or URL with OpenCV now; frames are stamped the moment they are grabbed."""
+    def _open_device(self):  # -> cv2.VideoCapture
+        """Open a device or URL with OpenCV; its frames are stamped the moment they are grabbed."""
         import cv2
 
         p = self.params
@@ -164,25 +138,22 @@ class Camera(Node):
                             (cv2.CAP_PROP_FPS, p.fps)):
             if value:
                 cap.set(prop, value)
-        return self._grab_loop(cap)
+        self.log.info("camera %r open", p.source)
+        return cap
 
-    def _grab_loop(self, cap) -> Iterator[tuple[np.ndarray, float]]:
+    def _grab(self, cap) -> tuple[np.ndarray, float]:  # noqa: ANN001  (cv2.VideoCapture)
         import cv2
 
         try:
-            start_ns = 0
-            while True:
-                ok = cap.grab()
-                self.grab_ns = time.monotonic_ns()
-                ok = ok and (frame := cap.retrieve()[1]) is not None
-                if not ok:
-                    raise MediaError(f"camera {self.params.source!r} stopped delivering frames")
-                start_ns = start_ns or self.grab_ns
-                w, h = fit_size(self.params.width, self.params.height, frame.shape[1], frame.shape[0])
-                if (w, h) != (frame.shape[1], frame.shape[0]):  # the driver ignored the size we asked
-                    frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-                yield frame, (self.grab_ns - start_ns) / 1e9
+            ok = cap.grab()
+            self.grab_ns = time.monotonic_ns()  # the capture time: before the decode in retrieve()
+            frame = cap.retrieve()[1] if ok else None
         except cv2.error as exc:
             raise MediaError(f"camera {self.params.source!r}: {exc}") from None
-        finally:
-            cap.release()
+        if frame is None:
+            raise MediaError(f"camera {self.params.source!r} stopped delivering frames")
+        self.first_grab_ns = self.first_grab_ns or self.grab_ns
+        w, h = fit_size(self.params.width, self.params.height, frame.shape[1], frame.shape[0])
+        if (w, h) != (frame.shape[1], frame.shape[0]):  # the driver ignored the size we asked
+            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        return frame, (self.grab_ns - self.first_grab_ns) / 1e9

@@ -14,17 +14,14 @@ node waits on a half-filled frame.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
+from media.audio_device import AudioDeviceError, AudioInput
 from media.av_io import MediaError, audio_chunks
 from pipeline.messages import AudioChunk
 from pipeline.node import Node, Output
-from pipeline.retry import Backoff
+from pipeline.retry import Reconnecting
 
 MEDIA_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".mkv", ".mov", ".webm", ".avi"}
 
@@ -47,6 +44,7 @@ class Microphone(Node):
         buffer_s: float = 2.0  # devices: ring buffer; a reader stalled longer than this loses audio
         retry_initial_s: float = 0.5  # first wait after a device failure; doubles up to retry_max_s
         retry_max_s: float = 10.0
+        give_up_after: int = 0  # devices: consecutive failed opens before the stream ends; 0 = never
 
         def validate(self) -> None:
             if self.sample_rate_hz <= 0 or self.chunk_ms <= 0 or self.sample_rate_hz * self.chunk_ms % 1000:
@@ -60,19 +58,19 @@ class Microphone(Node):
     outputs = {"audio": Output(AudioChunk, doc="mono float32; capture_ns = capture time of the first sample")}
 
     def open(self) -> None:
-        src = self.params.source
-        self.is_file = is_file(src)
-        self.chunk_samples = self.params.sample_rate_hz * self.params.chunk_ms // 1000
-        self.chunks: Iterator[np.ndarray] | None = None  # files
-        self.device: Any = None  # media.audio_device.AudioInput
+        p = self.params
+        self.is_file = is_file(p.source)
+        self.chunk_samples = p.sample_rate_hz * p.chunk_ms // 1000
         self.next_sample = 0  # first_sample of the next chunk
         self.anchor_ns: int | None = None  # devices: capture time of stream sample 0
         self.sample_offset: int | None = None  # devices: this connection's sample 0 in stream samples
-        self.backoff = Backoff(self.params.retry_initial_s, self.params.retry_max_s)
-        self.counters.update(connected=0, open_failures=0, disconnects=0, overflows=0, overrun_samples=0,
-                             gap_samples=0)
+        self.microphone = Reconnecting(self, "microphone", self._open_device, AudioInput.close, (AudioDeviceError,),
+                                       p.retry_initial_s, p.retry_max_s, p.give_up_after)
+        self.counters.update(overflows=0, overrun_samples=0, gap_samples=0)
+        self.chunks = None  # files: the decoder, a generator
         if self.is_file:
-            self.chunks = audio_chunks(src, self.params.sample_rate_hz, self.chunk_samples)  # a bad file fails now
+            self.chunks = audio_chunks(p.source, p.sample_rate_hz, self.chunk_samples)  # a bad file fails now
+            self.counters["connected"] = 1
 
     def step(self) -> bool:
         return self._file_step() if self.is_file else self._device_step()
@@ -101,62 +99,38 @@ class Microphone(Node):
         return True
 
     def _device_step(self) -> bool:
-        from media.audio_device import AudioDeviceError
-
-        if self.device is None and not self._connect():
-            return True  # waiting to retry; the loop keeps heartbeating
-        try:
-            samples, device_sample, capture_ns = self.device.read(self.chunk_samples, timeout_s=1.0)
-        except AudioDeviceError as exc:
-            self.count("disconnects")
-            self._schedule_retry(f"microphone lost: {exc}")
-            return True
+        chunk = self.microphone.read(lambda device: device.read(self.chunk_samples, timeout_s=1.0))
+        if chunk is None:  # (re)connecting; the loop keeps heartbeating
+            return not self.microphone.gave_up
+        samples, device_sample, capture_ns = chunk
+        rate_hz = self.params.sample_rate_hz
         if self.sample_offset is None:  # a new connection: place it on the stream's sample clock,
             # so the time it was away shows downstream as a gap and first_sample never goes back
-            self.anchor_ns = self.anchor_ns or capture_ns - round(device_sample * 1e9 / self.params.sample_rate_hz)
-            at = round((capture_ns - self.anchor_ns) * self.params.sample_rate_hz / 1e9)
+            self.anchor_ns = self.anchor_ns or capture_ns - round(device_sample * 1e9 / rate_hz)
+            at = round((capture_ns - self.anchor_ns) * rate_hz / 1e9)
             self.sample_offset = max(at, self.next_sample) - device_sample
         first_sample = device_sample + self.sample_offset
         self.next_sample = first_sample + len(samples)
-        dev = self.device
+        dev = self.microphone.device
         self.counters.update(overflows=dev.overflows, overrun_samples=dev.overruns, gap_samples=dev.gap_samples)
         self.observe("clock_drift_ms", dev.drift_ns / 1e6)
-        self.send("audio", AudioChunk(samples=samples, sample_rate_hz=self.params.sample_rate_hz,
-                                      first_sample=first_sample, capture_ns=capture_ns))
-        self.backoff.succeeded()  # it works: forget old failures
+        self.send("audio", AudioChunk(samples=samples, sample_rate_hz=rate_hz, first_sample=first_sample,
+                                      capture_ns=capture_ns))
         return True
 
+    def summary(self) -> str:
+        lost = self.counters.get("gap_samples", 0) / self.params.sample_rate_hz
+        return f"{self.next_sample / self.params.sample_rate_hz:.1f} s of audio read" + (f", {lost:.2f} s lost by the device" if lost else "")
+
     def close(self) -> None:
-        if self.device is not None:
-            self.device.close()
-            self.device = None
+        self.microphone.close()
         if self.chunks is not None:
             self.chunks.close()
 
-    # -- device failures and retries ---------------------------------------------------------
-
-    def _connect(self) -> bool:
-        from media.audio_device import AudioDeviceError, AudioInput
-
-        if not self.backoff.due():
-            self.sleep_until(self.backoff.wait_slice_ns())
-            return False
+    def _open_device(self) -> AudioInput:
+        """The sound card, in callback mode; a new connection gets its own place on the sample clock."""
         p = self.params
-        try:
-            self.device = AudioInput(p.source, p.sample_rate_hz, frames_per_buffer=self.chunk_samples,
-                                     buffer_s=p.buffer_s)
-            self.sample_offset = None
-        except AudioDeviceError as exc:
-            self.count("open_failures")
-            self._schedule_retry(str(exc))
-            return False
-        self.counters["connected"] = 1
-        self.log.info("microphone %s open at %d Hz", self.device.device_name, p.sample_rate_hz)
-        return True
-
-    def _schedule_retry(self, reason: str) -> None:
-        if self.device is not None:
-            self.device.close()
-            self.device = None
-        self.counters["connected"] = 0
-        self.log.error("%s; retrying in %.1f s", reason, self.backoff.failed())
+        device = AudioInput(p.source, p.sample_rate_hz, frames_per_buffer=self.chunk_samples, buffer_s=p.buffer_s)
+        self.sample_offset = None
+        self.log.info("microphone %s open at %d Hz", device.device_name, p.sample_rate_hz)
+        return device

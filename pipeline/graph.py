@@ -214,9 +214,11 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
         except Exception as exc:  # a broken node module must not look like a config typo
             raise fail(f"{where} type", f"cannot load {registry[node_type]}: {type(exc).__name__}: {exc}") from None
         try:
-            cls.make_params(raw.get("params") or {})
+            params = dataclasses.asdict(cls.make_params(raw.get("params") or {}))
         except (ValueError, TypeError) as exc:
             raise fail(f"{where} params", str(exc)) from None
+        # keep what was written, in the types the node takes (a YAML 0 for a text param is "0")
+        given = {k: params[k] for k in (raw.get("params") or {})}
         outputs = raw.get("outputs") or {}
         if not isinstance(outputs, dict):
             raise fail(f"{where} outputs", "expected a mapping of port → {endpoint: ...}")
@@ -230,7 +232,7 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
             _check_endpoint(endpoint, settings.allow_remote, lambda why: fail(f"{where} outputs.{port}", why))
             endpoints[port] = endpoint
         classes[node_name] = cls
-        nodes[node_name] = NodeSpec(node_name, node_type, registry[node_type], raw.get("params") or {},
+        nodes[node_name] = NodeSpec(node_name, node_type, registry[node_type], given,
                                     endpoints=endpoints, subscribers={p: 0 for p in cls.outputs})
 
     for node_name, raw in raw_nodes.items():

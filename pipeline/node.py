@@ -175,6 +175,9 @@ def build_params(params_cls: type, values: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown param(s) {unknown}; known: {sorted(fields)}")
     hints = typing.get_type_hints(params_cls)
+    # YAML reads `--set camera.source=0` as the number 0; a str param means its text
+    values = {name: str(value) if hints[name] is str and isinstance(value, (int, float)) and not isinstance(value, bool)
+              else value for name, value in values.items()}
     for name, value in values.items():
         _check_type(name, hints[name], value)
     try:

@@ -94,7 +94,7 @@ def test_missing_camera_is_retried_with_backoff_and_counted(source: str, caplog:
     params = {"source": source, "retry_initial_s": 0.02, "retry_max_s": 0.08}
     with caplog.at_level(logging.ERROR), Harness(Camera, params) as h:
         step_until(h, lambda: h.node.counters["open_failures"] >= 4, 5)
-        assert h.node.backoff.delay_s == 0.08  # backed off to the cap
+        assert h.node.camera.backoff.delay_s == 0.08  # backed off to the cap
     assert h.node.counters["connected"] == 0 and not h.outputs["frames"]
     assert f"cannot open camera {source!r}" in caplog.text and "retrying in" in caplog.text
 

@@ -90,3 +90,6 @@ def test_overrides_change_params_and_are_validated(tmp_path) -> None:
         load_graph(path, REGISTRY, overrides=["nope.x=1"])
     with pytest.raises(GraphError, match="expected node.param=value"):
         load_graph(path, REGISTRY, overrides=["src=1"])
+    # YAML reads a bare 0 as a number; a text param (a camera index, a path) takes its text
+    graph = load_graph(path, REGISTRY, overrides=["rec.path=0"])
+    assert graph.nodes["rec"].params["path"] == "0"

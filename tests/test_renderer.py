@@ -107,8 +107,8 @@ def test_draws_heatmap_boxes_speaking_and_latency_strip() -> None:
         h.feed("voices", SeparatedAudio(samples=tone(160, 0, 300, 0.5)[None], track_ids=np.array([7]),
                                         capture_ns=h.epoch_ns))
         h.feed("video", frame(0, h.epoch_ns, value=90))
-        canvas = h.node.view._image
-        stats = h.node.view._stats
+        canvas = h.node.sinks["web"].view._image
+        stats = h.node.sinks["web"].view._stats
     assert canvas is not None and canvas.shape == (H, W, 3)
     # heatmap: hot right half recoloured (jet red), cold left half untouched where nothing else is drawn
     assert np.abs(canvas[60, 140].astype(int) - 90).max() > 30
@@ -128,7 +128,7 @@ def test_stale_overlays_are_not_drawn() -> None:
     with Harness(Renderer, {"web_port": 0, "latency_strip": False, "stale_ms": 100.0}) as h:
         h.feed("heatmap", Heatmap(heatmap=np.ones((4, 4), np.float32), capture_ns=h.epoch_ns))
         h.feed("video", frame(25, h.epoch_ns))  # 1 s later than the heatmap
-        canvas = h.node.view._image
+        canvas = h.node.sinks["web"].view._image
     assert (canvas[60:, :] == 90).all()
 
 
@@ -145,7 +145,7 @@ def test_window_without_display_is_a_note_not_a_crash(monkeypatch: pytest.Monkey
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with Harness(Renderer, {"window": True}) as h:
         h.feed("video", frame(0, h.epoch_ns))
-        assert h.node.window is False
+        assert "window" not in h.node.sinks
 
 
 def test_renderer_and_stft_in_a_real_graph(tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_window_with_display_but_headless_opencv_is_a_note(monkeypatch: pytest.M
     monkeypatch.setenv("DISPLAY", ":99")  # no X server behind it: the headless wheel must not matter
     with Harness(Renderer, {"window": True}) as h:
         h.feed("video", frame(0, h.epoch_ns))
-        assert h.node.window is False or h.node.frames == 1
+        assert "window" not in h.node.sinks or h.node.counters["frames_received"] == 1
 
 
 def test_unknown_colormap_is_a_param_error() -> None:
@@ -232,8 +232,58 @@ def test_heatmap_gain_brightens_a_weak_map_for_display() -> None:
         with Harness(Renderer, {"web_port": 0, "latency_strip": False, "heatmap_gain": gain}) as h:
             h.feed("heatmap", Heatmap(heatmap=np.full((12, 16), 0.25, np.float32), capture_ns=h.epoch_ns))
             h.feed("video", frame(0, h.epoch_ns, value=90))
-            return int(np.abs(h.node.view._image[H // 2, W // 2].astype(int) - 90).max())
+            return int(np.abs(h.node.sinks["web"].view._image[H // 2, W // 2].astype(int) - 90).max())
 
     assert drawn(4.0) > drawn(1.0) + 20
     with pytest.raises(ValueError, match="heatmap_gain"):
         Renderer.Params(heatmap_gain=0).validate()
+
+
+def faces_at(h: Harness, i: int, boxes: list[list[float]], track_ids: list[int]) -> FaceTracks:
+    return FaceTracks(boxes=np.array(boxes, np.float32), track_ids=np.array(track_ids),
+                      lip_features=np.zeros((len(track_ids), 4), np.float32), frame_width=W, frame_height=H,
+                      capture_ns=h.epoch_ns + i * 1_000_000_000 // FPS)
+
+
+def test_voices_json_maps_each_voice_to_its_face_box_track(tmp_path: Path) -> None:
+    """Issue #16: beside the WAVs, each voice's face boxes as [time s, x, y, w, h] on the WAVs' clock.
+    Face 3 never gets a voice (no entry); voice 9's face is never seen (an empty track)."""
+    import json
+
+    fed: dict[int, list[list[float]]] = {7: [], 3: []}
+    with Harness(Renderer, {"wav_dir": str(tmp_path / "voices")}) as h:
+        for i in range(0, 25, 5):
+            box7, box3 = [10.0 + i, 20.0, 60.0 + i, 90.5], [100.0, 10.0, 150.0, 70.0]
+            h.feed("faces", faces_at(h, i, [box7, box3], [7, 3]))
+            for track_id, (x0, y0, x1, y1) in ((7, box7), (3, box3)):
+                fed[track_id].append([i / FPS, x0, y0, x1 - x0, y1 - y0])
+        feed_clip(h, 1.0, voices=True)
+        h.end()
+        assert str((tmp_path / "voices" / "voices.json").resolve()) in h.node.artifacts
+    sidecar = json.loads((tmp_path / "voices" / "voices.json").read_text())
+    assert sidecar["columns"] == ["time_s", "x", "y", "w", "h"]
+    assert (sidecar["frame_width"], sidecar["frame_height"], sidecar["sample_rate_hz"]) == (W, H, SR)
+    assert sorted(sidecar["voices"]) == ["7", "9"]
+    assert sidecar["voices"]["7"]["wav"] == "voice_7.wav" and sidecar["voices"]["9"]["wav"] == "voice_9.wav"
+    assert np.allclose(sidecar["voices"]["7"]["boxes"], fed[7], atol=1e-3)
+    assert sidecar["voices"]["9"]["boxes"] == []
+    for voice in sidecar["voices"].values():
+        assert (tmp_path / "voices" / voice["wav"]).exists()
+
+
+def test_heartbeat_counts_what_came_in_and_what_each_sink_wrote(tmp_path: Path) -> None:
+    """The run's summary can say "frames written of frames read, audio seconds written of read"."""
+    params = {"mp4_path": str(tmp_path / "r.mp4"), "wav_dir": str(tmp_path / "wavs"), "fps": float(FPS),
+              "voice_tracks": 1}
+    with Harness(Renderer, params) as h:
+        feed_clip(h, 1.0, voices=True)
+        h.end()
+        counters = h.node.counters
+    assert counters["frames_received"] == FPS and counters["mp4.frames_written"] == FPS
+    for track in ("mixture", "voice_7", "voice_9"):
+        assert counters[f"audio_s_received.{track}"] == pytest.approx(1.0)
+    assert counters["mp4.audio_s_written.mixture"] == pytest.approx(1.0)
+    assert counters["mp4.audio_s_written.voice_7"] == pytest.approx(1.0)
+    assert "mp4.audio_s_written.voice_9" not in counters  # one voice track in the file: voice 9 has none
+    assert counters["mp4.voices_not_in_mp4"] == 100  # its 100 blocks, counted instead
+    assert counters["wav.audio_s_written.voice_7"] == counters["wav.audio_s_written.voice_9"] == pytest.approx(1.0)

@@ -38,7 +38,7 @@ def test_selected_voice_is_played_and_the_other_is_not(pulse: PulseServer, monke
                                                 track_ids=np.array([3, 7]), first_sample=start,
                                                 capture_ns=time.monotonic_ns()))
                 time.sleep(0.008)
-            h.node.speaker.drain()
+            h.node.sinks["speaker"].output.drain()
             time.sleep(0.2)
     heard = rec.samples
     loud = np.flatnonzero(np.abs(heard) > 0.05)

@@ -159,7 +159,7 @@ def test_headless_chromium_sees_changing_frames_and_stats_table(tmp_path: Path) 
         feeder.start()
         browser = DevTools(tmp_path / "chromium-profile")
         try:
-            browser.open(h.node.view.url)
+            browser.open(h.node.sinks["web"].url)
             deadline = time.monotonic() + 20
             first = None
             while time.monotonic() < deadline and first is None:
