@@ -18,6 +18,9 @@ Running a graph takes these options, with or without CONFIG, before or after it:
                               (e.g. DIR/demo.mp4 and DIR/voices/ for the renderer)
     --set NODE.PARAM=VALUE    any node parameter, VALUE in YAML (repeatable)
     --duration S              stop after S seconds
+    --pace realtime|lossless  lossless (the default for --input FILE, and in configs/demo.yaml):
+                              every frame and sample is processed, at the slowest node's speed;
+                              realtime: files play at their own speed, as a live camera would
 
     python launch.py --input talk.mp4 --out results
     python launch.py configs/voices.yaml --input talk.mp4 --out results --duration 30
@@ -162,14 +165,18 @@ def run_overrides(args: argparse.Namespace) -> list[str]:
     """All the node.param=value overrides of a run: --set, then what --input and --out mean."""
     from pipeline.graph import load_graph
 
+    pace = [f"settings.pace={args.pace}"] if args.pace else []
     if not (args.input or args.out):
-        return args.set
+        return args.set + pace
     graph = load_graph(args.config, registry(), overrides=args.set)
     overrides = list(args.set)
     if args.input:
         overrides += input_overrides(args.input, list(graph.nodes))
         if not is_webcam(args.input) and "://" not in args.input:
             check_input_file(args.input)
+            # a file given to process: its user wants every frame and sample, however slow the machine
+            pace = pace or ["settings.pace=lossless"]
+    overrides += pace
     if args.out:
         overrides += output_overrides(graph, args.out)
     return overrides
@@ -247,6 +254,9 @@ def parse_args(argv: list[str], invoked_from: Path) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a node parameter (YAML value), e.g. --set camera.width=320")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--pace", choices=("realtime", "lossless"), default=None,
+                   help="realtime: file sources play at their own speed and slow nodes drop; lossless: every "
+                        "frame and sample is processed, as fast as the slowest node (default for --input FILE)")
     p = sub.add_parser("check", help="validate a graph and exit")
     p.add_argument("config")
     p = sub.add_parser("top", help="live per-node table of a running graph")

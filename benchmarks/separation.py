@@ -66,7 +66,8 @@ def graph_latency(seconds_limit: float = 60.0) -> None:
     repo = Path(__file__).resolve().parents[1]
     clip = repo / "demo" / "demo.mp4"
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = [f"camera.source={clip}", f"microphone.source={clip}", f"renderer.wav_dir={tmp}"]
+        overrides = [f"camera.source={clip}", f"microphone.source={clip}", f"renderer.wav_dir={tmp}",
+                     "settings.pace=realtime"]  # latency is a live figure: the file plays as a camera would
         supervisor = Supervisor(load_graph(repo / "configs" / "voices.yaml", NODE_TYPES, overrides))
         supervisor.start()
         supervisor.run(timeout_s=seconds_limit)

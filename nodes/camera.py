@@ -70,6 +70,7 @@ class Camera(Node):
         if self.is_file:  # an unreadable file fails here, before the graph starts
             self.frames = video_frames(p.source, p.width, p.height)
             self.counters["connected"] = 1
+            self.paced_by_media = p.realtime  # lossless: the other sources keep pace with this file
 
     def step(self) -> bool:
         frame = self._next_file_frame() if self.is_file else self.camera.read(self._grab)
@@ -85,7 +86,7 @@ class Camera(Node):
             self.due_s = max(self.due_s, pts_s - 0.5 / self.params.fps) + 1 / self.params.fps  # no catch-up burst
         if self.is_file:
             capture_ns = self.epoch_ns + round(pts_s * 1e9)
-            if self.params.realtime and not self.sleep_until(capture_ns):
+            if self.params.realtime and not self.pace(round(pts_s * 1e9)):
                 return True  # stopping
         else:
             capture_ns = self.grab_ns

@@ -32,7 +32,7 @@ class Fusion(Node):
         keep_s: float = 2.0          # embeddings older than this are no frame's match any more
 
     inputs = {
-        "features": Input(FeatureMap, policy="queue", size=8),
+        "features": Input(FeatureMap, policy="queue", size=8, waits_for=("embedding",)),
         "embedding": Input(Embedding, policy="queue", size=64),
     }
     outputs = {"heatmap": Output(Heatmap, doc="float32 (14, 14) in [0, 1] over the frame")}

@@ -71,6 +71,7 @@ class Microphone(Node):
         if self.is_file:
             self.chunks = audio_chunks(p.source, p.sample_rate_hz, self.chunk_samples)  # a bad file fails now
             self.counters["connected"] = 1
+            self.paced_by_media = p.realtime  # lossless: the other sources keep pace with this file
 
     def step(self) -> bool:
         return self._file_step() if self.is_file else self._device_step()
@@ -91,7 +92,7 @@ class Microphone(Node):
         ns_per_sample = 1e9 / p.sample_rate_hz
         capture_ns = self.epoch_ns + round(self.next_sample * ns_per_sample)
         # a chunk exists only once its last sample has been "recorded"
-        if p.realtime and not self.sleep_until(capture_ns + round(len(samples) * ns_per_sample)):
+        if p.realtime and not self.pace(round((self.next_sample + len(samples)) * ns_per_sample)):
             return True  # stopping
         self.send("audio", AudioChunk(samples=samples, sample_rate_hz=p.sample_rate_hz,
                                       first_sample=self.next_sample, capture_ns=capture_ns))

@@ -53,7 +53,7 @@ class Renderer(Node):
                 raise ValueError(f"heatmap_gain must be positive, got {self.heatmap_gain}")
 
     inputs = {
-        "video": Input(VideoFrame, policy="latest", doc="frames to draw on"),
+        "video": Input(VideoFrame, policy="latest", doc="frames to draw on", waits_for=("heatmap", "faces")),
         "audio": Input(AudioChunk, policy="queue", size=256, doc="the mixture, for the MP4 and the speakers"),
         "heatmap": Input(Heatmap, policy="latest", doc="optional: where the sound comes from"),
         "faces": Input(FaceTracks, policy="latest", doc="optional: boxes and track ids"),

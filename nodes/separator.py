@@ -38,7 +38,8 @@ class Separator(Node):
         face_timeout_ms: float = 500.0
 
     inputs = {
-        "spectrum": Input(Spectrogram, policy="queue", size=256, doc="complex STFT frames (stft node)"),
+        "spectrum": Input(Spectrogram, policy="queue", size=256, doc="complex STFT frames (stft node)",
+                          waits_for=("faces",)),
         "faces": Input(FaceTracks, policy="latest", doc="face track ids and lip features (faces node)"),
     }
     outputs = {"voices": Output(SeparatedAudio, doc="one isolated voice per face track")}

@@ -54,8 +54,14 @@ class Settings:
     restart_backoff_s: float = 0.5  # doubles per restart of the same node
     restart_backoff_max_s: float = 10.0
     allow_remote: bool = False  # tcp endpoints on non-loopback addresses need this
+    #: realtime: file sources play at their own speed and a slow reader drops what it cannot
+    #: take (a live camera's behaviour). lossless: sources wait for the slowest reader, so every
+    #: frame and sample is processed and written (`pipeline.media_clock` keeps them together).
+    pace: str = "realtime"
 
     def validate(self) -> None:
+        if self.pace not in ("realtime", "lossless"):
+            raise ValueError(f"pace must be realtime or lossless, got {self.pace!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
@@ -92,6 +98,11 @@ class GraphSpec:
     source: str  # file it came from, for messages
     settings: Settings
     nodes: dict[str, NodeSpec]
+
+    @property
+    def sources(self) -> list[str]:
+        """Nodes with no inputs, in a fixed order (their slots in the media clock)."""
+        return sorted(name for name, node in self.nodes.items() if not node.inputs)
 
     def resolve_endpoints(self, run_dir: str | Path) -> None:
         """Give every output without an explicit endpoint an ipc path in the run dir."""
@@ -162,6 +173,12 @@ def _apply_override(data: Any, override: str, source: str) -> None:
     node, dot, param = target.partition(".")
     if not (sep and dot and node and param):
         raise GraphError(f"{source}: override {override!r}: expected node.param=value")
+    if node == "settings" and isinstance(data, dict):  # settings.pace=lossless: the graph's own knobs
+        try:
+            data["settings"] = {**(data.get("settings") or {}), param: yaml.safe_load(raw)}
+        except yaml.YAMLError as exc:
+            raise GraphError(f"{source}: override {override!r}: bad value: {exc}") from None
+        return
     nodes = data.get("nodes") if isinstance(data, dict) else None
     if not isinstance(nodes, dict) or not isinstance(nodes.get(node), dict):
         raise GraphError(f"{source}: override {override!r}: no node {node!r} in the graph")
@@ -201,6 +218,8 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
         where = f"node {node_name!r}"
         if not isinstance(node_name, str) or not NAME_RE.match(node_name):
             raise fail(where, "names are lower_snake_case, ≤ 32 characters, starting with a letter")
+        if node_name == "settings":
+            raise fail(where, "'settings' is reserved (--set settings.X=… sets the graph's settings)")
         if not isinstance(raw, dict):
             raise fail(where, "expected a mapping with 'type:'")
         extra = sorted(set(raw) - {"type", "params", "inputs", "outputs"})

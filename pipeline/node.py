@@ -45,6 +45,10 @@ class Input:
     policy: str = "queue"
     size: int = 16
     doc: str = ""
+    #: lossless mode only: hold a message here until each of these inputs has delivered one at
+    #: least as new (or ended), so a node pairs the same moments of its streams however far
+    #: one path lags the other (the separator's audio waits for the faces of its time)
+    waits_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class Node:
     outputs: ClassVar[dict[str, Output]] = {}
     #: subscribe to the supervisor's telemetry (other nodes' heartbeats), e.g. to draw them.
     wants_telemetry: ClassVar[bool] = False
+    #: a source that releases media by its own timestamps (a file) sets this in open(), so in
+    #: lossless mode the other sources keep pace with it; devices leave it False
+    paced_by_media: bool = False
 
     def __init__(self, name: str, params: Any, runtime: Any = None) -> None:
         self.name = name
@@ -147,6 +154,12 @@ class Node:
             return False
         finally:  # pacing is not work: keep it out of the node's compute time
             self.slept_s += time.perf_counter() - t0
+
+    def pace(self, media_ns: int) -> bool:
+        """A file source: release what was recorded at ``media_ns`` after the epoch when it is
+        due (the runtime decides: the wall clock, or in lossless mode the slowest source)."""
+        runtime_pace = getattr(self._runtime, "pace", None)
+        return runtime_pace(media_ns) if runtime_pace else self.sleep_until(self.epoch_ns + media_ns)
 
     def count(self, counter: str, n: int = 1) -> None:
         self.counters[counter] = self.counters.get(counter, 0) + n

@@ -22,10 +22,14 @@ from typing import Any
 import zmq
 
 from pipeline.graph import GraphSpec, NodeSpec, import_node_class
+from pipeline.media_clock import MediaClock
 from pipeline.messages import Control, EndOfStream, Heartbeat, Message, MessageError, decode, encode
 from pipeline.node import Node
 from pipeline.stats import Rolling
 from pipeline.transport import Publisher, Subscriber
+
+
+MEDIA_CLOCK_FILE = "media_clock"
 
 
 def telemetry_endpoints(run_dir: str | Path) -> tuple[str, str]:
@@ -36,6 +40,7 @@ class Runtime:
     """What a node talks to: its publishers, subscribers and the supervisor."""
 
     TICK_S = 0.02  # how often a node with inputs wakes without input (for tick() and heartbeats)
+    SYNC_TIMEOUT_S = 5.0  # lossless: the longest a message waits for the inputs it is paired with
 
     def __init__(self, graph: GraphSpec, spec: NodeSpec, run_dir: str | Path) -> None:
         self.graph, self.spec = graph, spec
@@ -43,13 +48,18 @@ class Runtime:
         self.epoch_ns = time.monotonic_ns()
         self.ctx = zmq.Context()
         self.log = logging.getLogger(f"earshot.{spec.name}")
-        self.publishers = {port: Publisher(self.ctx, ep) for port, ep in spec.endpoints.items()}
+        self.lossless = graph.settings.pace == "lossless"
+        self.publishers = {port: Publisher(self.ctx, ep, lossless=self.lossless, wait=self._wait_for_reader)
+                           for port, ep in spec.endpoints.items()}
         src = graph.nodes
         self.subscribers = {
             port: Subscriber(self.ctx, src[i.from_node].endpoints[i.from_port], policy=i.policy, size=i.size,
-                             name=f"{spec.name}.{port}")
+                             name=f"{spec.name}.{port}", lossless=self.lossless)
             for port, i in spec.inputs.items()
         }
+        #: lossless file sources advance together (pipeline/media_clock.py)
+        self.clock = MediaClock(Path(run_dir) / MEDIA_CLOCK_FILE, graph.sources, spec.name) \
+            if self.lossless and not spec.inputs else None
         tel_in, tel_out = telemetry_endpoints(run_dir)
         self.telemetry_push = self.ctx.socket(zmq.PUSH)
         self.telemetry_push.setsockopt(zmq.SNDHWM, 10)
@@ -60,6 +70,8 @@ class Runtime:
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.connect(tel_out)
         self.latency = {port: Rolling() for port in self.subscribers}
+        self.delivered_ns: dict[str, int] = {}  # capture_ns of the last message delivered per input
+        self.held_since: dict[str, float] = {}  # lossless: when the head of an input started waiting
         self.state = "starting"
         self._parent = os.getppid()
         self._last_beat = 0.0
@@ -73,6 +85,20 @@ class Runtime:
     def send(self, port: str, msg: Message) -> None:
         self.publishers[port].send(msg, source=self.spec.name)
 
+    def pace(self, media_ns: int) -> bool:
+        """Hold a file source's output at media time ``media_ns`` (since the epoch) until it is due:
+        realtime, when the wall clock gets there; lossless, when the other sources have caught up.
+        False if the node is stopping."""
+        if self.clock is None:
+            return self.node.sleep_until(self.epoch_ns + media_ns)
+        return self.clock.wait(media_ns, self._wait_for_reader)
+
+    def _wait_for_reader(self) -> bool:
+        """While blocked on a slow reader (lossless): stay alive to the supervisor, stop when asked."""
+        self.heartbeat()
+        time.sleep(0.001)
+        return not self.stopping
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def run(self) -> int:
@@ -80,9 +106,13 @@ class Runtime:
         self.node = node = cls(self.spec.name, cls.make_params(self.spec.params), runtime=self)
         try:
             node.open()
+            if self.clock is not None and not node.paced_by_media:
+                self.clock.leave()  # a device source: nobody should wait for it
             self._handshake()
             self.state = "running"
             self._loop(node)
+            if self.clock is not None:
+                self.clock.leave()  # finished (or stopping): the other sources go on without us
             if self.stopping:
                 return 0
             node.on_end()
@@ -164,15 +194,35 @@ class Runtime:
             if self.subscribers and all(sub.finished for sub in self.subscribers.values()):
                 return
 
+    def _held(self, node: Node, port: str, sub: Subscriber) -> bool:
+        """Lossless: is the head of ``port`` ahead of an input it waits for? A wait longer than
+        SYNC_TIMEOUT_S (a path that stopped producing) gives up, counted, so no graph deadlocks."""
+        waits = [w for w in node.inputs[port].waits_for if w in self.subscribers and not self.subscribers[w].finished]
+        if not self.lossless or not waits or not sub.queue:
+            return False
+        head_ns = sub.queue[0].capture_ns
+        if all(self.delivered_ns.get(w, -1) >= head_ns for w in waits):
+            self.held_since.pop(port, None)
+            return False
+        since = self.held_since.setdefault(port, time.monotonic())
+        if time.monotonic() - since > self.SYNC_TIMEOUT_S:
+            node.count("sync_timeouts")
+            self.held_since.pop(port, None)
+            return False
+        return True
+
     def _deliver(self, node: Node, compute: Rolling) -> None:
         # Round-robin over inputs so a busy audio queue cannot starve the video input.
         pending = True
         while pending and not self.stopping:
             pending = False
             for port, sub in self.subscribers.items():
+                if self._held(node, port, sub):
+                    continue
                 msg = sub.pop()
                 if msg is None:
                     continue
+                self.delivered_ns[port] = msg.capture_ns
                 pending = pending or bool(sub.queue)
                 now = time.monotonic_ns()
                 if msg.capture_ns:
@@ -203,7 +253,7 @@ class Runtime:
             inputs[port] = {"received": s.received, "delivered": s.delivered, "dropped": s.dropped,
                             "lost": s.lost, "bad": s.bad, "latency_ms": self.latency[port].summary()}
         out: dict[str, Any] = {"inputs": inputs,
-                               "outputs": {p: {"sent": pub.sent, "readers": pub.subscribers}
+                               "outputs": {p: {"sent": pub.sent, "readers": pub.subscribers, "blocked_s": round(pub.blocked_s, 3)}
                                            for p, pub in self.publishers.items()}}
         if node is not None:
             out["counters"] = dict(node.counters)

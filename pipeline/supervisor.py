@@ -30,7 +30,8 @@ import zmq
 
 from pipeline.graph import GraphSpec
 from pipeline.messages import Control, Heartbeat, MessageError, decode, encode
-from pipeline.runner import telemetry_endpoints
+from pipeline import media_clock
+from pipeline.runner import MEDIA_CLOCK_FILE, telemetry_endpoints
 
 log = logging.getLogger("earshot.supervisor")
 
@@ -75,6 +76,8 @@ class Supervisor:
     def start(self) -> None:
         self.graph.resolve_endpoints(self.run_dir)
         (self.run_dir / "graph.json").write_text(json.dumps(self.graph.to_dict(), indent=1))
+        if self.graph.settings.pace == "lossless":
+            media_clock.create(self.run_dir / MEDIA_CLOCK_FILE, self.graph.sources)
         (self.run_dir / "supervisor.pid").write_text(str(os.getpid()))
         tel_in, tel_out = telemetry_endpoints(self.run_dir)
         self.telemetry_in = self.ctx.socket(zmq.PULL)

@@ -50,13 +50,27 @@ class InputStats:
     bad: int = 0  # frames that failed to decode
 
 
-class Publisher:
-    """Sends messages on one bound endpoint; knows how many subscribers it has."""
+#: messages in flight per connection in lossless mode, each side: few, so that a stalled reader
+#: stops its writer within a handful of frames and memory stays a few frames per connection
+LOSSLESS_HWM = 4
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, *, hwm: int = 1000, bind: bool = True) -> None:
+
+class Publisher:
+    """Sends messages on one bound endpoint; knows how many subscribers it has.
+
+    ``lossless``: a full reader blocks the send (XPUB_NODROP) instead of dropping; while blocked,
+    ``wait`` is called (the runtime keeps heartbeating there) until it returns False (stopping).
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, *, hwm: int = 1000, bind: bool = True,
+                 lossless: bool = False, wait=None) -> None:
         self.endpoint = endpoint
+        self.lossless = lossless
+        self.wait = wait or (lambda: time.sleep(0.001) or True)
+        self.blocked_s = 0.0  # time spent waiting for a slow reader (lossless)
         self.socket = ctx.socket(zmq.XPUB)
-        self.socket.setsockopt(zmq.SNDHWM, hwm)
+        self.socket.setsockopt(zmq.SNDHWM, LOSSLESS_HWM if lossless else hwm)
+        self.socket.setsockopt(zmq.XPUB_NODROP, int(lossless))
         self.socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every (un)subscribe, even duplicates
         self.socket.setsockopt(zmq.LINGER, 0)
         if bind:
@@ -97,15 +111,25 @@ class Publisher:
         return encode(msg)
 
     def send(self, msg: Message, source: str = "") -> None:
-        """Number and send; never blocks (a full HWM drops, and the reader sees the gap)."""
+        """Number and send. Realtime: never blocks (a full HWM drops, and the reader sees the gap).
+        Lossless: waits for room, calling ``wait`` meanwhile; gives up only when it says stop."""
         frames = self._numbered(msg, source)
         self._seq += 1
         large = any(f.nbytes >= ZERO_COPY_MIN_BYTES for f in frames[2:])
-        try:
-            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=not large)
-            self.sent += 1
-        except zmq.Again:  # only with no subscribers at all on some transports: nothing to do
-            pass
+        t0 = None
+        while True:
+            try:
+                self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=not large)
+                self.sent += 1
+                break
+            except zmq.Again:  # realtime: only with no subscribers at all on some transports
+                if not self.lossless:
+                    break
+                t0 = t0 or time.perf_counter()
+                if not self.wait():
+                    break
+        if t0 is not None:
+            self.blocked_s += time.perf_counter() - t0
 
     def send_reliably(self, msg: Message, source: str = "", timeout_s: float = 2.0) -> bool:
         """Send one message that must not be dropped (end of stream): wait for room instead.
@@ -128,7 +152,7 @@ class Publisher:
                         return False
                     time.sleep(0.005)
         finally:
-            self.socket.setsockopt(zmq.XPUB_NODROP, 0)
+            self.socket.setsockopt(zmq.XPUB_NODROP, int(self.lossless))
 
     def wait_for_readers_to_leave(self, timeout_s: float) -> bool:
         """After the end-of-stream: stay connected until every reader has unsubscribed.
@@ -157,6 +181,9 @@ class Subscriber:
     size: int = 16
     hwm: int = 1000
     name: str = ""
+    #: never drop: read from the socket only while the queue has room, so a full queue pushes
+    #: back through ZeroMQ to the writer (`latest` then becomes a short queue)
+    lossless: bool = False
     stats: InputStats = field(default_factory=InputStats)
 
     def __post_init__(self) -> None:
@@ -166,6 +193,8 @@ class Subscriber:
             raise ValueError(f"input {self.name!r}: queue size must be ≥ 1, got {self.size}")
         self.queue: deque[Message] = deque()
         self.capacity = 1 if self.policy == "latest" else self.size
+        if self.lossless:
+            self.capacity, self.hwm = (2 if self.policy == "latest" else self.size), LOSSLESS_HWM
         self.socket = self.ctx.socket(zmq.SUB)
         # A generous receive HWM on purpose: ZeroMQ's I/O thread keeps moving frames out of
         # the kernel into this pipe while the node computes, so each drain sees everything
@@ -184,13 +213,14 @@ class Subscriber:
     def drain(self) -> int:
         """Read everything readable now into the bounded queue. Returns messages read."""
         n = 0
-        while True:
+        while not (self.lossless and len(self.queue) >= self.capacity):
             try:
                 frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return n
             n += 1
             self._accept(frames)
+        return n
 
     def _accept(self, frames: list) -> None:
         try:

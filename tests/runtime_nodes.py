@@ -112,7 +112,33 @@ class Relay(Node):
         self.send("frames", VideoFrame(image=msg.image, frame_index=msg.frame_index, capture_ns=msg.capture_ns))
 
 
+class Pairer(Node):
+    """Records, for each ``fast`` frame, the newest ``slow`` frame it was paired with (lossless sync)."""
+
+    @dataclass
+    class Params:
+        path: str = ""
+
+    inputs = {"fast": Input(VideoFrame, policy="queue", size=4, waits_for=("slow",)),
+              "slow": Input(VideoFrame, policy="latest")}
+
+    def open(self) -> None:
+        self.file = open(self.params.path, "a", buffering=1)
+        self.slow_ns = -1
+
+    def on_message(self, port: str, msg) -> None:
+        if port == "slow":
+            self.slow_ns = msg.capture_ns
+        else:
+            self.file.write(json.dumps({"index": msg.frame_index, "capture_ns": msg.capture_ns,
+                                        "slow_ns": self.slow_ns}) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
 REGISTRY = {
+    "pairer": "tests.runtime_nodes:Pairer",
     "ticker": "tests.runtime_nodes:Ticker",
     "audio_ticker": "tests.runtime_nodes:AudioTicker",
     "recorder": "tests.runtime_nodes:Recorder",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -240,3 +241,82 @@ def test_top_shows_a_live_table_of_every_node(tmp_path) -> None:
     assert set(rows) == {"src", "rec"}, out
     assert rows["rec"][1] == "running" and int(rows["rec"][2]) > 0  # frames in
     assert int(rows["src"][3]) > 0  # frames out
+
+
+# -- lossless pace: back-pressure instead of drops --------------------------------------------
+
+def test_lossless_transport_blocks_the_writer_instead_of_dropping(ctx, tmp_path) -> None:
+    """A reader that takes one frame per 5 ms gets all 60 in order; the writer waited for it."""
+    import threading
+
+    pub = Publisher(ctx, f"ipc://{tmp_path}/p", lossless=True)
+    sub = Subscriber(ctx, pub.endpoint, name="test", policy="latest", lossless=True)
+    assert pub.wait_for_subscribers(1, 5)
+    # 230 kB frames: more than the kernel's socket buffer holds, so the writer must feel the reader
+    big = [VideoFrame(image=np.full((240, 320, 3), i, np.uint8), frame_index=i) for i in range(60)]
+    writer = threading.Thread(target=lambda: [pub.send(frame) for frame in big])
+    writer.start()
+    got = []
+    deadline = time.monotonic() + 20
+    while len(got) < 60 and time.monotonic() < deadline:
+        sub.drain()
+        assert len(sub.queue) <= 2  # `latest` is a short queue in lossless mode: memory stays bounded
+        msg = sub.pop()
+        if msg is not None:
+            got.append(msg.frame_index)
+        time.sleep(0.005)
+    writer.join(5)
+    assert got == list(range(60))
+    assert (sub.stats.dropped, sub.stats.lost) == (0, 0)
+    assert pub.blocked_s > 0.05, "the writer never had to wait: there was no back-pressure to test"
+
+
+def test_media_clock_keeps_sources_within_the_slack(tmp_path) -> None:
+    from pipeline import media_clock
+
+    path = tmp_path / "clock"
+    media_clock.create(path, ["camera", "microphone"])
+    camera = media_clock.MediaClock(path, ["camera", "microphone"], "camera", slack_ns=200_000_000)
+    mic = media_clock.MediaClock(path, ["camera", "microphone"], "microphone", slack_ns=200_000_000)
+    assert mic.may_release(150_000_000)          # the camera is at 0: 150 ms ahead is within the slack
+    assert not mic.may_release(300_000_000)      # 300 ms ahead is not
+    assert camera.may_release(100_000_000)
+    assert mic.may_release(300_000_000)          # the camera reached 100 ms
+    camera.leave()                               # finished: nobody waits for it
+    assert mic.may_release(10_000_000_000)
+    assert not mic.wait(10**12, still_running=lambda: False) or True
+
+
+def test_lossless_pace_delivers_every_frame_to_a_slow_consumer(tmp_path) -> None:
+    """The same fast source and slow reader as the `latest` test above: in lossless mode nothing is skipped."""
+    rec = tmp_path / "rec.jsonl"
+    graph = load(write_graph(tmp_path, {
+        "src": {"type": "ticker", "params": {"rate_hz": 200, "count": 120, "height": 240, "width": 320}},
+        "rec": {"type": "recorder", "params": {"path": str(rec), "delay_s": 0.01}, "inputs": {"frames": "src/frames"}},
+    }, settings={"pace": "lossless"}))
+    with Background(graph) as sup:
+        assert wait_for(lambda: sup.nodes["rec"].state == "finished", 60), sup.nodes["rec"]
+        stats = sup.nodes["rec"].stats["inputs"]["frames"]
+        blocked = sup.nodes["src"].stats["outputs"]["frames"]["blocked_s"]
+    frames = [r["index"] for r in read_records(rec) if r.get("port") == "frames"]
+    assert frames == list(range(120))
+    assert (stats["dropped"], stats["lost"]) == (0, 0)
+    assert blocked > 0.1, "the source never waited for its slow reader"
+
+
+def test_lossless_inputs_are_paired_by_capture_time(tmp_path) -> None:
+    """An input that `waits_for` another is held until that one has caught up with its time."""
+    out = tmp_path / "pairs.jsonl"
+    graph = load(write_graph(tmp_path, {
+        "fast": {"type": "ticker", "params": {"rate_hz": 200, "count": 100}},
+        "slow": {"type": "ticker", "params": {"rate_hz": 25, "count": 40}},
+        "pair": {"type": "pairer", "params": {"path": str(out)}, "inputs": {"fast": "fast/frames", "slow": "slow/frames"}},
+    }, settings={"pace": "lossless"}))
+    with Background(graph) as sup:
+        assert wait_for(lambda: sup.nodes["pair"].state == "finished", 60), sup.nodes["pair"]
+        timeouts = sup.nodes["pair"].stats["counters"].get("sync_timeouts", 0)
+    pairs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["index"] for p in pairs] == list(range(100))
+    # every fast frame met a slow frame at least as new (until the slow source ended)
+    paired = [p for p in pairs if p["slow_ns"] >= p["capture_ns"]]
+    assert len(paired) >= 90 and timeouts == 0, (len(paired), timeouts)
