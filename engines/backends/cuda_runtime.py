@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.backends.base import EngineError, require
+from engines.backends.engine import EngineError, require
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 

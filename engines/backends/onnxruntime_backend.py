@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from engines.backends import Probe
-from engines.backends.base import BackendUnavailable, Engine, TensorInfo, require
+from engines.backends.engine import BackendUnavailable, Engine, TensorInfo, require
 from engines.backends.cache_dir import default_cache_dir, digest, file_sha256
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from engines.backends import Probe
-from engines.backends.base import Engine, EngineError, EngineInputError, TensorInfo, require
+from engines.backends.engine import Engine, EngineError, EngineInputError, TensorInfo, require
 from engines.backends.cache_dir import default_cache_dir
 from engines.backends.cuda_runtime import CudaRuntime, gpu_count
 from engines.backends.tensorrt_build import BuildOptions, build_plan, make_logger

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Mapping
 
-from engines.backends.base import EngineError, require
+from engines.backends.engine import EngineError, require
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from engines.backends import Probe
-from engines.backends.base import Engine, EngineError, TensorInfo, require
+from engines.backends.engine import Engine, EngineError, TensorInfo, require
 from engines.models import ModelSpec
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 vocabulary) and :class:`Sinks`, several sinks used as one.
 """
 
-from media.sinks.base import MIXTURE, DrawnFrame, Sink, Sinks, seconds, voice_track
+from media.sinks.sink import MIXTURE, DrawnFrame, Sink, Sinks, seconds, voice_track
 from media.sinks.mp4 import Mp4Sink
 from media.sinks.speaker import SpeakerSink
 from media.sinks.wav import WavSink

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from media.sinks.base import MIXTURE, DrawnFrame, Sink, seconds
+from media.sinks.sink import MIXTURE, DrawnFrame, Sink, seconds
 
 log = logging.getLogger("earshot.sinks.mp4")
 

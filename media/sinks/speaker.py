@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from media.sinks.base import MIXTURE, Sink, seconds, voice_track
+from media.sinks.sink import MIXTURE, Sink, seconds, voice_track
 
 log = logging.getLogger("earshot.sinks.speaker")
 

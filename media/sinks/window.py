@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from media.sinks.base import DrawnFrame, Sink
+from media.sinks.sink import DrawnFrame, Sink
 
 log = logging.getLogger("earshot.sinks.window")
 
