@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from engines.backends import BACKENDS, Probe, missing_packages, probe
-from engines.backends.base import BackendUnavailable, Engine, EngineError, EngineInputError, TensorInfo
+from engines.backends.engine import BackendUnavailable, Engine, EngineError, EngineInputError, TensorInfo
 from engines.backends.cache_dir import default_cache_dir
 from engines.models import MODELS, ModelSpec
 

@@ -247,7 +247,7 @@ def test_pinned_tensorrt_ignores_the_threads_hint_but_refuses_unknown_options(tm
     import sys
 
     from engines import backends
-    from engines.backends.base import EngineError
+    from engines.backends.engine import EngineError
     from tests.fake_tensorrt import FakeCuda, FakeTensorRT
 
     cuda = FakeCuda()

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from engines.backends import probe
-from engines.backends.base import EngineError, EngineInputError
+from engines.backends.engine import EngineError, EngineInputError
 from engines.backends.cuda_runtime import GpuPlatform, read_l4t_release
 from engines.backends.tensorrt_backend import TensorRTEngine, open_engine, plan_key
 from engines.backends.tensorrt_build import BuildOptions, EngineBuildError, build_plan, profile_for
