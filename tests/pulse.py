@@ -172,3 +172,25 @@ def pulse() -> Iterator[PulseServer]:
             os.environ["PULSE_SERVER"] = existing
         stop_daemon(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def tone_hz(x: np.ndarray, sample_rate_hz: int = 16000, block_s: float = 0.1) -> float:
+    """The frequency of a captured tone, robust to the *player's* underruns.
+
+    On a loaded machine pacat can starve and leave short silences in what it plays; one spectrum
+    over the whole recording then splits its peak at the phase jumps (1-2 Hz off), which says
+    nothing about the capture path. So: the spectral peak (1/16 Hz bins) of every 100 ms block in
+    which every 10 ms is loud, and their median.
+    """
+    n = int(block_s * sample_rate_hz)
+    peaks = []
+    for start in range(0, len(x) - n + 1, n):
+        block = x[start:start + n]
+        rms_10ms = np.sqrt(np.mean(block[: n // 160 * 160].reshape(-1, 160) ** 2, axis=1))
+        if rms_10ms.min() < 0.05:
+            continue  # a player underrun (or the tone's edge) in this block
+        spectrum = np.abs(np.fft.rfft(block * np.hanning(n), n=16 * sample_rate_hz))
+        peaks.append(np.argmax(spectrum) / 16)
+    if len(peaks) < 3:
+        raise AssertionError(f"only {len(peaks)} clean 100 ms blocks of tone were captured")
+    return float(np.median(peaks))

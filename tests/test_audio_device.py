@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from media.audio_device import AudioDeviceError, AudioInput, AudioOutput, Ring, list_devices
-from tests.pulse import PulseServer, pulse  # noqa: F401  (fixture)
+from tests.pulse import PulseServer, pulse, tone_hz  # noqa: F401  (fixture)
 
 SR = 16000
 
@@ -17,12 +17,6 @@ SR = 16000
 def tone(seconds: float, hz: float, amplitude: float = 0.5) -> np.ndarray:
     t = np.arange(round(seconds * SR)) / SR
     return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
-
-
-def peak_hz(x: np.ndarray) -> float:
-    """Spectral peak with 1/16 Hz bins (zero-padded FFT)."""
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)), n=16 * SR))
-    return float(np.argmax(spectrum) / 16)
 
 
 def test_ring_wraps_and_keeps_order() -> None:
@@ -73,8 +67,11 @@ def test_output_is_heard_on_the_sink(pulse: PulseServer) -> None:
     assert loud.size, f"nothing heard (max {np.abs(heard).max(initial=0):.3f})"
     body = heard[loud[0] + 800:loud[-1] - 800]  # away from the edges
     assert len(body) > 0.3 * SR, f"only {len(body) / SR:.2f} s of tone"
-    assert abs(peak_hz(body) - 1000.0) < 1.0
-    assert np.sqrt(np.mean(body ** 2)) == pytest.approx(0.25 / np.sqrt(2), rel=0.05)
+    assert abs(tone_hz(body) - 1000.0) < 1.0
+    # level per 10 ms block, median: a late write on a loaded machine leaves a short silence,
+    # which is timing of this test's loop, not the level the output path plays at
+    block_rms = np.sqrt(np.mean(body[: len(body) // 160 * 160].reshape(-1, 160) ** 2, axis=1))
+    assert np.median(block_rms) == pytest.approx(0.25 / np.sqrt(2), rel=0.05)
     assert out.overruns == 0
 
 
@@ -97,5 +94,5 @@ def test_input_hears_what_is_played(pulse: PulseServer) -> None:
     assert np.all(np.abs(np.diff(stamps) - 10_000_000) <= 1)  # the sample clock: no jitter
     x = np.concatenate([b[0] for b in blocks])
     loud = np.flatnonzero(np.abs(x) > 0.05)
-    assert loud.size and abs(peak_hz(x[loud[0] + 400:loud[-1] - 400]) - 440.0) < 1.0
+    assert loud.size and abs(tone_hz(x[loud[0] + 400:loud[-1] - 400]) - 440.0) < 1.0
     assert mic.overflows == 0 and mic.gap_samples == 0
