@@ -18,6 +18,8 @@ Running a graph takes these options, with or without CONFIG, before or after it:
                               (e.g. DIR/demo.mp4 and DIR/voices/ for the renderer)
     --set NODE.PARAM=VALUE    any node parameter, VALUE in YAML (repeatable)
     --duration S              stop after S seconds
+    --record FILE.mcap        also write every message of every output to an MCAP file (Foxglove
+                              opens it; configs/replay.yaml feeds it back into the renderer)
     --pace realtime|lossless  lossless (the default for --input FILE, and in configs/demo.yaml):
                               every frame and sample is processed, at the slowest node's speed;
                               realtime: files play at their own speed, as a live camera would
@@ -183,15 +185,20 @@ def run_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run a graph. Exit 0: it ran to its end (or to --duration) and no node fell on the way;
+    1: a node crashed or hung (even if it came back: its outputs may have holes), or the graph
+    gave up; 2: it cannot run as configured (a bad config, a file that does not decode, an
+    unsafe run directory), said in one line, with nothing started or written; 130: stopped."""
     from pipeline.graph import GraphError, load_graph
-    from pipeline.supervisor import Supervisor
+    from pipeline.supervisor import CONFIG_ERROR, FAILED, CannotRun, Supervisor
 
     try:
         graph = load_graph(args.config, registry(), overrides=run_overrides(args))
-    except (GraphError, UsageError) as exc:
+        supervisor = Supervisor(graph, on_event=lambda text: print(f"[earshot] {text}", flush=True),
+                                record_to=args.record)
+    except (GraphError, UsageError, CannotRun) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    supervisor = Supervisor(graph, on_event=lambda text: print(f"[earshot] {text}", flush=True))
 
     def stop(_sig: int, _frame: object) -> None:
         supervisor.stop()
@@ -200,11 +207,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     supervisor.start()
     code = supervisor.run(timeout_s=args.duration)
+    if code == CONFIG_ERROR and not supervisor.epoch_ns:  # refused before the start: nothing ran or was
+        print(f"error: {supervisor.failure}", file=sys.stderr)  # written, the reason is all there is to say
+        return code
     for line in supervisor.summary():
         print(f"[earshot] {line}")
     for path in supervisor.artifacts():
         print(f"[earshot] wrote {path}")
-    if code == 1:
+    if code in (FAILED, CONFIG_ERROR):
         print(f"[earshot] graph failed: {supervisor.failure}", file=sys.stderr)
     return code
 
@@ -254,6 +264,8 @@ def parse_args(argv: list[str], invoked_from: Path) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a node parameter (YAML value), e.g. --set camera.width=320")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--record", metavar="FILE.mcap", default=None,
+                   help="also record every topic of the graph to this MCAP file (replay it with configs/replay.yaml)")
     p.add_argument("--pace", choices=("realtime", "lossless"), default=None,
                    help="realtime: file sources play at their own speed and slow nodes drop; lossless: every "
                         "frame and sample is processed, as fast as the slowest node (default for --input FILE)")
@@ -273,6 +285,7 @@ def parse_args(argv: list[str], invoked_from: Path) -> argparse.Namespace:
         if args.input and not is_webcam(args.input) and "://" not in args.input:
             args.input = str(invoked_from / args.input)
         args.out = args.out and str(invoked_from / args.out)
+        args.record = args.record and str(invoked_from / args.record)
     return args
 
 

@@ -28,7 +28,28 @@ def _open(source: str | Path, what: str):  # -> av.container.InputContainer
     try:
         return av.open(str(source), mode="r", timeout=10.0)
     except (av.FFmpegError, OSError) as exc:  # FileNotFoundError is an av error and an OSError
-        raise MediaError(f"cannot open {what} source {str(source)!r}: {exc}") from None
+        # strerror alone: FFmpeg's str() repeats the errno and the path
+        raise MediaError(f"{source}: cannot open as {what}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+class _Primed(Iterator):
+    """A reader with its first item decoded when it is made, so a file whose stream opens but does
+    not decode (cut, corrupt) fails at open, not once the graph runs; an empty stream fails too.
+    ``close()`` closes the file, as closing the reader's generator does."""
+
+    def __init__(self, items: Iterator, source: str | Path, what: str) -> None:
+        self.items = items
+        try:
+            self.first = [next(items)]
+        except StopIteration:
+            raise MediaError(f"{source}: its {what} stream holds nothing that decodes") from None
+
+    def __next__(self):  # noqa: ANN204 (the reader's item)
+        return self.first.pop() if self.first else next(self.items)
+
+    def close(self) -> None:
+        self.first.clear()
+        self.items.close()
 
 
 def fit_size(width: int, height: int, src_width: int, src_height: int) -> tuple[int, int]:
@@ -44,14 +65,15 @@ def fit_size(width: int, height: int, src_width: int, src_height: int) -> tuple[
 
 
 def video_frames(source: str | Path, width: int = 0, height: int = 0) -> Iterator[tuple[np.ndarray, float]]:
-    """Open ``source`` now (raising :class:`MediaError` if it cannot be read) and return an
+    """Open ``source`` and decode its first frame now (raising :class:`MediaError` if it cannot
+    be read, naming the file first) and return an
     iterator of ``(image, pts_s)``: BGR uint8 H×W×3, scaled by FFmpeg's swscale when a size
     is asked, and the presentation time in seconds from the stream's first frame."""
     container = _open(source, "video")
     if not container.streams.video:
         container.close()
-        raise MediaError(f"{str(source)!r} has no video stream")
-    return _decode_video(container, str(source), width, height)
+        raise MediaError(f"{source}: no video stream")
+    return _Primed(_decode_video(container, str(source), width, height), source, "video")
 
 
 def _decode_video(container, source: str, width: int, height: int) -> Iterator[tuple[np.ndarray, float]]:
@@ -70,21 +92,22 @@ def _decode_video(container, source: str, width: int, height: int) -> Iterator[t
             last_s = time_s
             yield image, time_s - start_s
     except av.FFmpegError as exc:
-        raise MediaError(f"decoding video {source!r} failed: {exc}") from None
+        raise MediaError(f"{source}: decoding video failed: {getattr(exc, 'strerror', None) or exc}") from None
     finally:
         container.close()
 
 
 def audio_chunks(source: str | Path, sample_rate_hz: int = 16000, chunk_samples: int = 160) -> Iterator[np.ndarray]:
-    """Open ``source`` now and return an iterator of mono float32 chunks of exactly
+    """Open ``source`` and decode its first chunk now (or raise :class:`MediaError`) and return
+    an iterator of mono float32 chunks of exactly
     ``chunk_samples`` at ``sample_rate_hz`` (the last one may be shorter), so downstream nodes
     see one format only. ``av.AudioResampler`` resamples; channels are averaged here, since
     FFmpeg's own stereo downmix adds L and R at −3 dB and makes a centred voice 3 dB louder."""
     container = _open(source, "audio")
     if not container.streams.audio:
         container.close()
-        raise MediaError(f"{str(source)!r} has no audio stream")
-    return _decode_audio(container, str(source), sample_rate_hz, chunk_samples)
+        raise MediaError(f"{source}: no audio stream")
+    return _Primed(_decode_audio(container, str(source), sample_rate_hz, chunk_samples), source, "audio")
 
 
 def _decode_audio(container, source: str, sample_rate_hz: int, chunk_samples: int) -> Iterator[np.ndarray]:
@@ -105,7 +128,7 @@ def _decode_audio(container, source: str, sample_rate_hz: int, chunk_samples: in
         if len(pending):
             yield pending
     except av.FFmpegError as exc:
-        raise MediaError(f"decoding audio {source!r} failed: {exc}") from None
+        raise MediaError(f"{source}: decoding audio failed: {getattr(exc, 'strerror', None) or exc}") from None
     finally:
         container.close()
 

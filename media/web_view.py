@@ -12,18 +12,31 @@ Cost stays off the renderer's path: :meth:`WebView.publish` only stores a refere
 the frame; JPEG encoding happens in the server's threads (OpenCV releases the GIL), once
 per published frame however many viewers there are, and not at all when nobody watches.
 It binds to loopback by default: the stream shows a camera, so exposing it on a network
-must be a deliberate choice (``host: 0.0.0.0``).
+must be a deliberate choice, twice: ``allow_remote`` (the graph's ``settings.allow_remote``),
+and then every request must carry the view's token (``?token=…``, or an ``X-Earshot-Token`` or
+``Authorization: Bearer`` header), compared in constant time. The page puts the token it was
+opened with into its own stream and stats URLs. Loopback needs no token: anyone who can reach
+127.0.0.1 is already a local user.
+
+Resources are bounded for any caller: at most ``max_connections`` at once (one thread each;
+the next is answered 503 and closed), and a connection idle for ``timeout_s`` (no request, or
+a viewer that stopped reading) is closed.
 """
 
 from __future__ import annotations
 
+import hmac
 import html
+import ipaddress
 import json
 import logging
+import secrets
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
@@ -42,14 +55,14 @@ PAGE = """<!doctype html>
 </style></head>
 <body>
 <h3>{title} — frame <span id="frame">{frame}</span></h3>
-<img id="live" src="/stream.mjpg" alt="live view">
+<img id="live" src="/stream.mjpg{query}" alt="live view">
 <table id="stats"><thead><tr><th>node</th><th>compute p50 ms</th><th>age p50 ms</th>
 <th>dropped</th><th>errors</th></tr></thead><tbody>{rows}</tbody></table>
 <script>
 function cell(v) {{ return v === null || v === undefined ? "-" : (typeof v === "number" && !Number.isInteger(v) ? v.toFixed(1) : v); }}
 async function refresh() {{
   try {{
-    const s = await (await fetch("/stats.json", {{cache: "no-store"}})).json();
+    const s = await (await fetch("/stats.json{query}", {{cache: "no-store"}})).json();
     document.getElementById("frame").textContent = s.frame_index;
     document.querySelector("#stats tbody").innerHTML = s.rows.map(r =>
       "<tr><td>" + r.node + "</td><td>" + cell(r.compute_ms) + "</td><td>" + cell(r.age_ms) +
@@ -71,15 +84,78 @@ def _row_html(row: dict[str, Any]) -> str:
                             for k in ("node", "compute_ms", "age_ms", "dropped", "errors")) + "</tr>"
 
 
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RemoteNotAllowed(ValueError):
+    """A non-loopback address without ``allow_remote``."""
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most ``max_connections`` handler threads: one more is told
+    503 and closed at once, so a flood of idle sockets cannot grow the renderer's threads."""
+
+    daemon_threads = True
+    block_on_close = False  # close() must not wait on a viewer's stream
+    request_queue_size = 64  # a burst is accepted and answered 503, not left in the kernel's queue
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            try:
+                request.settimeout(0.5)
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 class WebView:
-    """``view = WebView(port=8080).start(); view.publish(bgr, rows, frame_index); view.close()``."""
+    """``view = WebView(port=8080).start(); view.publish(bgr, rows, frame_index); view.close()``.
+
+    A non-loopback ``host`` needs ``allow_remote=True`` and is then guarded by ``token``
+    (a fresh random one if none is given; :attr:`url` carries it)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, jpeg_quality: int = 80,
-                 max_fps: float = 30.0, title: str = "Earshot") -> None:
+                 max_fps: float = 30.0, title: str = "Earshot", allow_remote: bool = False,
+                 token: str | None = None, max_connections: int = 16, timeout_s: float = 10.0) -> None:
         self.host, self.port = host, port
         self.jpeg_quality = jpeg_quality
         self.max_fps = max_fps
         self.title = title
+        self.remote = not is_loopback(host)
+        if self.remote and not allow_remote:
+            raise RemoteNotAllowed(f"web view on {host!r}: not a loopback address, and remote viewers are not "
+                                   "allowed (settings.allow_remote: true allows them, with a token)")
+        #: what every request must carry; None on loopback
+        self.token = (token or secrets.token_urlsafe(18)) if self.remote else None
+        if max_connections < 1 or timeout_s <= 0:
+            raise ValueError("max_connections must be ≥ 1 and timeout_s > 0")
+        self.max_connections, self.timeout_s = max_connections, timeout_s
         self._cond = threading.Condition()
         self._image: np.ndarray | None = None
         self._version = 0
@@ -92,13 +168,19 @@ class WebView:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    @property
+    def refused(self) -> int:
+        """Connections answered 503 because ``max_connections`` were open."""
+        return self._server.refused if self._server is not None else 0
 
     def start(self) -> WebView:
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("web view listens on %s: anyone on that network can watch the camera", self.host)
-        self._server = ThreadingHTTPServer((self.host, self.port), _make_handler(self))
-        self._server.daemon_threads = True
+        if self.remote:
+            log.warning("web view listens on %s: anyone on that network who has the token can watch the camera",
+                        self.host)
+        self._server = _BoundedServer((self.host, self.port), _make_handler(self), self.max_connections)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="web-view", daemon=True)
@@ -138,7 +220,19 @@ class WebView:
         with self._cond:
             stats = self._stats
         rows = "".join(_row_html(r) for r in stats["rows"])
-        return PAGE.format(title=html.escape(self.title), frame=stats["frame_index"], rows=rows).encode()
+        query = html.escape(f"?token={self.token}") if self.token else ""
+        return PAGE.format(title=html.escape(self.title), frame=stats["frame_index"], rows=rows,
+                           query=query).encode()
+
+    def authorized(self, path: str, headers: Any) -> bool:
+        """Loopback: always. Remote: the request carries the token (query or header)."""
+        if self.token is None:
+            return True
+        offered = parse_qs(urlsplit(path).query).get("token", [""])[-1] or headers.get("X-Earshot-Token", "")
+        bearer = headers.get("Authorization", "")
+        if not offered and bearer.lower().startswith("bearer "):
+            offered = bearer[7:].strip()
+        return hmac.compare_digest(offered.encode(), self.token.encode())
 
     def wait_jpeg(self, after_version: int, timeout_s: float) -> tuple[int, bytes] | None:
         """The JPEG of the newest frame newer than ``after_version``; None on timeout/close."""
@@ -168,13 +262,16 @@ class WebView:
 def _make_handler(view: WebView) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "EarshotWebView/1"
+        timeout = view.timeout_s  # socket timeout: an idle or stalled connection is closed
 
         def log_message(self, fmt: str, *args: Any) -> None:  # keep stderr quiet
             log.debug("%s " + fmt, self.address_string(), *args)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             path = self.path.split("?", 1)[0]
-            if path in ("/", "/index.html"):
+            if not view.authorized(self.path, self.headers):
+                self._send(403, "text/plain", b"this view needs its token: ?token=...")
+            elif path in ("/", "/index.html"):
                 self._send(200, "text/html; charset=utf-8", view.page())
             elif path == "/stats.json":
                 self._send(200, "application/json", view.stats_json())

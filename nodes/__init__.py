@@ -15,4 +15,5 @@ NODE_TYPES: dict[str, str] = {
     "visual_encoder": "nodes.visual_encoder:VisualEncoder",
     "audio_encoder": "nodes.audio_encoder:AudioEncoder",
     "fusion": "nodes.fusion:Fusion",
+    "replay": "nodes.replay:Replay",
 }

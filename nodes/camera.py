@@ -8,7 +8,9 @@ microphone node reads from the same file.
 A camera is a thing that fails: it is unplugged, or a stream drops. The node never dies of
 it: ``pipeline.retry.Reconnecting`` logs and counts each failure and reopens the camera with
 backoff while heartbeats flow. A file is different: a missing file is a config mistake, caught
-by ``launch.py check``; a file that cannot be decoded ends the stream with an error.
+by ``launch.py check``; a file that cannot be opened, has no video or whose first frame does not
+decode is one too, found in ``open()``: a :class:`ConfigError` (one line, the node is not
+restarted, the graph stops with exit code 2). A file that breaks later ends the stream with an error.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from media.av_io import MediaError, fit_size, video_frames
 from pipeline.messages import VideoFrame
 from pipeline.node import Node, Output
 from pipeline.retry import Reconnecting
+from pipeline.supervisor import ConfigError
+
+#: the largest frame asked for: 8K UHD (either way round); beyond it a typo (width: 20000) would
+#: have every node allocate gigabytes
+MAX_SIDE, MAX_PIXELS, MAX_FPS = 7680, 7680 * 4320, 240.0
 
 
 def is_device(source: str) -> bool:
@@ -48,12 +55,28 @@ class Camera(Node):
         def validate(self) -> None:
             if min(self.width, self.height, self.fps) < 0 or not self.source:
                 raise ValueError("width/height/fps must be ≥ 0 and source non-empty")
-            if not 0 < self.retry_initial_s <= self.retry_max_s:
-                raise ValueError("need 0 < retry_initial_s <= retry_max_s")
+            if max(self.width, self.height) > MAX_SIDE or self.width * self.height > MAX_PIXELS:
+                raise ValueError(f"width={self.width} height={self.height}: at most {MAX_SIDE} a side and "
+                                 f"{MAX_PIXELS // 1_000_000} Mpixel (8K UHD)")
+            if self.fps > MAX_FPS:
+                raise ValueError(f"fps={self.fps:g}: at most {MAX_FPS:g}")
+            if not 0 < self.retry_initial_s <= self.retry_max_s <= 3600:
+                raise ValueError("need 0 < retry_initial_s <= retry_max_s <= 3600")
+            if self.give_up_after < 0:
+                raise ValueError(f"give_up_after must be ≥ 0, got {self.give_up_after}")
             if not is_device(self.source) and not Path(self.source).is_file():
                 raise ValueError(f"source {self.source!r}: no such file (a device is an index like '0' or a URL)")
 
     outputs = {"frames": Output(VideoFrame, doc="BGR uint8; capture_ns at grab (files: epoch_ns + pts)")}
+
+    @classmethod
+    def preflight(cls, params: Params) -> None:
+        """Before the graph starts (pipeline.supervisor.preflight): a file must open, have video and decode."""
+        if not is_device(params.source):
+            try:
+                video_frames(params.source).close()
+            except MediaError as exc:
+                raise ConfigError(str(exc)) from None
 
     def open(self) -> None:
         p = self.params
@@ -67,8 +90,13 @@ class Camera(Node):
                                    p.retry_initial_s, p.retry_max_s, p.give_up_after)
         self.counters["frames"] = 0
         self.frames = None  # files: the decoder, a generator
+        self.refusal = ""  # why this node cannot run as configured (its summary, for the supervisor)
         if self.is_file:  # an unreadable file fails here, before the graph starts
-            self.frames = video_frames(p.source, p.width, p.height)
+            try:
+                self.frames = video_frames(p.source, p.width, p.height)
+            except MediaError as exc:
+                self.refusal = str(exc)
+                raise ConfigError(self.refusal) from None
             self.counters["connected"] = 1
             self.paced_by_media = p.realtime  # lossless: the other sources keep pace with this file
 
@@ -96,7 +124,7 @@ class Camera(Node):
         return True
 
     def summary(self) -> str:
-        return f"{self.counters.get('frames', 0)} frames read"
+        return getattr(self, "refusal", "") or f"{self.counters.get('frames', 0)} frames read"
 
     def close(self) -> None:
         self.camera.close()

@@ -10,6 +10,9 @@ lost.
 
 The default chunk is 10 ms, the STFT hop. A chunk then completes exactly one hop, and no
 node waits on a half-filled frame.
+
+A file that cannot be opened, has no audio (a silent video) or does not decode is found in
+``open()``: a :class:`ConfigError`, one line, no restart, the graph stops with exit code 2.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from media.av_io import MediaError, audio_chunks
 from pipeline.messages import AudioChunk
 from pipeline.node import Node, Output
 from pipeline.retry import Reconnecting
+from pipeline.supervisor import ConfigError
 
 MEDIA_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".mkv", ".mov", ".webm", ".avi"}
 
@@ -47,15 +51,29 @@ class Microphone(Node):
         give_up_after: int = 0  # devices: consecutive failed opens before the stream ends; 0 = never
 
         def validate(self) -> None:
-            if self.sample_rate_hz <= 0 or self.chunk_ms <= 0 or self.sample_rate_hz * self.chunk_ms % 1000:
-                raise ValueError(f"chunk_ms={self.chunk_ms} is not a whole number of samples "
+            if not 8000 <= self.sample_rate_hz <= 192_000:
+                raise ValueError(f"sample_rate_hz={self.sample_rate_hz}: must be in 8000..192000")
+            if not 1 <= self.chunk_ms <= 1000 or self.sample_rate_hz * self.chunk_ms % 1000:
+                raise ValueError(f"chunk_ms={self.chunk_ms}: must be 1..1000 ms and a whole number of samples "
                                  f"at {self.sample_rate_hz} Hz")
-            if not 0 < self.retry_initial_s <= self.retry_max_s or self.buffer_s <= self.chunk_ms / 1000:
-                raise ValueError("need 0 < retry_initial_s <= retry_max_s and buffer_s > chunk_ms")
+            if not (0 < self.retry_initial_s <= self.retry_max_s <= 3600 and self.chunk_ms / 1000 < self.buffer_s <= 60):
+                raise ValueError("need 0 < retry_initial_s <= retry_max_s <= 3600 and chunk_ms < buffer_s <= 60 s")
+            if self.give_up_after < 0:
+                raise ValueError(f"give_up_after must be ≥ 0, got {self.give_up_after}")
             if is_file(self.source) and "://" not in self.source and not Path(self.source).is_file():
                 raise ValueError(f"source {self.source!r}: no such file (a device is 'default', a name or an index)")
 
     outputs = {"audio": Output(AudioChunk, doc="mono float32; capture_ns = capture time of the first sample")}
+
+    @classmethod
+    def preflight(cls, params: Params) -> None:
+        """Before the graph starts (pipeline.supervisor.preflight): a file must open, have audio and decode."""
+        if is_file(params.source) and "://" not in params.source:  # a stream may come up later
+            try:
+                chunk_samples = params.sample_rate_hz * params.chunk_ms // 1000
+                audio_chunks(params.source, params.sample_rate_hz, chunk_samples).close()
+            except MediaError as exc:
+                raise ConfigError(str(exc)) from None
 
     def open(self) -> None:
         p = self.params
@@ -68,8 +86,15 @@ class Microphone(Node):
                                        p.retry_initial_s, p.retry_max_s, p.give_up_after)
         self.counters.update(overflows=0, overrun_samples=0, gap_samples=0)
         self.chunks = None  # files: the decoder, a generator
+        self.refusal = ""  # why this node cannot run as configured (its summary, for the supervisor)
         if self.is_file:
-            self.chunks = audio_chunks(p.source, p.sample_rate_hz, self.chunk_samples)  # a bad file fails now
+            try:  # a bad file fails now, before the graph starts
+                self.chunks = audio_chunks(p.source, p.sample_rate_hz, self.chunk_samples)
+            except MediaError as exc:
+                if "://" in p.source:
+                    raise  # a stream that is not up (yet): a crash, restarted with backoff
+                self.refusal = str(exc)
+                raise ConfigError(self.refusal) from None
             self.counters["connected"] = 1
             self.paced_by_media = p.realtime  # lossless: the other sources keep pace with this file
 
@@ -120,6 +145,8 @@ class Microphone(Node):
         return True
 
     def summary(self) -> str:
+        if getattr(self, "refusal", ""):
+            return self.refusal
         lost = self.counters.get("gap_samples", 0) / self.params.sample_rate_hz
         return f"{self.next_sample / self.params.sample_rate_hz:.1f} s of audio read" + (f", {lost:.2f} s lost by the device" if lost else "")
 

@@ -50,10 +50,14 @@ class Settings:
     heartbeat_timeout_s: float = 15.0  # no heartbeat for this long → the node is hung
     start_timeout_s: float = 60.0  # nodes load models in open(): be patient
     drain_timeout_s: float = 5.0  # a finished node waits this long for readers to take the rest
-    max_restarts: int = 5
-    restart_backoff_s: float = 0.5  # doubles per restart of the same node
+    max_restarts: int = 5  # per node within restart_window_s; one more crash fails the graph
+    restart_window_s: float = 60.0  # restarts older than this no longer count (nor double the backoff)
+    restart_backoff_s: float = 0.5  # doubles per recent restart of the same node
     restart_backoff_max_s: float = 10.0
-    allow_remote: bool = False  # tcp endpoints on non-loopback addresses need this
+    #: tcp endpoints on non-loopback addresses need this, and so does a node param that names an
+    #: address to listen on (``host``, ``*_host``: the renderer's browser view), which then also
+    #: asks for the run's token
+    allow_remote: bool = False
     #: realtime: file sources play at their own speed and a slow reader drops what it cannot
     #: take (a live camera's behaviour). lossless: sources wait for the slowest reader, so every
     #: frame and sample is processed and written (`pipeline.media_clock` keeps them together).
@@ -66,6 +70,8 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise ValueError(f"{f.name} must be ≥ 0, got {value}")
+        if self.restart_window_s <= 0:
+            raise ValueError(f"restart_window_s must be > 0, got {self.restart_window_s}")
 
 
 @dataclass
@@ -238,6 +244,11 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
             raise fail(f"{where} params", str(exc)) from None
         # keep what was written, in the types the node takes (a YAML 0 for a text param is "0")
         given = {k: params[k] for k in (raw.get("params") or {})}
+        for key, value in params.items():  # an address to listen on: loopback unless allowed
+            if (key == "host" or key.endswith("_host")) and isinstance(value, str) and value \
+                    and not is_loopback(value) and not settings.allow_remote:
+                raise fail(f"{where} params.{key}", f"{value!r} is not loopback; set settings.allow_remote: true to "
+                                                    "listen there (remote viewers then need the run's token)")
         outputs = raw.get("outputs") or {}
         if not isinstance(outputs, dict):
             raise fail(f"{where} outputs", "expected a mapping of port → {endpoint: ...}")
@@ -305,10 +316,14 @@ def _check_endpoint(endpoint: str, allow_remote: bool, fail: Any) -> None:
         host, _, port = rest.rpartition(":")
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise fail(f"endpoint {endpoint!r}: tcp needs an explicit port 1..65535")
-        host = host.strip("[]")
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback and not allow_remote:
+        if not is_loopback(host) and not allow_remote:
             raise fail(f"endpoint {endpoint!r} is not loopback; set settings.allow_remote: true to expose it")
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1); anything else reaches a network."""
+    host = host.strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -5,10 +5,20 @@ run directory (ipc endpoints live there), the telemetry sockets, the start barri
 the restart policy:
 
 * exit code 0 → the node finished (a file ran out); it is not restarted;
+* exit code 2 (:data:`CONFIG_ERROR_EXIT`, a node's :class:`ConfigError`) → the node cannot run as
+  configured (a file that does not decode, a video without the audio it was asked for): no
+  restart can fix that, so the graph stops at once and :attr:`Supervisor.failure` is the one line
+  saying which node, which file and why (the node's last heartbeat carries it);
 * any other exit, or no heartbeat for ``heartbeat_timeout_s`` → restart after a backoff
-  that doubles per restart of that node, up to ``max_restarts``; past that the graph
-  cannot run, everything is stopped and the reason is returned;
+  that doubles per recent restart of that node, up to ``max_restarts`` within
+  ``restart_window_s``; past that the graph cannot run, everything is stopped and the reason
+  is returned. Restarts older than the window no longer count: six crashes hours apart are
+  six recoveries, not a failed graph;
 * SIGINT/SIGTERM → every node gets SIGTERM, stragglers SIGKILL, the run dir is removed.
+
+The run directory holds the ``graph.json`` that nodes re-read when they restart, so it lives
+under a base directory of the user's own (created 0700; refused if anyone else owns it or may
+write to it).
 """
 
 from __future__ import annotations
@@ -16,24 +26,77 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import zmq
 
-from pipeline.graph import GraphSpec
+from pipeline.graph import GraphSpec, import_node_class
 from pipeline.messages import Control, Heartbeat, MessageError, decode, encode
 from pipeline import media_clock
 from pipeline.runner import MEDIA_CLOCK_FILE, telemetry_endpoints
 
 log = logging.getLogger("earshot.supervisor")
+
+
+#: a node process that exits with this code cannot run as configured: it is not restarted
+CONFIG_ERROR_EXIT = 2
+
+#: exit codes of :meth:`Supervisor.run`
+FINISHED, FAILED, CONFIG_ERROR, INTERRUPTED = 0, 1, CONFIG_ERROR_EXIT, 130
+
+#: environment of every node: the run's token for remote views (``media.web_view``) and
+#: whether the graph allows listening beyond loopback (``settings.allow_remote``)
+TOKEN_ENV, ALLOW_REMOTE_ENV = "EARSHOT_WEB_TOKEN", "EARSHOT_ALLOW_REMOTE"
+
+
+class ConfigError(SystemExit):
+    """Raised by a node's ``open()`` for a mistake no restart can fix: a file that cannot be
+    opened or decoded, a file without the stream the node reads. ``reason`` is one line that
+    starts with the file (``demo/x.mp4: no audio stream``); the node also returns it from
+    ``summary()``, so its last heartbeat tells the supervisor, which prints it once.
+
+    A ``SystemExit``, so that it passes the runner's crash handler (which is for bugs: it logs
+    a traceback and exits 1) and ends the node's process with :data:`CONFIG_ERROR_EXIT`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(CONFIG_ERROR_EXIT)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class CannotRun(RuntimeError):
+    """The graph cannot run here as configured, found before anything started: a node's
+    preflight refused (a file that does not decode), or the run base directory is not safe.
+    The message is the one line to show."""
+
+
+def preflight(graph: GraphSpec) -> None:
+    """Run each node type's own ``preflight(params)`` (a classmethod, where it has one) here,
+    before any process starts, so a file that cannot be read stops the run in this process in
+    one line (:class:`CannotRun`), not after nine processes loaded their models. A node checks
+    the same again in ``open()`` (the file may change, a node may restart), with ConfigError."""
+    for name, spec in graph.nodes.items():
+        cls = import_node_class(spec.impl)
+        check = getattr(cls, "preflight", None)
+        if check is None:
+            continue
+        try:
+            check(cls.make_params(spec.params))
+        except ConfigError as exc:
+            raise CannotRun(f"node {name!r}: {exc.reason}") from None
 
 
 def run_base_dir() -> Path:
@@ -42,24 +105,54 @@ def run_base_dir() -> Path:
     return Path(base)
 
 
+def secure_run_base() -> Path:
+    """The run base directory, created 0700, or :class:`CannotRun` if it is not the user's own.
+
+    Nodes re-read ``graph.json`` from their run dir whenever they restart, so another local user
+    who can write there (a base pre-created world-writable in /tmp, or owned by them) could make
+    our nodes run what they like."""
+    base = run_base_dir()
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = os.lstat(base)
+    except OSError as exc:
+        raise CannotRun(f"run base directory {base}: {exc.strerror or exc}") from None
+    fix = "remove it or set EARSHOT_RUN_BASE to a directory of your own"
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        what = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a directory"
+        raise CannotRun(f"run base directory {base} is {what}; {fix}")
+    if info.st_uid != os.getuid():
+        raise CannotRun(f"run base directory {base} is owned by uid {info.st_uid}, not by you "
+                        f"(uid {os.getuid()}); {fix}")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CannotRun(f"run base directory {base} is writable by others (mode {stat.S_IMODE(info.st_mode):o}); "
+                        f"chmod 700 it, {fix}")
+    return base
+
+
 @dataclass
 class NodeProcess:
     name: str
     proc: subprocess.Popen | None = None
     state: str = "starting"  # starting | ready | running | finished | restarting | failed
-    restarts: int = 0
+    restarts: int = 0  # in the whole run, for the summary
+    recent: deque = field(default_factory=deque)  # monotonic times of the restarts within the window
     restart_at: float = 0.0
     last_beat: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
+    said: str = ""  # the state its last heartbeat reported ("failed" in the one it sends as it exits)
     exit_code: int | None = None
 
 
 class Supervisor:
     def __init__(self, graph: GraphSpec, run_dir: str | Path | None = None,
-                 on_event: Callable[[str], None] | None = None, node_env: dict[str, str] | None = None) -> None:
+                 on_event: Callable[[str], None] | None = None, node_env: dict[str, str] | None = None,
+                 record_to: str | Path | None = None) -> None:
         self.graph = graph
-        base = run_base_dir()
-        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.record_to = Path(record_to).resolve() if record_to else None
+        self.recorder: subprocess.Popen | None = None
+        preflight(graph)
+        base = secure_run_base()
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"{graph.name[:12]}-", dir=base))
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.on_event = on_event or (lambda text: log.info("%s", text))
@@ -68,6 +161,10 @@ class Supervisor:
         self.epoch_ns = 0
         self.stopping = False
         self.failure = ""
+        self.config_error = False  # failure is a node's ConfigError: exit CONFIG_ERROR, leave nothing
+        self.falls: dict[str, str] = {}  # node → why it last fell (crash or hang), for the run's verdict
+        #: remote web views need it (?token=…); one per run, so a restarted renderer keeps it
+        self.web_token = secrets.token_urlsafe(18)
         self.ctx = zmq.Context()
         self.telemetry_in = self.telemetry_out = None
 
@@ -75,6 +172,10 @@ class Supervisor:
 
     def start(self) -> None:
         self.graph.resolve_endpoints(self.run_dir)
+        if self.record_to:  # the recorder is one more reader of every output: nodes wait for it too
+            for node in self.graph.nodes.values():
+                for port in node.endpoints:
+                    node.subscribers[port] = node.subscribers.get(port, 0) + 1
         (self.run_dir / "graph.json").write_text(json.dumps(self.graph.to_dict(), indent=1))
         if self.graph.settings.pace == "lossless":
             media_clock.create(self.run_dir / MEDIA_CLOCK_FILE, self.graph.sources)
@@ -86,12 +187,18 @@ class Supervisor:
         self.telemetry_out = self.ctx.socket(zmq.PUB)
         self.telemetry_out.setsockopt(zmq.LINGER, 0)
         self.telemetry_out.bind(tel_out)
+        if self.record_to:
+            self.record_to.parent.mkdir(parents=True, exist_ok=True)
+            self.recorder = subprocess.Popen([sys.executable, "-m", "pipeline.recording", str(self.run_dir),
+                                              str(self.record_to)], stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         for node in self.nodes.values():
             self._spawn(node)
         self.on_event(f"graph {self.graph.name!r}: {len(self.nodes)} nodes starting (run dir {self.run_dir})")
 
     def _spawn(self, node: NodeProcess) -> None:
-        env = {**os.environ, **self.node_env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.node_env, "PYTHONUNBUFFERED": "1", TOKEN_ENV: self.web_token,
+               ALLOW_REMOTE_ENV: "1" if self.graph.settings.allow_remote else "0"}
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         node.proc = subprocess.Popen(
@@ -100,25 +207,37 @@ class Supervisor:
         node.state = "starting"
         node.last_beat = time.monotonic()
         node.exit_code = None
+        node.said = ""
 
     # -- watch ---------------------------------------------------------------------------
 
     def run(self, timeout_s: float | None = None) -> int:
-        """Supervise until every node finished (0), the graph failed (1) or we were stopped (130)."""
+        """Supervise until every node finished (0), the graph failed (1), a node cannot run as
+        configured (2) or we were stopped (130). A run that ends (or reaches ``timeout_s``) after
+        a node crashed or hung on the way is a failed run too (1): its outputs may have holes."""
         deadline = time.monotonic() + timeout_s if timeout_s else None
         try:
             while not self.stopping:
                 self.poll(0.1)
                 if self.failure:
-                    return 1
+                    return CONFIG_ERROR if self.config_error else FAILED
                 if all(n.state == "finished" for n in self.nodes.values()):
-                    return 0
+                    return self._verdict()
                 if deadline and time.monotonic() > deadline:
                     self.on_event(f"stopping after {timeout_s:.0f} s as asked")
-                    return 0
-            return 130
+                    return self._verdict()
+            return INTERRUPTED
         finally:
             self.shutdown()
+
+    def _verdict(self) -> int:
+        """FINISHED, or FAILED with the reason if a node fell during the run (even if it came back)."""
+        if not self.falls:
+            return FINISHED
+        self.failure = "; ".join(f"node {name!r} {why} ({self.nodes[name].restarts} restart"
+                                 f"{'s' if self.nodes[name].restarts != 1 else ''} in the run)"
+                                 for name, why in self.falls.items())
+        return FAILED
 
     def poll(self, wait_s: float) -> None:
         if self.telemetry_in.poll(int(wait_s * 1000)):
@@ -142,6 +261,7 @@ class Supervisor:
             return  # a late beat from a previous incarnation
         node.last_beat = time.monotonic()
         node.stats = beat.stats
+        node.said = beat.state
         if node.state in ("starting", "ready", "running") and beat.state in ("ready", "running"):
             node.state = beat.state
             if beat.state == "ready" and self.epoch_ns:
@@ -180,21 +300,41 @@ class Supervisor:
         if code == 0 and not self.stopping:
             node.state = "finished"
             self.on_event(f"node {node.name!r} finished")
+        elif code == CONFIG_ERROR_EXIT and not self.stopping:
+            self._refused(node)
         else:
             self._fallen(node, f"exited with {_describe(code)}", now)
 
+    def _refused(self, node: NodeProcess) -> None:
+        """A node's ConfigError: its reason comes in its last heartbeat, sent as it closed."""
+        deadline = time.monotonic() + 1.0
+        while node.said != "failed" and time.monotonic() < deadline:
+            if self.telemetry_in.poll(50):
+                self._on_heartbeat(self.telemetry_in.recv_multipart(copy=False))
+        reason = (node.said == "failed" and node.stats.get("summary")) or \
+            "cannot run as configured (it exited with code 2 and said no more)"
+        node.state = "failed"
+        self.config_error = True
+        self.failure = f"node {node.name!r}: {reason}"
+
     def _fallen(self, node: NodeProcess, why: str, now: float) -> None:
         settings = self.graph.settings
-        if node.restarts >= settings.max_restarts:
+        self.falls[node.name] = why
+        while node.recent and now - node.recent[0] > settings.restart_window_s:
+            node.recent.popleft()  # long ago: it recovered since
+        if len(node.recent) >= settings.max_restarts:
             node.state = "failed"
-            self.failure = f"node {node.name!r} {why} and was restarted {node.restarts} times already; giving up"
+            self.failure = (f"node {node.name!r} {why} and was restarted {len(node.recent)} times in the last "
+                            f"{settings.restart_window_s:g} s already; giving up")
             self.on_event(self.failure)
             return
-        delay = min(settings.restart_backoff_s * 2 ** node.restarts, settings.restart_backoff_max_s)
+        delay = min(settings.restart_backoff_s * 2 ** len(node.recent), settings.restart_backoff_max_s)
+        node.recent.append(now)
         node.restarts += 1
         node.state = "restarting"
         node.restart_at = now + delay
-        self.on_event(f"node {node.name!r} {why}; restart {node.restarts}/{settings.max_restarts} in {delay:.1f} s")
+        self.on_event(f"node {node.name!r} {why}; restart {len(node.recent)}/{settings.max_restarts} "
+                      f"in {delay:.1f} s")
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -202,11 +342,16 @@ class Supervisor:
         self.stopping = True
 
     def shutdown(self, grace_s: float = 5.0) -> None:
-        """SIGTERM everyone, wait, SIGKILL stragglers, remove the run dir."""
+        """SIGTERM everyone, wait, SIGKILL stragglers, remove the run dir.
+
+        A graph stopped by a ConfigError before it started gets SIGKILL at once: its nodes have
+        read nothing, so they have nothing to finish, and closing would leave half-made outputs
+        (an empty voices.json) behind a run that never ran."""
         self.stopping = True
         live = [n.proc for n in self.nodes.values() if n.proc is not None and n.proc.poll() is None]
+        never_ran = self.config_error and not self.epoch_ns
         for proc in live:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGKILL if never_ran else signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         for proc in live:
             try:
@@ -214,6 +359,12 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self.recorder is not None:  # it stops by itself once every output ended; a stopped graph's do not
+            try:
+                self.recorder.wait(2.0)
+            except subprocess.TimeoutExpired:
+                self.recorder.terminate()
+                self.recorder.wait(10)
         # the last heartbeats carry the artifacts a node wrote while closing
         while self.telemetry_in is not None and self.telemetry_in.poll(50):
             self._on_heartbeat(self.telemetry_in.recv_multipart(copy=False))
@@ -226,7 +377,9 @@ class Supervisor:
 
     def artifacts(self) -> list[str]:
         """Files the nodes reported writing that exist now (a node killed mid-write may have named one it never finished)."""
-        return [a for n in self.nodes.values() for a in n.stats.get("artifacts", []) if Path(a).exists()]
+        recorded = [str(self.record_to)] if self.record_to else []
+        return [a for a in [*(a for n in self.nodes.values() for a in n.stats.get("artifacts", [])), *recorded]
+                if Path(a).exists()]
 
     def summary(self) -> list[str]:
         """The run's closing report from the nodes' last heartbeats: what each produced, what was
