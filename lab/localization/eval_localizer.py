@@ -3,6 +3,10 @@
     python launch.py eval-localizer                    table: 3 modes + shipped ONNX + baselines + ceiling
     python launch.py eval-localizer --real-video       also the two real clips in ../shared/data/video
     python launch.py eval-localizer --real-video --weights out/localization/seed1   a training run's weights
+    python launch.py eval-localizer --real-footage     only the real-footage evaluation (issue 14): one speaker,
+                                                       two people of whom one speaks, labelled sounding scenes
+                                                       (`lab/localization/real_footage.py`); --split validation
+                                                       scores the validation identities instead (model choice)
 
 Our rows score the unclipped cosine map (see `train.heatmaps`); the live heatmap is the same map
 with negatives clipped. Held-out scenes: the corpus' fixed ``loc2`` set (100 VGG-SS-like scenes of
@@ -104,12 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=100, help="held-out scenes (4 frames each)")
     p.add_argument("--weights", type=Path, default=None, help="folder of localizer_<mode>.pt (default: shipped)")
     p.add_argument("--real-video", action="store_true", help="also the real clips in ../shared/data/video")
+    p.add_argument("--real-footage", action="store_true",
+                   help="only the real-footage table (../shared/data/video/real; see lab/localization/real_footage.py)")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="--real-footage: the test identities + talking/ + sounding/, or the validation identities")
+    p.add_argument("--pairs", type=int, default=None,
+                   help="--real-footage: clip pairs for the two-people composites (4 composites each; default 20)")
     p.add_argument("--validation", action="store_true",
                    help="score the validation scenes of the training split instead (model selection)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None,
                    help="markdown copy of the table (default out/localization/{eval,validation}.md)")
     args = p.parse_args(argv)
+    if args.real_footage:
+        return real_footage_main(args)
 
     import torch
 
@@ -148,6 +160,28 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     out = args.out or Path("out/localization") / ("validation.md" if args.validation else "eval.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    return 0
+
+
+def real_footage_main(args: argparse.Namespace) -> int:
+    from lab.corpus.data_paths import DataMissingError
+    from lab.localization import real_footage
+
+    what = "shipped ONNX" if args.weights is None else str(args.weights)
+    print(f"Real-footage localization ({args.split} split, {what}); needs ../shared/data/video/real. "
+          f"Maps are cached under {real_footage.CACHE}.", file=sys.stderr)
+    try:
+        lines = real_footage.evaluate(args.weights, args.split, args.threads,
+                                      pairs=args.pairs or real_footage.COMPOSITE_PAIRS,
+                                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    except DataMissingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = "\n".join([f"Real footage, {args.split} split (lab/localization/real_footage.py):", "", *lines])
+    print(text)
+    out = args.out or Path("out/localization") / f"real_footage_{args.split}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     return 0

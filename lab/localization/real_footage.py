@@ -1,0 +1,725 @@
+"""The real-footage evaluation of sound localization (issue 14): the figures a new localizer is judged by.
+
+    python launch.py eval-localizer --real-footage                    shipped ONNX + baselines, one table
+    python launch.py eval-localizer --real-footage --weights FOLDER   a training run's localizer_supervised.pt
+    python launch.py eval-localizer --real-footage --split validation the validation identities (model choice)
+
+Needs ../shared/data/video/real (exit 2 without it). Three parts, all on footage never trained or tuned on:
+
+1. **One speaker.** Every clip of the held-out test identities of ``voxceleb/`` (``TEST_IDS`` of
+   `lab.real_faces.face_tracks`) and every clip of ``talking/``. Per frame the speaker's face box is
+   CenterFace's (`engines.faces.detector`, 640 px, one face followed from frame to frame as
+   `face_tracks.choose_face` does), and speech comes from `voice_activity` on the clip's own audio.
+   Score: the map's peak (bicubic upsampling to the frame, `localizer_real_video.peak_xy`) inside the
+   box, in % of the speech frames where a face was found. Goal ≥ 90 %.
+2. **Two visible people, one speaks.** `composite_specs`: pairs of clips of two *different* held-out
+   identities (one of each test identity), drawn from a seed; each pair gives four composites
+   (`compose`): both orders side by side, and either person speaking. The audio is the speaker's own
+   track only; the other face is its own silent video. Scored per 1 s window (`WINDOW_S`) in which the
+   speaker talks (at least half its frames are speech frames with both faces found): a hit when the
+   peak is on the speaker's box in more than half of those frames. The same frames are scored with
+   each person speaking, so an audio-blind map scores about 50 % at best (not exactly: the two
+   speakers' speech frames differ). Goal ≥ 80 %. The composites are rebuilt from the sources
+   (deterministic) and also written once, as MP4 plus a JSON sidecar, under
+   ``out/localization/real_footage/composites/<split>-seed<seed>``.
+3. **Non-speech sounding scenes.** ``sounding/``: boxes drawn by hand by this project
+   (``labels/sounding_boxes.json``) every 0.5 s. cIoU@0.5 and AUC under the LVS protocol
+   (`localization_metrics`), on the labelled frames whose last second is audible (`audible`).
+
+Rows: the model under test, the centre prior, the face channel alone (the frozen trunk's CenterFace
+heatmap at 224², no audio: `diagnose_localizer`'s row), and for part 2 a random face per window.
+
+Voice activity (`voice_activity`), stated once: per video frame, the energy of the 300–3400 Hz band
+of the audio in that frame's interval; speech where it is ≥ ``VAD_MARGIN_DB`` (10 dB) above the clip's
+noise floor (its 10th percentile of frame energies) and ≥ −55 dBFS; runs shorter than 80 ms are
+dropped, and each run is held 200 ms after it ends (hangover, so the stops between words count).
+
+Reading the table. One-speaker cells give the figure pooled over frames, then the mean of the clips'
+figures in brackets (the 60 s EDTalk clip is a third of talking/'s frames). VoxCeleb crops centre the
+face, so there the centre prior and the face channel score 100 %: that column only says a map does not
+leave the face; the two-people composites are what separate a sound localizer from a face prior. The
+sounding boxes are small (median binarisation marks half the frame), so the protocol's ceiling row
+bounds cIoU there; the pointing figure (peak inside a box) is given beside it. Composites only pair the
+two voxceleb test identities, so one person never appears twice in a frame (talking/ holds repeats).
+
+Maps, boxes and speech masks are cached per clip under ``out/localization/real_footage/`` (maps keyed
+by a hash of the model files), so a second run only computes what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+REPO = Path(__file__).resolve().parents[2]
+LABELS = Path(__file__).resolve().parent / "labels" / "sounding_boxes.json"
+CACHE = REPO / "out" / "localization" / "real_footage"
+
+# -- voice activity ----------------------------------------------------------------------------
+VAD_BAND_HZ = (300.0, 3400.0)
+VAD_FLOOR_PERCENTILE = 10.0
+VAD_MARGIN_DB = 10.0
+VAD_MIN_DBFS = -55.0
+VAD_MIN_RUN_S = 0.08
+VAD_HANGOVER_S = 0.2
+
+# -- two people --------------------------------------------------------------------------------
+WINDOW_S = 1.0
+COMPOSITE_HEIGHT = 224
+COMPOSITE_PAIRS = 20
+COMPOSITE_SEED = 0
+
+# -- sounding scenes: a labelled frame is scored when its last second is within this of the clip's
+#    loudest second (the shaver is switched off for a few seconds; the kittens pause)
+AUDIBLE_WITHIN_DB = 20.0
+
+METHODS = ("model", "centre prior", "face channel alone")
+
+
+# ============================================================================ voice activity
+
+
+def band_energy_db(audio: np.ndarray, fps: float, n_frames: int, sr: int = SAMPLE_RATE,
+                   band: tuple[float, float] = VAD_BAND_HZ) -> np.ndarray:
+    """(n_frames,) dB energy of the ``band`` part of each video frame's audio interval [t/fps, (t+1)/fps)."""
+    x = np.asarray(audio, np.float64)
+    need = int(round(n_frames * sr / fps))
+    x = np.pad(x, (0, max(0, need - len(x))))[:need]
+    spec = np.fft.rfft(x)
+    freqs = np.fft.rfftfreq(len(x), 1 / sr)
+    y = np.fft.irfft(np.where((freqs >= band[0]) & (freqs <= band[1]), spec, 0), n=len(x))
+    edges = np.round(np.arange(n_frames + 1) * sr / fps).astype(int)
+    power = np.array([np.mean(y[a:b] ** 2) if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    return 10 * np.log10(power + 1e-12)
+
+
+def voice_activity(audio: np.ndarray, fps: float, n_frames: int, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """(n_frames,) bool: speech frames by the rule in the module docstring."""
+    energy = band_energy_db(audio, fps, n_frames, sr)
+    floor = np.percentile(energy, VAD_FLOOR_PERCENTILE)
+    raw = (energy >= floor + VAD_MARGIN_DB) & (energy >= VAD_MIN_DBFS)
+    min_run = max(1, int(round(VAD_MIN_RUN_S * fps)))
+    hang = int(round(VAD_HANGOVER_S * fps))
+    out = np.zeros(n_frames, bool)
+    for start, stop in runs(raw):
+        if stop - start >= min_run:
+            out[start:min(n_frames, stop + hang)] = True
+    return out
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True."""
+    m = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    d = np.flatnonzero(np.diff(m.astype(np.int8)))
+    return list(zip(d[::2].tolist(), d[1::2].tolist()))
+
+
+# ============================================================================ decoding
+
+
+def clip_audio(path: Path) -> tuple[np.ndarray, float]:
+    """(16 kHz mono float32 audio with sample 0 at the first video frame's time, fps); as
+    `face_tracks.decode` aligns it, without holding the frames."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 25)
+        first = next(container.decode(video=0))
+        first_pts = float(first.time or 0.0)
+    audio = np.zeros(0, np.float32)
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            pieces, start = [], None
+            for frame in container.decode(audio=0):
+                if start is None and frame.time is not None:
+                    start = float(frame.time)
+                pieces.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
+            pieces.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
+            audio = np.concatenate(pieces).astype(np.float32) if pieces else audio
+            shift = int(round(((start or 0.0) - first_pts) * SAMPLE_RATE))
+            audio = np.concatenate([np.zeros(shift, np.float32), audio]) if shift > 0 else audio[-shift:]
+    return audio, fps
+
+
+def video_frames(path: Path) -> Iterator[np.ndarray]:
+    """BGR frames one at a time (a 20 s 1080×1920 clip would take 3 GB held whole)."""
+    import av
+
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="bgr24")
+
+
+def fit_audio(audio: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+    want = int(round(n_frames / fps * SAMPLE_RATE))
+    return np.pad(audio, (0, max(0, want - len(audio))))[:want]
+
+
+# ============================================================================ maps
+
+
+def model_key(weights: Path | None = None) -> str:
+    """Cache key of the model under test: the shipped ONNX graphs, or a training run's .pt file."""
+    h = hashlib.sha256()
+    if weights is None:
+        from engines.models import WEIGHTS_DIR
+
+        files = [WEIGHTS_DIR / f"localizer_{p}.onnx" for p in ("visual", "audio", "fusion")]
+        prefix = "onnx"
+    else:
+        from engines.localization.shipped_localizer import SHIPPED_MODE, weights_path
+
+        files = [weights_path(SHIPPED_MODE, weights)]
+        prefix = "torch"
+    for f in files:
+        h.update(f.read_bytes())
+    return f"{prefix}-{h.hexdigest()[:12]}"
+
+
+class LogmelWindows:
+    """`window_logmel(audio[:end])` for every frame of one clip, from one STFT of the whole clip where
+    the window start falls on the hop grid (25 fps at 16 kHz: every frame), else computed directly.
+    The STFT frames are not centred, so a window's frames are rows of the whole clip's: same numbers."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        from engines.localization.localizer_inputs import STFT, WINDOW_SAMPLES
+
+        self.audio = np.asarray(audio, np.float32)
+        self.hop, self.window = STFT.hop_length, WINDOW_SAMPLES
+        self._all: np.ndarray | None = None
+
+    def __call__(self, end: int) -> np.ndarray:
+        from engines.dsp import log_mel, stft
+        from engines.localization.localizer_inputs import STFT, WINDOW_FRAMES, window_logmel
+
+        if end > len(self.audio):  # video longer than its audio: silence after the end
+            self.audio = np.pad(self.audio, (0, end - len(self.audio)))
+            self._all = None
+        if end % self.hop:
+            return window_logmel(self.audio[:end])
+        if self._all is None:
+            padded = np.concatenate([np.zeros(self.window, np.float32), self.audio])
+            self._all = log_mel(stft(padded, STFT), STFT.mel_filterbank)
+        k = end // self.hop
+        return self._all[k:k + WINDOW_FRAMES]
+
+
+class MapRunner:
+    """Per frame, the model's unclipped cosine map (14×14).
+
+    The model runs as the live nodes run it (frame + previous frame at 224², the second of audio up
+    to the end of the frame): the shipped ONNX graphs through `engines.loader`, or a torch checkpoint.
+    """
+
+    def __init__(self, weights: Path | None = None, threads: int = 1) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.torch_model = None
+        if weights is not None:
+            from engines.localization.localizer_model import Checkpoint
+            from engines.localization.shipped_localizer import SHIPPED_MODE, weights_path
+
+            self.torch_model = Checkpoint.load(weights_path(SHIPPED_MODE, weights)).model()
+        else:
+            from engines.loader import load
+
+            self.visual, self.audio, self.fusion = (load(f"localizer_{p}", backend="onnxruntime", threads=threads)
+                                                    for p in ("visual", "audio", "fusion"))
+
+    def __call__(self, image: np.ndarray, previous: np.ndarray, logmel: np.ndarray) -> np.ndarray:
+        """``image``/``previous``: 224² BGR uint8 (`resize_frame`); ``logmel``: (97, 80) window."""
+        x = image.transpose(2, 0, 1)[None].astype(np.float32)
+        p = previous.transpose(2, 0, 1)[None].astype(np.float32)
+        if self.torch_model is not None:
+            import torch
+
+            with torch.inference_mode():
+                return self.torch_model(torch.from_numpy(x), torch.from_numpy(p),
+                                        torch.from_numpy(logmel[None]))["cosine"][0].numpy()
+        features = self.visual.run({"image": x, "previous": p})["features"]
+        embedding = self.audio.run({"logmel": logmel[None]})["embedding"]
+        return self.fusion.run({"features": features, "embedding": embedding})["cosine"][0]
+
+
+class FaceEngine:
+    """CenterFace (`engines.faces.detector`, ONNX Runtime): face boxes at up to 640 px, and the face
+    channel baseline, i.e. the localizer trunk's face channel (`face_trunk.FACE_HEATMAP`, CenterFace's
+    heatmap of the 224² frame max-pooled ×4 to 14×14), with no trained layer and no audio. A 224²
+    frame needs one network run for both."""
+
+    def __init__(self, threads: int = 1) -> None:
+        from engines.faces.detector import FaceDetector
+
+        self.detector = FaceDetector(max_side_px=640, num_threads=threads)
+
+    def _run(self, bgr: np.ndarray) -> tuple[dict, tuple[int, int, int, int]]:
+        import cv2
+
+        from engines.faces.detector import INPUT_NAME, input_size
+
+        h, w = bgr.shape[:2]
+        in_h, in_w = input_size(h, w, self.detector.max_side_px)
+        blob = cv2.dnn.blobFromImage(bgr, 1.0, (in_w, in_h), (0, 0, 0), swapRB=True, crop=False)
+        return self.detector.engine.run({INPUT_NAME: blob}), (w, h, in_w, in_h)
+
+    def _boxes(self, out: dict, geometry: tuple[int, int, int, int]) -> np.ndarray:
+        from engines.faces.detector import OUTPUTS
+
+        w, h, in_w, in_h = geometry
+        heat, size, offset, lms = (out[name] for name in OUTPUTS)
+        return self.detector._decode(heat[0, 0], size[0], offset[0], lms[0], in_w / w, in_h / h, in_w, in_h).boxes
+
+    @staticmethod
+    def _channel(out: dict) -> np.ndarray:
+        from engines.localization.face_trunk import FACE_HEATMAP, HEATMAP_POOL
+
+        heat = out[FACE_HEATMAP][0, 0]
+        g = heat.shape[0] // HEATMAP_POOL
+        return heat[:g * HEATMAP_POOL, :g * HEATMAP_POOL].reshape(g, HEATMAP_POOL, g, HEATMAP_POOL).max(axis=(1, 3))
+
+    def channel(self, image224: np.ndarray) -> np.ndarray:
+        return self._channel(self._run(image224)[0])
+
+    def channel_and_boxes(self, frame: np.ndarray, image224: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out, geometry = self._run(frame)
+        if geometry[2:] == (image224.shape[1], image224.shape[0]) and frame.shape == image224.shape:
+            return self._channel(out), self._boxes(out, geometry)
+        return self.channel(image224), self._boxes(out, geometry)
+
+
+def centre_map() -> np.ndarray:
+    from lab.localization.localization_baselines import centre_prior
+
+    return centre_prior()
+
+
+# ============================================================================ part 1: one speaker
+
+
+def one_speaker_clips(split: str = "test") -> dict[str, list[Path]]:
+    """Group name → clips. test: the test identities' voxceleb clips and talking/; validation: the
+    validation identities only (talking/ and sounding/ are test footage)."""
+    from lab.corpus.data_paths import require_data
+    from lab.real_faces.face_tracks import TEST_IDS, VALIDATION_IDS
+
+    root = require_data("video", "real")
+    ids = TEST_IDS if split == "test" else VALIDATION_IDS
+    groups = {"voxceleb": [p for i in ids for p in sorted(require_data("video", "real", "voxceleb", i).glob("*.mp4"))]}
+    if split == "test":
+        groups["talking"] = sorted(p for p in (root / "talking").iterdir() if p.suffix in (".mp4", ".mpg"))
+    return groups
+
+
+def clip_id(path: Path) -> str:
+    return f"{path.parent.name}__{path.stem}"
+
+
+def track_boxes(frame_boxes: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """(n, 4) the speaker's box per frame, NaN where no face was found: the detection overlapping the
+    previous box, else the largest central one (`face_tracks.choose_face`); no hold across misses."""
+    from lab.real_faces.face_tracks import choose_face
+
+    out = np.full((len(frame_boxes), 4), np.nan, np.float32)
+    previous = None
+    for t, boxes in enumerate(frame_boxes):
+        k = choose_face(boxes, previous, shape)
+        if k >= 0:
+            out[t] = previous = boxes[k]
+    return out
+
+
+def clip_record(path: Path, runner: MapRunner, faces: FaceEngine, key: str) -> dict:
+    """Cached per clip: truth (speaker box, speech, size, fps, face channel) and the model's maps."""
+    from engines.localization.localizer_inputs import resize_frame
+
+    truth_path = CACHE / "truth" / f"{clip_id(path)}.npz"
+    maps_path = CACHE / "maps" / key / f"{clip_id(path)}.npz"
+    truth = dict(np.load(truth_path)) if truth_path.exists() else None
+    maps = dict(np.load(maps_path)) if maps_path.exists() else None
+    if truth is None or maps is None:
+        audio, fps = clip_audio(path)
+        windows = LogmelWindows(audio)
+        cos, face, boxes, previous, shape = [], [], [], None, (0, 0)
+        for t, frame in enumerate(video_frames(path)):
+            shape = frame.shape[:2]
+            image = resize_frame(frame)
+            if maps is None:
+                cos.append(runner(image, image if previous is None else previous,
+                                  windows(int(round((t + 1) / fps * SAMPLE_RATE)))))
+            if truth is None:
+                f, b = faces.channel_and_boxes(frame, image)
+                face.append(f)
+                boxes.append(b)
+            previous = image
+        if truth is None:
+            n = len(face)
+            truth = {"box": track_boxes(boxes, shape), "speech": voice_activity(fit_audio(audio, n, fps), fps, n),
+                     "size": np.array([shape[1], shape[0]]), "fps": np.float64(fps),
+                     "face": np.stack(face).astype(np.float16)}
+            _save(truth_path, truth)
+        if maps is None:
+            maps = {"model": np.stack(cos).astype(np.float32)}
+            _save(maps_path, maps)
+    return {**truth, "model": maps["model"]}
+
+
+def _save(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def one_speaker_hits(rec: dict) -> dict[str, np.ndarray]:
+    """Per method, over the speech frames with a face: is the peak inside the speaker's box?"""
+    from lab.localization.localizer_real_video import inside, peak_xy
+
+    w, h = (int(v) for v in rec["size"])
+    box = rec["box"]
+    sel = rec["speech"] & ~np.isnan(box[:, 0])
+    centre = peak_xy(centre_map(), w, h)
+    out = {}
+    for name in METHODS:
+        hits = []
+        for t in np.flatnonzero(sel):
+            p = centre if name == "centre prior" else peak_xy(
+                np.asarray(rec["model" if name == "model" else "face"][t], np.float32), w, h)
+            hits.append(inside(p, box[t]))
+        out[name] = np.asarray(hits, bool)
+    return out
+
+
+# ============================================================================ part 2: two people
+
+
+@dataclass(frozen=True)
+class CompositeSpec:
+    """Two source clips side by side; ``speaker`` 0 = the left one's audio, 1 = the right one's."""
+
+    index: int
+    left: Path
+    right: Path
+    speaker: int
+
+    @property
+    def name(self) -> str:
+        return f"c{self.index:03d}"
+
+
+def composite_specs(split: str = "test", pairs: int = COMPOSITE_PAIRS,
+                    seed: int = COMPOSITE_SEED) -> list[CompositeSpec]:
+    """``pairs`` (clip of identity A, clip of identity B) drawn without repeat from a seed, each as four
+    composites: A left / B right and B left / A right, each with A speaking and with B speaking."""
+    from lab.corpus.data_paths import require_data
+    from lab.real_faces.face_tracks import TEST_IDS, VALIDATION_IDS
+
+    a_id, b_id = TEST_IDS if split == "test" else VALIDATION_IDS
+    a = sorted(require_data("video", "real", "voxceleb", a_id).glob("*.mp4"))
+    b = sorted(require_data("video", "real", "voxceleb", b_id).glob("*.mp4"))
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(a) * len(b))[:pairs]
+    out = []
+    for k, c in enumerate(chosen):
+        x, y = a[c // len(b)], b[c % len(b)]
+        for j, (left, right, speaker) in enumerate(((x, y, 0), (x, y, 1), (y, x, 1), (y, x, 0))):
+            out.append(CompositeSpec(4 * k + j, left, right, speaker))
+    return out
+
+
+def layout(left_hw: tuple[int, int], right_hw: tuple[int, int], height: int = COMPOSITE_HEIGHT
+           ) -> tuple[tuple[float, float], tuple[int, int], int]:
+    """Each source scaled to ``height`` (aspect kept) and put side by side: (scales, x offsets, width)."""
+    s = (height / left_hw[0], height / right_hw[0])
+    widths = (int(round(left_hw[1] * s[0])), int(round(right_hw[1] * s[1])))
+    return s, (0, widths[0]), widths[0] + widths[1]
+
+
+def map_box(box: np.ndarray, scale: float, dx: int) -> np.ndarray:
+    """A source box (x1, y1, x2, y2) in composite pixels; NaN stays NaN."""
+    return np.asarray(box, np.float32) * scale + np.array([dx, 0, dx, 0], np.float32)
+
+
+@dataclass
+class Composite:
+    frames: list[np.ndarray]  # BGR, height × width
+    audio: np.ndarray         # the speaker's own audio, 16 kHz
+    fps: float
+    boxes: np.ndarray         # (n, 2, 4): left face, right face, composite pixels, NaN if not found
+    speech: np.ndarray        # (n,) the speaker's speech frames
+    speaker: int
+
+
+def compose(left: list[np.ndarray], right: list[np.ndarray], left_boxes: np.ndarray, right_boxes: np.ndarray,
+            speaker_audio: np.ndarray, speaker_speech: np.ndarray, speaker: int, fps: float,
+            height: int = COMPOSITE_HEIGHT) -> Composite:
+    """Side by side, as long as the shorter clip; audio and speech mask are the speaker's own."""
+    import cv2
+
+    n = min(len(left), len(right))
+    scales, offsets, width = layout(left[0].shape[:2], right[0].shape[:2], height)
+    frames = []
+    for t in range(n):
+        parts = [cv2.resize(f[t], (int(round(f[t].shape[1] * s)), height), interpolation=cv2.INTER_AREA)
+                 if f[t].shape[0] != height else f[t] for f, s in ((left, scales[0]), (right, scales[1]))]
+        frames.append(np.ascontiguousarray(np.hstack(parts)[:, :width]))
+    boxes = np.stack([np.stack([map_box(bx[t], s, dx) for t in range(n)])
+                      for bx, s, dx in ((left_boxes, scales[0], offsets[0]), (right_boxes, scales[1], offsets[1]))],
+                     axis=1)
+    return Composite(frames, fit_audio(speaker_audio, n, fps), fps, boxes, np.asarray(speaker_speech[:n], bool),
+                     speaker)
+
+
+def load_source(path: Path) -> tuple[list[np.ndarray], np.ndarray, float]:
+    audio, fps = clip_audio(path)
+    frames = list(video_frames(path))
+    return frames, fit_audio(audio, len(frames), fps), fps
+
+
+def build_composite(spec: CompositeSpec, truth: dict[Path, dict]) -> Composite:
+    (lf, la, fps), (rf, ra, _) = load_source(spec.left), load_source(spec.right)
+    speaking = spec.left if spec.speaker == 0 else spec.right
+    return compose(lf, rf, truth[spec.left]["box"], truth[spec.right]["box"], la if spec.speaker == 0 else ra,
+                   truth[speaking]["speech"], spec.speaker, fps)
+
+
+def write_composite(spec: CompositeSpec, comp: Composite, folder: Path) -> None:
+    """The composite as MP4 (H.264 + AAC, viewable, `launch.py --input`-able) + JSON sidecar."""
+    from media.writers import Mp4Writer
+
+    h, w = comp.frames[0].shape[:2]
+    with Mp4Writer(folder / f"{spec.name}.mp4", w, h, comp.fps, crf=18, threads=1) as writer:
+        for f in comp.frames:
+            writer.write_frame(f)
+        writer.write_audio(comp.audio)
+    side = {"left": str(spec.left.relative_to(spec.left.parents[2])),
+            "right": str(spec.right.relative_to(spec.right.parents[2])),
+            "speaking": "left" if spec.speaker == 0 else "right", "fps": comp.fps, "size": [w, h],
+            "note": "built by lab/localization/real_footage.py (compose); audio = the speaking clip's own audio only",
+            "boxes_left": [None if np.isnan(b[0]) else [round(float(v), 1) for v in b] for b in comp.boxes[:, 0]],
+            "boxes_right": [None if np.isnan(b[0]) else [round(float(v), 1) for v in b] for b in comp.boxes[:, 1]],
+            "speech": comp.speech.astype(int).tolist()}
+    (folder / f"{spec.name}.json").write_text(json.dumps(side) + "\n")
+
+
+def composite_record(spec: CompositeSpec, truth: dict[Path, dict], runner: MapRunner, faces: FaceEngine,
+                     key: str, tag: str) -> dict:
+    """Cached per composite: the MP4 + JSON (model-independent), the face channel, the model's maps.
+    ``tag`` names the set (split and seed: composite ``c000`` of another seed is another video)."""
+    from engines.localization.localizer_inputs import resize_frame
+
+    folder = CACHE / "composites" / tag
+    maps_path = CACHE / "maps" / key / "composites" / tag / f"{spec.name}.npz"
+    face_path = folder / f"{spec.name}.face.npz"
+    comp = None
+    if not (folder / f"{spec.name}.json").exists():
+        comp = build_composite(spec, truth)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_composite(spec, comp, folder)
+    maps = dict(np.load(maps_path)) if maps_path.exists() else None
+    face = dict(np.load(face_path)) if face_path.exists() else None
+    if maps is None or face is None:
+        comp = comp or build_composite(spec, truth)
+        windows = LogmelWindows(comp.audio)
+        cos, fc, previous = [], [], None
+        for t, frame in enumerate(comp.frames):
+            image = resize_frame(frame)
+            if maps is None:
+                cos.append(runner(image, image if previous is None else previous,
+                                  windows(int(round((t + 1) / comp.fps * SAMPLE_RATE)))))
+            if face is None:
+                fc.append(faces.channel(image))
+            previous = image
+        if maps is None:
+            maps = {"model": np.stack(cos).astype(np.float32)}
+            _save(maps_path, maps)
+        if face is None:
+            face = {"face": np.stack(fc).astype(np.float16)}
+            _save(face_path, face)
+    side = json.loads((folder / f"{spec.name}.json").read_text())
+    boxes = np.array([[[np.nan] * 4 if b is None else b for b in side[k]] for k in ("boxes_left", "boxes_right")],
+                     np.float32).transpose(1, 0, 2)
+    return {"model": maps["model"], "face": face["face"], "boxes": boxes, "speech": np.array(side["speech"], bool),
+            "speaker": 0 if side["speaking"] == "left" else 1, "size": tuple(side["size"]), "fps": side["fps"]}
+
+
+def window_scores(rec: dict, rng: np.random.Generator) -> dict[str, tuple[int, int, int]]:
+    """Per method: (windows on the speaker, windows on the silent face, windows scored)."""
+    from lab.localization.localizer_real_video import inside, peak_xy
+
+    w, h = rec["size"]
+    n = len(rec["speech"])
+    per = max(1, int(round(WINDOW_S * rec["fps"])))
+    both = ~np.isnan(rec["boxes"][:, :, 0]).any(axis=1)
+    ok = rec["speech"] & both
+    centre = peak_xy(centre_map(), w, h)
+    out = {m: [0, 0, 0] for m in (*METHODS, "random face")}
+    spk = rec["speaker"]
+    for start in range(0, n - per + 1, per):
+        frames = np.arange(start, start + per)[ok[start:start + per]]
+        if len(frames) * 2 < per:
+            continue
+        for name in METHODS:
+            on = np.zeros(2, int)
+            for t in frames:
+                p = centre if name == "centre prior" else peak_xy(
+                    np.asarray(rec["model" if name == "model" else "face"][t], np.float32), w, h)
+                on += [inside(p, rec["boxes"][t, k]) for k in (0, 1)]
+            out[name][0] += int(on[spk] * 2 > len(frames))
+            out[name][1] += int(on[1 - spk] * 2 > len(frames))
+            out[name][2] += 1
+        pick = int(rng.integers(2))
+        out["random face"][0] += int(pick == spk)
+        out["random face"][1] += int(pick != spk)
+        out["random face"][2] += 1
+    return {k: tuple(v) for k, v in out.items()}
+
+
+# ============================================================================ part 3: sounding scenes
+
+
+def load_labels(path: Path = LABELS) -> list[dict]:
+    return json.loads(path.read_text())["clips"]
+
+
+def audible(audio: np.ndarray, fps: float, frames: list[int], n_frames: int) -> np.ndarray:
+    """Per labelled frame: is the second of audio before its end within ``AUDIBLE_WITHIN_DB`` of the
+    clip's loudest second?"""
+    def window_db(t: int) -> float:
+        end = int(round((t + 1) / fps * SAMPLE_RATE))
+        x = audio[max(0, end - SAMPLE_RATE):end].astype(np.float64)
+        return 10 * np.log10(np.mean(x ** 2) + 1e-12) if len(x) else -120.0
+
+    loudest = max(window_db(t) for t in range(n_frames))
+    return np.array([window_db(t) >= loudest - AUDIBLE_WITHIN_DB for t in frames])
+
+
+def sounding_record(clip: dict, runner: MapRunner, faces: FaceEngine, key: str) -> dict:
+    """Maps at the labelled frames (previous frame and audio as the live graph has them), cached."""
+    from lab.corpus.data_paths import require_data
+    from lab.localization.localization_samples import box_map
+    from engines.localization.localizer_inputs import resize_frame
+
+    path = require_data("video", "real", "sounding", clip["clip"])
+    wanted = [f["frame"] for f in clip["frames"]]
+    cache = CACHE / "maps" / key / "sounding" / f"{path.stem}.npz"
+    audio, fps = clip_audio(path)
+    if cache.exists():
+        maps = dict(np.load(cache))
+    else:
+        keep = set(wanted) | {max(0, f - 1) for f in wanted}
+        images, n = {}, 0
+        for t, frame in enumerate(video_frames(path)):
+            n += 1
+            if t in keep:
+                images[t] = resize_frame(frame)
+        windows = LogmelWindows(audio)
+        cos = [runner(images[t], images[max(0, t - 1)], windows(int(round((t + 1) / fps * SAMPLE_RATE))))
+               for t in wanted]
+        face = [faces.channel(images[t]) for t in wanted]
+        maps = {"model": np.stack(cos), "face": np.stack(face).astype(np.float32), "n": np.int64(n)}
+        _save(cache, maps)
+    n = int(maps["n"])
+    gts = np.stack([box_map(np.array([b["box"] for b in f["boxes"]], np.float32), clip["width"], clip["height"])
+                    for f in clip["frames"]])
+    return {**maps, "gt": gts, "audible": audible(fit_audio(audio, n, fps), fps, wanted, n)}
+
+
+# ============================================================================ the table
+
+
+def evaluate(weights: Path | None = None, split: str = "test", threads: int = 1, pairs: int = COMPOSITE_PAIRS,
+             seed: int = COMPOSITE_SEED, log=print) -> list[str]:
+    """All three parts; returns the markdown lines of the table (raises DataMissingError without data)."""
+    from lab.localization.localization_metrics import Scores
+
+    groups = one_speaker_clips(split)  # first: no data, no model loading
+    specs = composite_specs(split, pairs, seed)
+    labels = load_labels() if split == "test" else []
+    if labels:
+        from lab.corpus.data_paths import require_data
+
+        require_data("video", "real", "sounding")
+    key = model_key(weights)
+    runner, faces = MapRunner(weights, threads), FaceEngine(threads)
+    # part 1
+    truth: dict[Path, dict] = {}
+    one: dict[str, dict[str, list[np.ndarray]]] = {}
+    for group, clips in groups.items():
+        one[group] = {m: [] for m in METHODS}
+        for i, path in enumerate(clips):
+            rec = clip_record(path, runner, faces, key)
+            truth[path] = rec
+            for m, h in one_speaker_hits(rec).items():
+                one[group][m].append(h)
+            if (i + 1) % 10 == 0 or i + 1 == len(clips):
+                log(f"  one speaker, {group}: {i + 1}/{len(clips)} clips")
+    # part 2
+    rng = np.random.default_rng(seed)
+    two = {m: np.zeros(3, int) for m in (*METHODS, "random face")}
+    for i, spec in enumerate(specs):
+        rec = composite_record(spec, truth, runner, faces, key, f"{split}-seed{seed}")
+        for m, v in window_scores(rec, rng).items():
+            two[m] += v
+        if (i + 1) % 10 == 0 or i + 1 == len(specs):
+            log(f"  two people: {i + 1}/{len(specs)} composites")
+    # part 3
+    snd = None
+    if labels:
+        recs = [sounding_record(c, runner, faces, key) for c in labels]
+        sel = np.concatenate([r["audible"] for r in recs])
+        gts = np.concatenate([r["gt"] for r in recs])[sel]
+        maps = {"model": np.concatenate([r["model"] for r in recs])[sel],
+                "face channel alone": np.concatenate([r["face"] for r in recs])[sel]}
+        maps["centre prior"] = np.repeat(centre_map()[None], len(gts), axis=0)
+        snd = {m: Scores.of(maps[m], gts) for m in METHODS}
+        snd_n = (int(sel.sum()), len(sel), len(recs))
+
+    def pct(hits: list[np.ndarray]) -> tuple[str, int]:
+        """Pooled over frames (long clips weigh more), and the mean of the clips' own figures."""
+        h = np.concatenate(hits) if hits else np.zeros(0, bool)
+        per_clip = [x.mean() for x in hits if len(x)]
+        return (f"{h.mean():.1%} ({np.mean(per_clip):.1%})" if len(h) else "n/a"), len(h)
+
+    name_model = "shipped ONNX (supervised)" if weights is None else f"{weights} (torch)"
+    head = ["method"]
+    cols = {}
+    for group in one:
+        n_clips = len(groups[group])
+        _, n = pct(one[group]["model"])
+        label = "VoxCeleb test ids" if group == "voxceleb" and split == "test" else (
+            "VoxCeleb validation ids" if group == "voxceleb" else "talking/")
+        head.append(f"one speaker, {label}: peak on the face, % of {n} speech frames (mean of {n_clips} clips)")
+        cols[group] = {m: pct(one[group][m])[0] for m in METHODS}
+    n_win = int(two["model"][2])
+    head.append(f"two people, one speaks: on the speaker / on the silent one, % of {n_win} windows "
+                f"({len(specs)} composites)")
+    if snd:
+        head.append(f"sounding scenes: cIoU@0.5 / AUC / pointing ({snd_n[0]} of {snd_n[1]} labelled frames, "
+                    f"{snd_n[2]} clips)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in (*METHODS, "random face"):
+        row = [name_model if m == "model" else f"baseline: {m}"]
+        row += [cols[g].get(m, "—") for g in one]
+        on, off, n = two[m]
+        row.append(f"{on / n:.1%} / {off / n:.1%}" if n else "n/a")
+        if snd:
+            s = snd.get(m)
+            row.append(f"{s.ciou05:.3f} / {s.auc:.3f} / {s.pointing:.3f}" if s else "—")
+        lines.append("| " + " | ".join(row) + " |")
+    goal = ["goal (issue 14)"] + ["≥ 90 %"] * len(one) + ["≥ 80 % on the speaker"]
+    goal += ["above the baselines"] if snd else []
+    lines.append("| " + " | ".join(goal) + " |")
+    if snd:
+        ceiling = Scores.ceiling(gts)
+        lines.append(f"| ceiling of the LVS protocol on these boxes | | | | "
+                     f"{ceiling.ciou05:.3f} / {ceiling.auc:.3f} / 1.000 |")
+    return lines
