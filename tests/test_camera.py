@@ -70,8 +70,11 @@ def test_realtime_playback_is_paced_to_the_file_clock(clip: Path) -> None:
         h.run_source()
     frames = h.outputs["frames"]
     late_ms = [(t - f.capture_ns) / 1e6 for t, f in zip(sent, frames)]
+    # never before its time (paced, not a burst), and typically right on it (tracking the clock).
+    # (Not the span first → last send: on a loaded machine the first frame's decode can be late,
+    # which shortens the span without any frame being early.)
     assert len(frames) == 10 and min(late_ms) >= 0 and np.median(late_ms) < 5, late_ms
-    assert (sent[-1] - sent[0]) / 1e6 == pytest.approx(9 * 40, abs=15)
+    assert (sent[-1] - h.epoch_ns) / 1e6 >= 9 * 40  # the last frame waited for its place on the clock
 
 
 def test_fps_thins_frames_and_loop_keeps_time_moving(clip: Path) -> None:
