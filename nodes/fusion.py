@@ -17,7 +17,7 @@ import numpy as np
 
 from engines.loader import load
 from pipeline.messages import Embedding, FeatureMap, Heatmap
-from pipeline.node import Input, Node, Output
+from pipeline.node import BadInput, Input, Node, Output
 
 
 class Fusion(Node):
@@ -39,10 +39,16 @@ class Fusion(Node):
 
     def open(self) -> None:
         self.engine = load(self.params.model, backend=self.params.backend, threads=self.params.threads)
+        self.model_inputs = {t.name: t for t in self.engine.inputs}  # to refuse what the model cannot take
         self.embeddings: deque[Embedding] = deque()
         self.frames: deque[FeatureMap] = deque()
 
     def on_message(self, port: str, msg: FeatureMap | Embedding) -> None:
+        # checked on arrival: a frame or embedding the model cannot take would fail later, in tick()
+        tensor = self.model_inputs[port if port == "embedding" else "features"]
+        shape = (1, *(msg.vector if port == "embedding" else msg.features).shape)
+        if not tensor.accepts(shape):
+            raise BadInput(f"{port} of shape {shape[1:]}, the model takes {tensor.shape[1:]}")
         if port == "embedding":
             self.embeddings.append(msg)
             while self.embeddings and msg.capture_ns - self.embeddings[0].capture_ns > self.params.keep_s * 1e9:

@@ -103,7 +103,8 @@ class Renderer(Node):
                 tracks = {voice_track(i): s for i, s in zip(msg.track_ids.tolist(), msg.samples)}
                 self.levels.update(overlay.rms_by_track(msg.track_ids.tolist(), msg.samples))
             self.sinks.audio(tracks, self.timeline.place(port, msg.capture_ns, msg.first_sample))
-            self.audio_end[port] = msg.first_sample + msg.samples.shape[0 if port == "audio" else 1]
+            end = msg.first_sample + msg.samples.shape[0 if port == "audio" else 1]
+            self.audio_end[port] = max(end, self.audio_end.get(port, end))  # a block far behind cannot pull it back
         elif port == "heatmap":
             self.heatmap = msg
         elif port == "faces":

@@ -26,6 +26,12 @@ from engines.separation.streaming_separator import StreamingSeparator
 from pipeline.messages import FaceTracks, SeparatedAudio, Spectrogram
 from pipeline.node import BadInput, Input, Node, Output
 
+#: the model runs once per face, on every spectrum: more faces than this in one FaceTracks is refused
+MAX_FACES = 16
+#: the most STFT frames one message may carry (12 s at a 10 ms hop, more than the stft node's 10 s gap
+#: fill): the model's input and the voices message grow with it (16 faces × 12 s fit a SeparatedAudio)
+MAX_FRAMES = 1200
+
 
 class Separator(Node):
     """Complex STFT stream + FaceTracks → SeparatedAudio (one row per face)."""
@@ -55,10 +61,21 @@ class Separator(Node):
 
     def on_message(self, port: str, msg) -> None:
         if port == "faces":
+            n, dims = msg.lip_features.shape
+            if n > MAX_FACES or (n and dims != self.engine.lip_dim):
+                raise BadInput(f"{n} faces with {dims} lip features; the model takes ≤ {MAX_FACES} faces × "
+                               f"{self.engine.lip_dim}")
             self.faces = msg
             return
         if msg.kind != "complex":
             raise BadInput(f"separator needs complex STFT frames, got {msg.kind!r}")
+        want = self.engine.stft
+        geometry = (msg.sample_rate_hz, msg.n_fft, msg.hop_length, msg.win_length, msg.frames.shape[1])
+        if geometry != (want.sample_rate_hz, want.n_fft, want.hop_length, want.win_length, want.n_freqs):
+            raise BadInput(f"STFT (rate, n_fft, hop, win, bins) {geometry}, the model takes "
+                           f"{(want.sample_rate_hz, want.n_fft, want.hop_length, want.win_length, want.n_freqs)}")
+        if len(msg.frames) > MAX_FRAMES:
+            raise BadInput(f"{len(msg.frames)} STFT frames in one message, limit {MAX_FRAMES}")
         self.cfg = StftConfig(msg.sample_rate_hz, msg.n_fft, msg.hop_length, msg.win_length)
         if self._next_frame is not None and msg.first_frame != self._next_frame:
             # frames lost upstream, or the microphone restarted: the carried GRU and overlap-add

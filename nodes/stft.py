@@ -22,6 +22,10 @@ from engines.dsp import StftConfig, StreamingStft, log_mel
 from pipeline.messages import AudioChunk, Spectrogram
 from pipeline.node import BadInput, Input, Node, Output
 
+#: the longest gap in the samples filled with silence; a larger jump of ``first_sample`` is refused
+#: (a forged or corrupt counter must not make this node allocate hours of zeros)
+MAX_GAP_S = 10.0
+
 
 class Stft(Node):
     """Streaming STFT + log-mel of one audio stream (see engines/dsp.py for the convention)."""
@@ -59,10 +63,15 @@ class Stft(Node):
     def on_message(self, port: str, chunk: AudioChunk) -> None:
         if chunk.sample_rate_hz != self.cfg.sample_rate_hz:
             raise BadInput(f"audio at {chunk.sample_rate_hz} Hz, stft set to {self.cfg.sample_rate_hz} Hz")
+        if chunk.samples.ndim == 2 and chunk.samples.shape[1] == 0:
+            raise BadInput(f"audio with 0 channels, shape {chunk.samples.shape}")
         samples = chunk.samples.mean(axis=1) if chunk.samples.ndim == 2 else chunk.samples
         if self.first_sample is None:
             self.first_sample = chunk.first_sample
         expected = self.first_sample + self.engine.samples_in
+        if chunk.first_sample - expected > MAX_GAP_S * self.cfg.sample_rate_hz:
+            raise BadInput(f"audio jumps {chunk.first_sample - expected} samples ahead of the stream, "
+                           f"more than the {MAX_GAP_S:g} s of silence this node fills")
         if chunk.first_sample > expected:  # lost audio: keep frame ↔ sample mapping exact
             self.count("gap_samples", chunk.first_sample - expected)
             samples = np.concatenate([np.zeros(chunk.first_sample - expected, samples.dtype), samples])

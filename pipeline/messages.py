@@ -11,10 +11,44 @@ A message travels as a ZeroMQ multipart: ``[topic, header, *buffers]``.
 Why not pickle: a socket is an untrusted input, and unpickling runs code. Here the only
 things ever constructed from bytes are JSON scalars and numpy arrays of whitelisted
 dtypes, and every field is checked against the message's dataclass schema. Anything off
-raises :class:`MessageError`, one error type the node base counts and logs.
+raises :class:`MessageError`, the one error type decoding raises (whatever the bytes).
 
 A message type is defined once, as a dataclass below; its annotations are the single
 source for encoding, validation and documentation (``python launch.py --list-messages``).
+
+Limits. A header is trusted for nothing, so decoding never lets one decide how much is
+allocated or how deep anything recurses:
+
+* the header is at most 64 kB of UTF-8 JSON, nested at most ``MAX_JSON_DEPTH`` deep, with
+  integers of at most 19 digits (checked while parsing, before Python's ``int()`` ever sees a
+  4,300-digit number) and no ``NaN``/``Infinity`` constants;
+* every scalar field has a range (``scalar(lo=, hi=)``; by default an int fits int64, a float
+  is finite, a string is at most ``MAX_STR_CHARS``), and a field with a fixed vocabulary a set
+  of choices; fields that drive allocation downstream (sample rates, FFT sizes, frame sizes,
+  sample and frame counters) have tight ranges;
+* each message type has a ceiling on its total buffer bytes (``max_bytes``: 64 MB for a
+  VideoFrame, less for the rest), checked on the shape the header declares before any array is
+  made: a zero dimension counts as 1, so ``(0, 2**40)`` is refused rather than reshaped; the
+  buffer's byte length must equal the declared shape exactly;
+* a VideoFrame is ``MIN_FRAME_SIDE`` to ``MAX_FRAME_SIDE`` pixels on each side.
+
+Non-finite values. Policy: **reject**. A message whose float or complex arrays hold a NaN or an
+infinity is refused on decode (``MessageError``, reason ``non-finite``) and counted as ``bad`` by
+the receiving input, like any other malformed frame. Repairing (``nan_to_num``) was not chosen:
+it would hide a broken producer behind plausible-looking zeros, while a refused audio chunk
+shows up where it matters (the stft node fills the gap with counted silence, the writers with
+silence), and one rule then covers audio, spectra, features, maps and face tracks alike. The
+check is one BLAS dot product per array (the sum of squares is finite unless an element is
+not), about a microsecond for an audio chunk.
+
+Magnitudes. Float arrays are also held to a magnitude (``array(max_abs=)``: 1e9 by default,
+``MAX_AUDIO_ABS`` = 1e3 for audio, nominally in [-1, 1]); a value beyond it is refused with reason
+``out of range``, since its spectra or activations would overflow float32 into the very
+infinities refused above.
+
+Every refusal raises :class:`MessageError` with a human reason and a short ``kind``
+(``header``, ``limits``, ``fields``, ``buffers``, ``non-finite``, ``out of range``, ``schema``)
+that inputs count by.
 """
 
 from __future__ import annotations
@@ -23,6 +57,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -41,18 +76,43 @@ _ITEMSIZE = {name: np.dtype(name).itemsize for name in WIRE_DTYPES}
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BUFFERS = 16
+#: deepest JSON nesting a header may have (a heartbeat's stats need about 7)
+MAX_JSON_DEPTH = 32
+#: longest integer literal in a header: int64 needs 19 digits
+MAX_INT_DIGITS = 19
+MAX_STR_CHARS = 1024
+#: the smallest frame any node can work with (a 0×0 or 1×1 frame is refused on the wire), and the largest side
+MIN_FRAME_SIDE, MAX_FRAME_SIDE = 2, 16384
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: counters of samples and frames: 2**48 samples is 560 years at 16 kHz, and stays exact in a float64
+COUNTER_MAX = 2**48
+MAX_SAMPLE_RATE_HZ = 384_000
+#: audio is nominally in [-1, 1]; beyond this it is not audio (and its spectra would overflow float32)
+MAX_AUDIO_ABS = 1e3
 
 
 class MessageError(ValueError):
-    """A frame that is not a valid Earshot message: says what is wrong and where."""
+    """A frame that is not a valid Earshot message: says what is wrong and where.
+
+    ``kind`` is a short, fixed category (``header``, ``limits``, ``fields``, ``buffers``,
+    ``non-finite``, ``out of range``, ``schema``) that receivers count refusals by; the text says
+    the rest.
+    """
+
+    def __init__(self, message: str, kind: str = "schema") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """What an array field must look like: allowed dtypes and number of dimensions."""
+    """What an array field must look like: allowed dtypes, number of dimensions, and for float
+    arrays the largest magnitude an element may have (all must be finite)."""
 
     dtypes: tuple[str, ...]
     ndims: tuple[int, ...]
+    max_abs: float = 1e9
 
     def check(self, type_name: str, name: str, value: np.ndarray) -> None:
         self.check_layout(type_name, name, value.dtype.name, tuple(value.shape))
@@ -60,14 +120,52 @@ class ArraySpec:
     def check_layout(self, type_name: str, name: str, dtype: str, shape: tuple[int, ...]) -> None:
         """The same check from a dtype name and shape, before any array exists (decoding)."""
         if dtype not in self.dtypes:
-            raise MessageError(f"{type_name}.{name}: dtype {dtype}, expected one of {list(self.dtypes)}")
+            raise MessageError(f"{type_name}.{name}: dtype {dtype}, expected one of {list(self.dtypes)}", "buffers")
         if len(shape) not in self.ndims:
-            raise MessageError(f"{type_name}.{name}: shape {shape} has {len(shape)} dims, expected {self.ndims}")
+            raise MessageError(f"{type_name}.{name}: shape {shape} has {len(shape)} dims, expected {self.ndims}",
+                               "buffers")
 
 
-def array(*dtypes: str, ndim: int | tuple[int, ...]) -> Any:
-    """Declare an ndarray field of a message with its allowed dtypes and rank."""
-    return field(metadata={"array": ArraySpec(tuple(dtypes), ndim if isinstance(ndim, tuple) else (ndim,))})
+def array(*dtypes: str, ndim: int | tuple[int, ...], max_abs: float = 1e9) -> Any:
+    """Declare an ndarray field of a message with its allowed dtypes, rank and (floats) magnitude."""
+    return field(metadata={"array": ArraySpec(tuple(dtypes), ndim if isinstance(ndim, tuple) else (ndim,), max_abs)})
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What a scalar field may hold: a closed range for numbers, a length or a vocabulary for text."""
+
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def check(self, type_name: str, name: str, value: Any) -> None:
+        if isinstance(value, str):
+            if self.choices and value not in self.choices:
+                raise MessageError(f"{type_name}.{name}: {value[:40]!r} is not one of {list(self.choices)}", "fields")
+            if len(value) > MAX_STR_CHARS:
+                raise MessageError(f"{type_name}.{name}: {len(value)} characters, limit {MAX_STR_CHARS}", "fields")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise MessageError(f"{type_name}.{name}: {value} is not finite", "fields")
+            if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+                raise MessageError(f"{type_name}.{name}: {value!r:.40} outside [{self.lo}, {self.hi}]", "fields")
+
+
+_DEFAULT_BOUNDS = {int: Bounds(INT64_MIN, INT64_MAX), float: Bounds(-1e18, 1e18)}
+
+
+def scalar(default: Any, *, lo: float | None = None, hi: float | None = None, choices: tuple[str, ...] = ()) -> Any:
+    """Declare a scalar field with the range (or vocabulary) decoding holds it to."""
+    return field(default=default, metadata={"bounds": Bounds(lo, hi, choices)})
+
+
+def frame_counter() -> Any:
+    return scalar(0, lo=0, hi=COUNTER_MAX)
+
+
+def sample_rate() -> Any:
+    return scalar(16000, lo=1, hi=MAX_SAMPLE_RATE_HZ)
 
 
 _REGISTRY: dict[str, type[Message]] = {}
@@ -86,6 +184,8 @@ class Message:
     source: str = ""
 
     type_name: ClassVar[str] = "Message"
+    #: the most buffer bytes one message of this type may declare (all its arrays together)
+    max_bytes: ClassVar[int] = 1 << 20
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -128,6 +228,19 @@ def _scalar_fields(cls: type[Message]) -> dict[str, Any]:
             if "array" not in f.metadata and f.name not in ("capture_ns", "seq", "source")}
 
 
+@functools.cache
+def _scalar_rules(cls: type[Message]) -> tuple[tuple[str, tuple[type, ...], bool, Bounds | None], ...]:
+    """Per scalar field: (name, JSON types allowed, is float, bounds): what decoding checks."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(cls)}
+    rules = []
+    for name, hint in _scalar_fields(cls).items():
+        bounds = meta[name].get("bounds") or _DEFAULT_BOUNDS.get(hint)
+        if hint is str and bounds is None:
+            bounds = Bounds()
+        rules.append((name, _SCALAR_CHECKS.get(hint, (object,)), hint is float, bounds))
+    return tuple(rules)
+
+
 def message_types() -> dict[str, type[Message]]:
     return dict(_REGISTRY)
 
@@ -139,10 +252,16 @@ def describe_messages() -> list[str]:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         lines.append(f"{name}: {doc}")
         for f, spec in cls.array_fields().items():
-            lines.append(f"    {f:<14} ndarray {'|'.join(spec.dtypes)}, ndim {'/'.join(map(str, spec.ndims))}")
+            floats = any(d.startswith(("float", "complex")) for d in spec.dtypes)
+            lines.append(f"    {f:<14} ndarray {'|'.join(spec.dtypes)}, ndim {'/'.join(map(str, spec.ndims))}"
+                         + (f", finite, |x| ≤ {spec.max_abs:g}" if floats else ""))
+        meta = {f.name: f.metadata for f in dataclasses.fields(cls)}
         for f, hint in cls.scalar_fields().items():
-            lines.append(f"    {f:<14} {getattr(hint, '__name__', str(hint))}")
-    return lines
+            b = meta[f].get("bounds")
+            limits = "" if b is None else f" one of {list(b.choices)}" if b.choices else f" in [{b.lo}, {b.hi}]"
+            lines.append(f"    {f:<14} {getattr(hint, '__name__', str(hint))}{limits}")
+        lines.append(f"    (buffers at most {cls.max_bytes / 2**20:g} MiB)" if cls.array_fields() else "")
+    return [line for line in lines if line]
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,12 +274,16 @@ class VideoFrame(Message):
     """One camera frame, BGR uint8 (OpenCV's order, so drawing needs no conversion)."""
 
     image: np.ndarray = array("uint8", ndim=3)
-    frame_index: int = 0
-    pts_s: float = 0.0  # presentation time in the source's own clock (file time for files)
+    frame_index: int = frame_counter()
+    pts_s: float = scalar(0.0, lo=-1e9, hi=1e9)  # presentation time in the source's own clock (file time for files)
+
+    max_bytes: ClassVar[int] = 64 << 20  # 4096×4096 BGR is 48 MiB; 8K is refused
 
     def check(self) -> None:
-        if self.image.shape[2] != 3:
-            raise MessageError(f"VideoFrame.image: shape {self.image.shape}, expected H×W×3")
+        h, w, c = self.image.shape
+        if c != 3 or not (MIN_FRAME_SIDE <= h <= MAX_FRAME_SIDE and MIN_FRAME_SIDE <= w <= MAX_FRAME_SIDE):
+            raise MessageError(f"VideoFrame.image: shape {self.image.shape}, expected H×W×3 with H, W in "
+                               f"[{MIN_FRAME_SIDE}, {MAX_FRAME_SIDE}]")
 
 
 @dataclass(kw_only=True)
@@ -171,9 +294,11 @@ class AudioChunk(Message):
     detectable and the capture time of any sample is derivable.
     """
 
-    samples: np.ndarray = array("float32", ndim=(1, 2))
-    sample_rate_hz: int = 16000
-    first_sample: int = 0
+    samples: np.ndarray = array("float32", ndim=(1, 2), max_abs=MAX_AUDIO_ABS)
+    sample_rate_hz: int = sample_rate()
+    first_sample: int = scalar(0, lo=-COUNTER_MAX, hi=COUNTER_MAX)
+
+    max_bytes: ClassVar[int] = 8 << 20  # 10 s of 48 kHz stereo is 3.7 MiB
 
 
 @dataclass(kw_only=True)
@@ -181,12 +306,19 @@ class Spectrogram(Message):
     """STFT frames (T, F): complex64 for the separator, float32 log-mel for encoders."""
 
     frames: np.ndarray = array("complex64", "float32", ndim=2)
-    kind: str = "complex"  # "complex" | "logmel" | "magnitude"
-    sample_rate_hz: int = 16000
-    n_fft: int = 512
-    hop_length: int = 160
-    win_length: int = 400
-    first_frame: int = 0
+    kind: str = scalar("complex", choices=("complex", "logmel", "magnitude"))
+    sample_rate_hz: int = sample_rate()
+    n_fft: int = scalar(512, lo=1, hi=65536)
+    hop_length: int = scalar(160, lo=1, hi=65536)
+    win_length: int = scalar(400, lo=1, hi=65536)
+    first_frame: int = scalar(0, lo=0, hi=2**32)  # × a hop of up to 65536 stays within a sample counter
+
+    max_bytes: ClassVar[int] = 32 << 20
+
+    def check(self) -> None:
+        if (self.kind == "complex") != (self.frames.dtype == np.complex64):
+            raise MessageError(f"Spectrogram: {self.kind} frames as {self.frames.dtype}: complex frames are "
+                               f"complex64, the others float32")
 
 
 @dataclass(kw_only=True)
@@ -194,7 +326,9 @@ class FeatureMap(Message):
     """Visual encoder output (C, H, W) for one video frame (``frame_index``)."""
 
     features: np.ndarray = array("float32", "float16", ndim=3)
-    frame_index: int = 0
+    frame_index: int = frame_counter()
+
+    max_bytes: ClassVar[int] = 16 << 20
 
 
 @dataclass(kw_only=True)
@@ -202,7 +336,7 @@ class Embedding(Message):
     """Audio encoder output: one vector summarising the audio window ending at capture_ns."""
 
     vector: np.ndarray = array("float32", "float16", ndim=1)
-    window_s: float = 1.0
+    window_s: float = scalar(1.0, lo=0.0, hi=3600.0)
 
 
 @dataclass(kw_only=True)
@@ -210,7 +344,9 @@ class Heatmap(Message):
     """Where the sound comes from: (H, W) in [0, 1] over the frame ``frame_index``."""
 
     heatmap: np.ndarray = array("float32", ndim=2)
-    frame_index: int = 0
+    frame_index: int = frame_counter()
+
+    max_bytes: ClassVar[int] = 16 << 20
 
 
 @dataclass(kw_only=True)
@@ -220,9 +356,9 @@ class FaceTracks(Message):
     boxes: np.ndarray = array("float32", ndim=2)
     track_ids: np.ndarray = array("int64", ndim=1)
     lip_features: np.ndarray = array("float32", ndim=2)
-    frame_index: int = 0
-    frame_width: int = 0
-    frame_height: int = 0
+    frame_index: int = frame_counter()
+    frame_width: int = scalar(0, lo=0, hi=65536)
+    frame_height: int = scalar(0, lo=0, hi=65536)
 
     def check(self) -> None:
         n = self.boxes.shape[0]
@@ -239,10 +375,12 @@ class SeparatedAudio(Message):
     As for :class:`AudioChunk`, ``capture_ns`` is the capture time of ``first_sample``, so a
     consumer can place voices and the mixture on one timeline."""
 
-    samples: np.ndarray = array("float32", ndim=2)
+    samples: np.ndarray = array("float32", ndim=2, max_abs=MAX_AUDIO_ABS)
     track_ids: np.ndarray = array("int64", ndim=1)
-    sample_rate_hz: int = 16000
-    first_sample: int = 0
+    sample_rate_hz: int = sample_rate()
+    first_sample: int = scalar(0, lo=-COUNTER_MAX, hi=COUNTER_MAX)
+
+    max_bytes: ClassVar[int] = 16 << 20
 
     def check(self) -> None:
         if self.samples.shape[0] != self.track_ids.shape[0]:
@@ -255,7 +393,7 @@ class Heartbeat(Message):
     """A node's periodic liveness + stats, sent to the supervisor's telemetry socket."""
 
     node: str = ""
-    pid: int = 0
+    pid: int = scalar(0, lo=0, hi=2**31)
     state: str = "running"
     stats: dict = field(default_factory=dict)
 
@@ -265,7 +403,7 @@ class Control(Message):
     """Supervisor → nodes. ``start`` carries the graph's shared epoch (monotonic ns)."""
 
     command: str = "start"
-    epoch_ns: int = 0
+    epoch_ns: int = scalar(0, lo=0, hi=INT64_MAX)
 
 
 @dataclass(kw_only=True)
@@ -307,86 +445,168 @@ def encode(msg: Message) -> list[Any]:
     return [msg.type_name.encode(), json.dumps(header, separators=(",", ":")).encode(), *buffers]
 
 
+def _bounded_int(text: str) -> int:
+    """JSON integers, parsed only when short: a 4,300-digit literal costs quadratic time to parse,
+    and one beyond Python's int() digit limit raises ValueError rather than a MessageError."""
+    if len(text) > MAX_INT_DIGITS + 1 or (len(text) > MAX_INT_DIGITS and text[0] != "-"):
+        raise MessageError(f"header integer of {len(text)} digits, limit {MAX_INT_DIGITS}", "limits")
+    return int(text)
+
+
+def _no_constant(text: str) -> Any:
+    raise MessageError(f"header holds {text}: not JSON, and not a number any field may take", "header")
+
+
+_HEADER_JSON = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_no_constant)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _check_depth(raw: bytes) -> None:
+    """Refuse nesting deeper than MAX_JSON_DEPTH before parsing (the parser would recurse into it).
+
+    Fewer openers than the limit cannot nest deeper, which settles every ordinary header with two
+    ``bytes.count`` calls; only then are strings blanked out and the depth measured exactly."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', raw), np.uint8)
+    step = ((codes == ord("[")) | (codes == ord("{"))).astype(np.int32)
+    step -= (codes == ord("]")) | (codes == ord("}"))
+    if step.size and int(np.cumsum(step).max()) > MAX_JSON_DEPTH:
+        raise MessageError(f"header nests deeper than {MAX_JSON_DEPTH} levels", "limits")
+
+
 def decode(frames: list[bytes] | list[Any]) -> Message:
-    """Multipart frames → validated Message. Every failure is a MessageError saying why."""
+    """Multipart frames → validated Message. Every failure, whatever the bytes, is a MessageError saying why."""
+    try:
+        return _decode(frames)
+    except MessageError:
+        raise
+    except Exception as exc:  # a check above missed a case: still one frame's problem, not the node's
+        raise MessageError(f"undecodable frame ({type(exc).__name__}: {str(exc)[:120]})", "header") from None
+
+
+def _decode(frames: list[bytes] | list[Any]) -> Message:
     if len(frames) < 2:
-        raise MessageError(f"expected [topic, header, *buffers], got {len(frames)} frame(s)")
+        raise MessageError(f"expected [topic, header, *buffers], got {len(frames)} frame(s)", "header")
     raw_header = _as_bytes(frames[1])
     if len(raw_header) > MAX_HEADER_BYTES:
-        raise MessageError(f"header is {len(raw_header)} bytes, limit {MAX_HEADER_BYTES}")
+        raise MessageError(f"header is {len(raw_header)} bytes, limit {MAX_HEADER_BYTES}", "limits")
+    _check_depth(raw_header)
     try:
-        header = json.loads(raw_header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError(f"header is not valid JSON: {exc}") from None
+        header = _HEADER_JSON.decode(raw_header.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MessageError(f"header is not valid JSON: {str(exc)[:120]}", "header") from None
     if not isinstance(header, dict):
-        raise MessageError("header is not a JSON object")
+        raise MessageError("header is not a JSON object", "header")
     if header.get("v") != SCHEMA_VERSION:
-        raise MessageError(f"schema version {header.get('v')!r}, this build speaks {SCHEMA_VERSION}")
+        raise MessageError(f"schema version {header.get('v')!r:.40}, this build speaks {SCHEMA_VERSION}", "header")
     type_name = header.get("type")
     cls = _REGISTRY.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
-        raise MessageError(f"unknown message type {type_name!r}")
-    topic = _as_bytes(frames[0])
+        raise MessageError(f"unknown message type {type_name!r:.60}", "header")
+    topic = frames[0] if isinstance(frames[0], bytes) else _as_bytes(frames[0])
     if topic != type_name.encode():
-        raise MessageError(f"topic {topic[:40]!r} does not match header type {type_name!r}")
+        raise MessageError(f"topic {topic[:40]!r} does not match header type {type_name!r}", "header")
 
     envelope = {}
     for key, kind in (("seq", int), ("capture_ns", int), ("source", str)):
         value = header.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise MessageError(f"{type_name}: header field {key!r} must be {kind.__name__}, got {value!r}")
+            raise MessageError(f"{type_name}: header field {key!r} must be {kind.__name__}, got {value!r:.40}",
+                               "header")
         envelope[key] = value
+    # capture_ns may be a little negative: a derived time (the first sample of a block) dates back
+    # from a capture time, which in tests, or just after boot, is itself small
+    if not (0 <= envelope["seq"] <= INT64_MAX and INT64_MIN <= envelope["capture_ns"] <= INT64_MAX):
+        raise MessageError(f"{type_name}: seq must be in [0, 2**63), capture_ns an int64", "header")
+    if len(envelope["source"]) > MAX_STR_CHARS:
+        raise MessageError(f"{type_name}: source of {len(envelope['source'])} characters", "header")
 
     fields = header.get("fields")
     if not isinstance(fields, dict):
-        raise MessageError(f"{type_name}: header 'fields' must be an object")
+        raise MessageError(f"{type_name}: header 'fields' must be an object", "fields")
     kwargs: dict[str, Any] = {}
-    for name, hint in cls.scalar_fields().items():
+    for name, allowed, is_float, bounds in _scalar_rules(cls):
         if name not in fields:
-            raise MessageError(f"{type_name}: missing field {name!r}")
+            raise MessageError(f"{type_name}: missing field {name!r}", "fields")
         value = fields[name]
-        allowed = _SCALAR_CHECKS.get(hint, (object,))
-        if not isinstance(value, allowed) or (hint is not bool and isinstance(value, bool)):
-            raise MessageError(f"{type_name}.{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
-        kwargs[name] = float(value) if hint is float else value
-    extra = set(fields) - set(kwargs)
-    if extra:
-        raise MessageError(f"{type_name}: unexpected fields {sorted(extra)}")
+        if not isinstance(value, allowed) or (allowed != (bool,) and isinstance(value, bool)):
+            raise MessageError(f"{type_name}.{name}: expected {allowed[0].__name__}, got {value!r:.40}", "fields")
+        if bounds is not None:
+            bounds.check(type_name, name, value)
+        kwargs[name] = float(value) if is_float else value
+    if len(fields) != len(kwargs):
+        raise MessageError(f"{type_name}: unexpected fields {sorted(set(fields) - set(kwargs))!r:.80}", "fields")
 
     specs = header.get("buffers")
     arrays = cls.array_fields()
     if not isinstance(specs, list) or len(specs) != len(arrays) or len(specs) > MAX_BUFFERS:
-        raise MessageError(f"{type_name}: expected {len(arrays)} buffer descriptions, got {specs!r:.80}")
+        raise MessageError(f"{type_name}: expected {len(arrays)} buffer descriptions, got {specs!r:.80}", "buffers")
     if len(frames) != 2 + len(specs):
-        raise MessageError(f"{type_name}: header announces {len(specs)} buffers, message has {len(frames) - 2}")
+        raise MessageError(f"{type_name}: header announces {len(specs)} buffers, message has {len(frames) - 2}",
+                           "buffers")
+    declared = 0
     for spec, frame in zip(specs, frames[2:]):
-        kwargs_name, arr = _decode_buffer(type_name, spec, frame, arrays)
-        kwargs[kwargs_name] = arr
+        name, arr = _decode_buffer(cls, spec, frame, arrays)
+        declared += arr.nbytes
+        if declared > cls.max_bytes:
+            raise MessageError(f"{type_name}: buffers of {declared} bytes, limit {cls.max_bytes}", "limits")
+        kwargs[name] = arr
     if len(kwargs) != len(arrays) + len(cls.scalar_fields()):
-        raise MessageError(f"{type_name}: buffers {[s.get('name') for s in specs]} do not match {list(arrays)}")
+        raise MessageError(f"{type_name}: buffers {[s.get('name') for s in specs]!r:.80} do not match {list(arrays)}",
+                           "buffers")
     msg = cls(**envelope, **kwargs)
     msg.check()  # dtypes and ranks were checked buffer by buffer above
     return msg
 
 
-def _decode_buffer(type_name: str, spec: Any, frame: Any, arrays: dict[str, ArraySpec]) -> tuple[str, np.ndarray]:
+def _decode_buffer(cls: type[Message], spec: Any, frame: Any, arrays: dict[str, ArraySpec]) -> tuple[str, np.ndarray]:
+    type_name = cls.type_name
     if not isinstance(spec, dict):
-        raise MessageError(f"{type_name}: buffer description {spec!r:.60} is not an object")
+        raise MessageError(f"{type_name}: buffer description {spec!r:.60} is not an object", "buffers")
     name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
-    if name not in arrays:
-        raise MessageError(f"{type_name}: unknown buffer {name!r}")
-    if dtype not in WIRE_DTYPES:
-        raise MessageError(f"{type_name}.{name}: dtype {dtype!r} is not allowed on the wire")
+    if not isinstance(name, str) or name not in arrays:
+        raise MessageError(f"{type_name}: unknown buffer {name!r:.40}", "buffers")
+    if not isinstance(dtype, str) or dtype not in WIRE_DTYPES:
+        raise MessageError(f"{type_name}.{name}: dtype {dtype!r:.40} is not allowed on the wire", "buffers")
     if (not isinstance(shape, list) or len(shape) > 8
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-        raise MessageError(f"{type_name}.{name}: bad shape {shape!r}")
+        raise MessageError(f"{type_name}.{name}: bad shape {shape!r:.80}", "buffers")
     arrays[name].check_layout(type_name, name, dtype, tuple(shape))
+    # the size the shape declares, with a zero dimension counted as 1: (0, 2**40) is no more
+    # acceptable than (1, 2**40), and numpy could not even represent it
+    itemsize = _ITEMSIZE[dtype]
+    if math.prod(d or 1 for d in shape) * itemsize > cls.max_bytes:
+        raise MessageError(f"{type_name}.{name}: shape {shape} exceeds {cls.max_bytes} bytes", "limits")
     buf = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
-    nbytes = math.prod(shape) * _ITEMSIZE[dtype]
+    nbytes = math.prod(shape) * itemsize
     if buf.nbytes != nbytes:
-        raise MessageError(f"{type_name}.{name}: {buf.nbytes} bytes on the wire, {dtype}{tuple(shape)} needs {nbytes}")
-    arr = np.frombuffer(buf, dtype=dtype).reshape(shape) if nbytes else np.zeros(shape, dtype)
+        raise MessageError(f"{type_name}.{name}: {buf.nbytes} bytes on the wire, {dtype}{tuple(shape)} needs {nbytes}",
+                           "buffers")
+    if not nbytes:
+        return name, np.zeros(shape, dtype)
+    arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    if dtype in _FLOAT_DTYPES:
+        _check_values(type_name, name, arr, arrays[name].max_abs)
     return name, arr
+
+
+_FLOAT_DTYPES = frozenset(["float16", "float32", "float64", "complex64", "complex128"])
+
+
+def _check_values(type_name: str, name: str, arr: np.ndarray, max_abs: float) -> None:
+    """Every element finite and within ±max_abs, cheaply: the sum of squares (one BLAS dot, ~1 µs
+    for an audio chunk) bounds every element's square, so when it is finite and at most max_abs²
+    all is well. Only otherwise (or for float16: no BLAS) look element by element."""
+    if arr.dtype != np.float16:
+        energy = float(np.vdot(arr, arr).real)
+        if math.isfinite(energy) and energy <= max_abs * max_abs:
+            return
+    if not np.isfinite(arr).all():
+        raise MessageError(f"{type_name}.{name}: holds NaN or infinity", "non-finite")
+    peak = float(np.abs(arr).max())
+    if peak > max_abs:
+        raise MessageError(f"{type_name}.{name}: magnitude {peak:.3g} beyond {max_abs:g}", "out of range")
 
 
 def _as_bytes(frame: Any) -> bytes:

@@ -66,6 +66,11 @@ class BadInput(ValueError):
     """Raised by a node for a message it cannot use (wrong shape, wrong rate...).
 
     The loop counts it, logs it and carries on: one bad message must not stop a live graph.
+    So it does for any other Exception out of ``on_message`` (``pipeline.runner.deliver``), but
+    that one is taken for a bug and its traceback logged; raising BadInput says "expected, the
+    input's fault". Before ``on_message`` the runtime has already refused what the schema or the
+    port forbids (another message type, another sender, NaN), so a node checks only what is
+    specific to it: sizes its model takes, jumps its buffers would have to fill.
     """
 
 

@@ -24,7 +24,7 @@ import zmq
 from pipeline.graph import GraphSpec, NodeSpec, import_node_class
 from pipeline.media_clock import MediaClock
 from pipeline.messages import Control, EndOfStream, Heartbeat, Message, MessageError, decode, encode
-from pipeline.node import Node
+from pipeline.node import BadInput, Node
 from pipeline.stats import Rolling
 from pipeline.transport import Publisher, Subscriber
 
@@ -52,9 +52,12 @@ class Runtime:
         self.publishers = {port: Publisher(self.ctx, ep, lossless=self.lossless, wait=self._wait_for_reader)
                            for port, ep in spec.endpoints.items()}
         src = graph.nodes
+        self.node_cls = cls = import_node_class(spec.impl)
+        # each input takes only its declared type, and only from the node wired to it
         self.subscribers = {
             port: Subscriber(self.ctx, src[i.from_node].endpoints[i.from_port], policy=i.policy, size=i.size,
-                             name=f"{spec.name}.{port}", lossless=self.lossless)
+                             name=f"{spec.name}.{port}", lossless=self.lossless,
+                             accepts=cls.inputs[port].type if port in cls.inputs else None, upstream=i.from_node)
             for port, i in spec.inputs.items()
         }
         #: lossless file sources advance together (pipeline/media_clock.py)
@@ -102,7 +105,7 @@ class Runtime:
     # -- lifecycle -----------------------------------------------------------------------
 
     def run(self) -> int:
-        cls = import_node_class(self.spec.impl)
+        cls = self.node_cls
         self.node = node = cls(self.spec.name, cls.make_params(self.spec.params), runtime=self)
         try:
             node.open()
@@ -228,13 +231,7 @@ class Runtime:
                 if msg.capture_ns:
                     self.latency[port].add((now - msg.capture_ns) / 1e6)
                 t0 = time.perf_counter()
-                try:
-                    node.on_message(port, msg)
-                except ValueError as exc:  # BadInput, MessageError, shape errors: count, log, go on
-                    node.count("errors")
-                    n = node.counters["errors"]
-                    if n <= 5 or n % 100 == 0:
-                        self.log.error("input %s: %s (error #%d; continuing)", port, exc, n)
+                deliver(node, port, msg, sub)
                 compute.add((time.perf_counter() - t0) * 1e3)
 
     def _drain_telemetry(self, node: Node) -> None:
@@ -251,7 +248,8 @@ class Runtime:
         for port, sub in self.subscribers.items():
             s = sub.stats
             inputs[port] = {"received": s.received, "delivered": s.delivered, "dropped": s.dropped,
-                            "lost": s.lost, "bad": s.bad, "latency_ms": self.latency[port].summary()}
+                            "lost": s.lost, "bad": s.bad, "errors": s.errors, "reasons": dict(s.reasons),
+                            "latency_ms": self.latency[port].summary()}
         out: dict[str, Any] = {"inputs": inputs,
                                "outputs": {p: {"sent": pub.sent, "readers": pub.subscribers, "blocked_s": round(pub.blocked_s, 3)}
                                            for p, pub in self.publishers.items()}}
@@ -259,8 +257,18 @@ class Runtime:
             out["counters"] = dict(node.counters)
             out.update({name: r.summary() for name, r in node.stats.items()})
             out["artifacts"] = list(getattr(node, "artifacts", []))
-            out["summary"] = node.summary()
+            out["summary"] = "; ".join(filter(None, [node.summary(), self.refusals()]))
         return out
+
+    def refusals(self) -> str:
+        """What each input refused or failed on, by reason, for the closing summary ("" if nothing)."""
+        parts = []
+        for port, sub in self.subscribers.items():
+            reasons = sorted(sub.stats.reasons.items(), key=lambda item: -item[1])
+            if reasons:
+                parts.append(f"{port} ({', '.join(f'{n} {reason}' for reason, n in reasons[:4])}"
+                             f"{', …' if len(reasons) > 4 else ''})")
+        return f"refused {', '.join(parts)}" if parts else ""
 
     def heartbeat(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -287,6 +295,27 @@ class Runtime:
         self.control.close(linger=0)
         self.telemetry_push.close(linger=500)
         self.ctx.term()
+
+
+def deliver(node: Node, port: str, msg: Message, sub: Subscriber) -> bool:
+    """Hand one message to ``node.on_message``; True if it took it.
+
+    Whatever on_message raises — ``BadInput`` for a message the node cannot use, or any other
+    Exception (a bug, an engine refusing a shape) — is one message's failure, not the node's: it
+    is counted on the input by reason and in the node's ``errors``, the first of a burst is
+    logged, and the node goes on. A bug (anything but BadInput / MessageError) also logs its
+    traceback the first time per input, so it stays visible. BaseException (Ctrl-C, SystemExit)
+    is not caught.
+    """
+    try:
+        node.on_message(port, msg)
+        return True
+    except Exception as exc:
+        node.count("errors")
+        expected = isinstance(exc, (BadInput, MessageError))
+        reason = "BadInput" if isinstance(exc, BadInput) else type(exc).__name__
+        sub.refuse(reason, f"{type(exc).__name__}: {str(exc)[:200]}", error=True, exc=None if expected else exc)
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

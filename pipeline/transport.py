@@ -17,11 +17,19 @@ Why not ``ZMQ_CONFLATE`` for ``latest``: it does not support multipart messages.
 the receiver drains everything readable each time round the loop and keeps the newest.
 (A receive thread was tried and dropped: its extra thread hop tripled the latency of small
 messages; a large receive HWM gets the same freshness from ZeroMQ's own I/O thread.)
+
+What a reader refuses, it counts, by reason, and never lets through: a frame that does not
+decode (``bad``, reason ``malformed: <kind>``, ``non-finite`` or ``out of range``), a message of another type than
+the port declares (``wrong type: X``), anything — an end-of-stream included — from another node
+than the one wired to the port (``foreign sender``). The node's own failures on a message are
+counted beside them as ``errors`` (``pipeline.runner.deliver``). The first refusal of a burst is
+logged with its reason; the rest of the burst (``LOG_EVERY_S``) is counted, not logged.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,13 +49,31 @@ Policy = Literal["latest", "queue"]
 ZERO_COPY_MIN_BYTES = 256 * 1024
 
 
+#: an input logs at most one line of refusals per this many seconds (the first of a burst)
+LOG_EVERY_S = 10.0
+#: distinct reasons an input keeps apart; the words are fixed, but bound the table anyway
+MAX_REASONS = 32
+#: senders whose sequence an unwired input (no ``upstream``) follows at once
+MAX_SENDERS = 32
+
+
 @dataclass
 class InputStats:
-    received: int = 0
-    delivered: int = 0
+    received: int = 0  # accepted into the queue (end-of-stream included)
+    delivered: int = 0  # handed to the node
     dropped: int = 0  # discarded by our own queue policy
     lost: int = 0  # sequence gaps: dropped inside ZeroMQ or upstream
-    bad: int = 0  # frames that failed to decode
+    bad: int = 0  # refused before the node saw them: malformed, wrong type, foreign sender
+    errors: int = 0  # delivered, but the node's on_message raised on them
+    reasons: dict[str, int] = field(default_factory=dict)  # bad + errors, by reason
+
+    def count(self, reason: str, error: bool = False) -> None:
+        if error:
+            self.errors += 1
+        else:
+            self.bad += 1
+        key = reason if reason in self.reasons or len(self.reasons) < MAX_REASONS else "other"
+        self.reasons[key] = self.reasons.get(key, 0) + 1
 
 
 #: messages in flight per connection in lossless mode, each side: few, so that a stalled reader
@@ -173,9 +199,14 @@ class Publisher:
 
 @dataclass
 class Subscriber:
-    """One input port: a SUB socket plus the bounded queue its policy asks for."""
+    """One input port: a SUB socket plus the bounded queue its policy asks for.
 
-    ctx: zmq.Context
+    ``accepts``: the message type the port declares (others are refused); ``upstream``: the node
+    wired to it (messages from any other are refused). ``None`` accepts any. With ``ctx`` None
+    there is no socket: frames are handed to :meth:`accept` directly (tests, fuzzing).
+    """
+
+    ctx: zmq.Context | None
     endpoint: str
     policy: Policy = "queue"
     size: int = 16
@@ -184,6 +215,8 @@ class Subscriber:
     #: never drop: read from the socket only while the queue has room, so a full queue pushes
     #: back through ZeroMQ to the writer (`latest` then becomes a short queue)
     lossless: bool = False
+    accepts: type[Message] | None = None
+    upstream: str | None = None
     stats: InputStats = field(default_factory=InputStats)
 
     def __post_init__(self) -> None:
@@ -195,6 +228,16 @@ class Subscriber:
         self.capacity = 1 if self.policy == "latest" else self.size
         if self.lossless:
             self.capacity, self.hwm = (2 if self.policy == "latest" else self.size), LOSSLESS_HWM
+        self.ended = False
+        self.end_reason = ""
+        self._last_seq: dict[str, int] = {}
+        self.last_error = ""
+        self._last_log = -math.inf  # when a refusal was last logged
+        self._unlogged = 0  # refusals since then
+        self._traced: set[str] = set()  # exception types whose traceback was logged
+        self.socket = None
+        if self.ctx is None:
+            return
         self.socket = self.ctx.socket(zmq.SUB)
         # A generous receive HWM on purpose: ZeroMQ's I/O thread keeps moving frames out of
         # the kernel into this pipe while the node computes, so each drain sees everything
@@ -205,10 +248,6 @@ class Subscriber:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         self.socket.connect(self.endpoint)
-        self.ended = False
-        self.end_reason = ""
-        self._last_seq: dict[str, int] = {}
-        self.last_error = ""
 
     def drain(self) -> int:
         """Read everything readable now into the bounded queue. Returns messages read."""
@@ -219,32 +258,61 @@ class Subscriber:
             except zmq.Again:
                 return n
             n += 1
-            self._accept(frames)
+            self.accept(frames)
         return n
 
-    def _accept(self, frames: list) -> None:
+    def accept(self, frames: list) -> bool:
+        """Decode one multipart message and queue it, or count why not. True if queued (or an end)."""
         try:
             msg = decode(frames)
         except MessageError as exc:
-            self.stats.bad += 1
-            self.last_error = str(exc)
-            if self.stats.bad <= 5 or self.stats.bad % 100 == 0:
-                log.warning("input %s: rejected malformed message #%d: %s", self.name, self.stats.bad, exc)
-            return
-        self.stats.received += 1
+            kind = getattr(exc, "kind", "schema")
+            self.refuse(kind if kind in ("non-finite", "out of range") else f"malformed: {kind}", str(exc))
+            return False
+        if self.upstream is not None and msg.source != self.upstream:
+            what = "an end-of-stream" if isinstance(msg, EndOfStream) else f"a {msg.type_name}"
+            self.refuse("foreign sender", f"{what} from {msg.source[:40]!r}, this input is fed by {self.upstream!r}")
+            return False
         self._count_gap(msg)
         if isinstance(msg, EndOfStream):
+            self.stats.received += 1
             self.ended, self.end_reason = True, msg.reason
-            return
+            return True
+        if self.accepts is not None and not isinstance(msg, self.accepts):
+            self.refuse(f"wrong type: {msg.type_name}", f"a {msg.type_name}, this input takes {self.accepts.type_name}")
+            return False
+        self.stats.received += 1
         if len(self.queue) >= self.capacity:
             self.queue.popleft()
             self.stats.dropped += 1
         self.queue.append(msg)
+        return True
+
+    def refuse(self, reason: str, detail: str, *, error: bool = False, exc: BaseException | None = None) -> None:
+        """Count one refused (or, ``error``, failed) message under ``reason`` and log the first of a burst.
+        ``exc``: an unexpected exception, whose traceback is logged the first time per type on this input."""
+        self.stats.count(reason, error)
+        self.last_error = detail
+        now = time.monotonic()
+        if exc is not None and reason not in self._traced and len(self._traced) < MAX_REASONS:
+            self._traced.add(reason)
+            log.error("input %s: %s (the first %s here: a bug? later ones are counted)", self.name, detail, reason,
+                      exc_info=exc)
+        elif now - self._last_log >= LOG_EVERY_S:
+            more = f"; {self._unlogged} more since the last line" if self._unlogged else ""
+            log.warning("input %s: refused a message (%s): %s%s. Refusals in the next %.0f s are only counted",
+                        self.name, reason, detail, more, LOG_EVERY_S)
+        else:
+            self._unlogged += 1
+            return
+        self._last_log, self._unlogged = now, 0
 
     def _count_gap(self, msg: Message) -> None:
         last = self._last_seq.get(msg.source)
         if last is not None and msg.seq > last + 1:
             self.stats.lost += msg.seq - last - 1
+        if last is None and len(self._last_seq) >= MAX_SENDERS:  # unwired input: do not grow per sender
+            self._last_seq.clear()
         # seq going backwards means the upstream node restarted: start counting afresh.
         self._last_seq[msg.source] = msg.seq
 
@@ -259,4 +327,5 @@ class Subscriber:
         return self.ended and not self.queue
 
     def close(self) -> None:
-        self.socket.close(linger=0)
+        if self.socket is not None:
+            self.socket.close(linger=0)

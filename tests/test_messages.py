@@ -64,9 +64,10 @@ def test_every_registered_type_has_an_example() -> None:
     assert set(message_types()) <= covered
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(hnp.arrays(dtype=st.sampled_from([np.float16, np.float32, np.float64]),
-                  shape=hnp.array_shapes(min_dims=3, max_dims=3, min_side=0, max_side=9)))
+                  shape=hnp.array_shapes(min_dims=3, max_dims=3, min_side=0, max_side=9),
+                  elements={"allow_nan": False, "allow_infinity": False, "min_value": -6e4, "max_value": 6e4}))
 def test_feature_maps_of_any_shape_round_trip(features: np.ndarray) -> None:
     if features.dtype == np.float64:
         with pytest.raises(MessageError, match="dtype float64"):
@@ -134,3 +135,115 @@ def test_received_arrays_are_read_only_views() -> None:
     out = decode(GOOD)
     with pytest.raises(ValueError):
         out.image[0, 0, 0] = 1
+
+
+# -- limits: nothing in a header decides how much is allocated or how deep anything recurses ---
+
+def _declare(frames: list[bytes], **buffer) -> list[bytes]:
+    header = _header(frames)
+    header["buffers"] = [{**header["buffers"][0], **buffer}]
+    return [frames[0], json.dumps(header).encode(), *frames[2:]]
+
+
+AUDIO = wire(AudioChunk(samples=np.zeros(160, np.float32), first_sample=320, capture_ns=5, source="microphone"))
+SPECTRUM = wire(Spectrogram(frames=np.zeros((1, 3), np.complex64)))
+
+
+@pytest.mark.parametrize("frames, kind, error", [
+    ([GOOD[0], b"[" * 20000 + b"]" * 20000, GOOD[2]], "limits", "nests deeper than 32"),
+    ([GOOD[0], b'{"a":' * 40 + b"1" + b"}" * 40, GOOD[2]], "limits", "nests deeper"),
+    ([GOOD[0], GOOD[1].replace(b'"seq":0', b'"seq":' + b"9" * 5000), GOOD[2]], "limits", "5000 digits"),
+    ([GOOD[0], GOOD[1].replace(b'"seq":0', b'"seq":' + b"9" * 20), GOOD[2]], "limits", "20 digits"),
+    ([GOOD[0], GOOD[1].replace(b'"pts_s":0.0', b'"pts_s":NaN'), GOOD[2]], "header", "NaN"),
+    ([GOOD[0], GOOD[1].replace(b'"pts_s":0.0', b'"pts_s":1e999'), GOOD[2]], "fields", "not finite"),
+    (_declare(GOOD, shape=[0, 2**40, 3]), "limits", "exceeds"),  # numpy could not even reshape this
+    (_declare(GOOD, shape=[2**20, 2**20, 3]), "limits", "exceeds"),
+    (_with_header(GOOD, seq=-1), "header", "seq must be"),
+    (_with_header(GOOD, capture_ns=2**63), "header", "capture_ns an int64"),
+    (_with_header(GOOD, source="x" * 5000), "header", "source of 5000"),
+    (_with_header(AUDIO, fields={"sample_rate_hz": 0, "first_sample": 0}), "fields", r"sample_rate_hz: 0 outside"),
+    (_with_header(AUDIO, fields={"sample_rate_hz": 16000, "first_sample": 10**17}), "fields", "first_sample"),
+    (_with_header(AUDIO, fields={"sample_rate_hz": True, "first_sample": 0}), "fields", "expected int"),
+    (_with_header(SPECTRUM, fields={**_header(SPECTRUM)["fields"], "kind": "evil"}), "fields", "not one of"),
+    (_with_header(SPECTRUM, fields={**_header(SPECTRUM)["fields"], "n_fft": 10**9}), "fields", "n_fft"),
+    (_declare(GOOD, shape=[1, 1, 3])[:2] + [b"\0" * 3], "schema", r"H, W in \[2, 16384\]"),  # a 1×1 frame
+    (_declare(GOOD, shape=[0, 0, 3])[:2] + [b""], "schema", r"H, W in \[2, 16384\]"),  # a 0×0 frame
+    (_declare(GOOD, shape=[2, 20000, 3])[:2] + [b"\0" * 120000], "schema", r"H, W in"),
+], ids=lambda x: x if isinstance(x, str) else None)
+def test_headers_cannot_make_the_decoder_recurse_or_allocate(frames: list[bytes], kind: str, error: str) -> None:
+    with pytest.raises(MessageError, match=error) as caught:
+        decode(frames)
+    assert caught.value.kind == kind
+
+
+def test_each_type_has_a_byte_ceiling_checked_before_any_array_exists() -> None:
+    assert VideoFrame.max_bytes == 64 << 20 and AudioChunk.max_bytes < VideoFrame.max_bytes
+    huge = _declare(AUDIO, shape=[AudioChunk.max_bytes // 4 + 1])
+    with pytest.raises(MessageError, match="exceeds") as caught:
+        decode([*huge[:2], b""])  # the buffer is not even there: refused on the declared shape alone
+    assert caught.value.kind == "limits"
+
+
+def test_a_declared_shape_must_match_the_buffer_exactly() -> None:
+    with pytest.raises(MessageError, match="needs 48"):
+        decode(_declare(GOOD, shape=[4, 4, 3])[:2] + [GOOD[2] + b"\0" * 48])
+    with pytest.raises(MessageError, match="needs 0"):
+        decode(_declare(GOOD, shape=[0, 4, 3])[:2] + [GOOD[2]])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("make", [
+    lambda x: AudioChunk(samples=np.array([0.1, x, 0.2], np.float32)),
+    lambda x: SeparatedAudio(samples=np.array([[0.0, x]], np.float32), track_ids=np.array([1])),
+    lambda x: Spectrogram(frames=np.array([[1 + 1j, complex(x, 0)]], np.complex64)),
+    lambda x: FeatureMap(features=np.full((2, 2, 2), x, np.float16)),
+    lambda x: Embedding(vector=np.array([x, 1.0], np.float32)),
+    lambda x: Heatmap(heatmap=np.array([[0.5, x]], np.float32)),
+    lambda x: FaceTracks(boxes=np.array([[0, 0, x, 1]], np.float32), track_ids=np.array([1]),
+                         lip_features=np.zeros((1, 16), np.float32)),
+], ids=["audio", "voices", "spectrum", "features16", "embedding", "heatmap", "boxes"])
+def test_non_finite_values_are_refused_on_decode(make, bad: float) -> None:
+    """The stated policy (messages.py): reject, never repair. Encoding does not check values (the
+    sender's hot path); the receiver refuses the message and counts it."""
+    frames = wire(make(bad))
+    with pytest.raises(MessageError, match="NaN or infinity") as caught:
+        decode(frames)
+    assert caught.value.kind == "non-finite"
+
+
+def test_audio_beyond_its_range_is_refused_and_large_finite_features_are_not() -> None:
+    with pytest.raises(MessageError, match="beyond 1000") as caught:
+        decode(wire(AudioChunk(samples=np.array([0.0, 5e3], np.float32))))
+    assert caught.value.kind == "out of range"
+    # 1e6 passes the cheap check's fallback (the sum of squares overflows float32 only past 1e19)
+    out = decode(wire(FeatureMap(features=np.full((2, 3, 3), 1e6, np.float32))))
+    assert out.features.max() == 1e6
+    # loud but legal audio: full scale everywhere, 10 s of it
+    decode(wire(AudioChunk(samples=np.ones(160_000, np.float32))))
+
+
+def test_unexpected_exceptions_inside_decode_become_message_errors(monkeypatch) -> None:
+    """Whatever a check misses, decode raises nothing but MessageError (the transport catches only that)."""
+    import pipeline.messages as messages
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in a check")
+
+    monkeypatch.setattr(messages, "_decode_buffer", broken)
+    with pytest.raises(MessageError, match="ZeroDivisionError"):
+        decode(GOOD)
+
+
+def test_every_type_lists_its_limits() -> None:
+    from pipeline.messages import describe_messages
+
+    text = "\n".join(describe_messages())
+    assert "first_sample   int in [" in text and "kind           str one of ['complex'" in text
+    assert "(buffers at most 64 MiB)" in text
+
+
+def test_a_spectrogram_kind_matches_its_dtype() -> None:
+    with pytest.raises(MessageError, match="logmel frames as complex64"):
+        encode(Spectrogram(frames=np.zeros((2, 80), np.complex64), kind="logmel"))
+    with pytest.raises(MessageError, match="complex frames as float32"):
+        encode(Spectrogram(frames=np.zeros((2, 257), np.float32)))

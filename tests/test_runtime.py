@@ -320,3 +320,116 @@ def test_lossless_inputs_are_paired_by_capture_time(tmp_path) -> None:
     # every fast frame met a slow frame at least as new (until the slow source ended)
     paired = [p for p in pairs if p["slow_ns"] >= p["capture_ns"]]
     assert len(paired) >= 90 and timeouts == 0, (len(paired), timeouts)
+
+
+# -- hostile input: one frame must never crash a node (issue 15) ----------------------------------
+
+def test_an_input_takes_only_its_declared_type_and_only_from_its_upstream(ctx, tmp_path) -> None:
+    from pipeline.messages import AudioChunk, EndOfStream, encode
+
+    pub = Publisher(ctx, f"ipc://{tmp_path}/p")
+    sub = Subscriber(ctx, pub.endpoint, name="test", policy="queue", size=100, accepts=VideoFrame, upstream="src")
+    assert pub.wait_for_subscribers(1, 5)
+    pub.send(AudioChunk(samples=np.zeros(4, np.float32)), source="src")  # well-formed, wrong type
+    pub.socket.send_multipart(encode(EndOfStream(source="intruder")))  # an end from anyone else
+    pub.socket.send_multipart(encode(VideoFrame(image=np.zeros((2, 2, 3), np.uint8), frame_index=7,
+                                                source="intruder")))
+    pub.send(_frame(1), source="src")
+    assert wait_for(lambda: sub.drain() is not None and sub.stats.received >= 1 and sub.stats.bad >= 3, 5), sub.stats
+    assert not sub.ended and [m.frame_index for m in sub.queue] == [1]
+    assert sub.stats.reasons == {"wrong type: AudioChunk": 1, "foreign sender": 2}
+    assert sub.stats.lost == 0  # the refused AudioChunk still counted in the sender's sequence
+    pub.send(EndOfStream(), source="src")
+    assert wait_for(lambda: sub.drain() is not None and sub.ended, 5)
+
+
+def test_deliver_counts_any_failure_logs_a_bug_once_with_its_traceback_and_lets_base_exceptions_through(caplog):
+    from pipeline.harness import Harness
+    from pipeline.node import BadInput, Input, Node
+    from pipeline.runner import deliver
+
+    class Fragile(Node):
+        inputs = {"frames": Input(VideoFrame)}
+
+        def on_message(self, port, msg):
+            if msg.frame_index == 1:
+                raise BadInput("frame 1 is no good")
+            if msg.frame_index == 2:
+                return msg.no_such_field  # a bug: AttributeError
+            if msg.frame_index == 3:
+                raise KeyboardInterrupt
+
+    h = Harness(Fragile)
+    sub = Subscriber(None, "", name="fragile.frames", accepts=VideoFrame)
+    with caplog.at_level("WARNING", logger="pipeline.transport"):
+        results = [deliver(h.node, "frames", _frame(i), sub) for i in (0, 1, 2, 2, 2)]
+    assert results == [True, False, False, False, False]
+    assert sub.stats.errors == 4 and sub.stats.reasons == {"BadInput": 1, "AttributeError": 3}
+    assert h.node.counters["errors"] == 4
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "AttributeError" in tracebacks[0].getMessage()
+    assert len(caplog.records) == 2  # the BadInput (first of its burst) and the bug; the rest only counted
+    with pytest.raises(KeyboardInterrupt):
+        deliver(h.node, "frames", _frame(3), sub)
+
+
+from tests.runtime_nodes import Ticker  # noqa: E402  (the base of the forging source below)
+
+
+class Forger(Ticker):
+    """A source that also forges: between good frames, the frames that used to crash a reader."""
+
+    def step(self) -> bool:
+        if self.params.count and self.index >= self.params.count:
+            return False
+        from pipeline.messages import AudioChunk, EndOfStream, encode
+
+        socket, pub = self._runtime.publishers["frames"].socket, self._runtime.publishers["frames"]
+        good = [b.tobytes() if hasattr(b, "tobytes") else b for b in encode(VideoFrame(
+            image=np.zeros((4, 4, 3), np.uint8), frame_index=self.index, source=self.name))]
+        hostile = [
+            lambda: socket.send_multipart([good[0], b"[" * 30000 + b"]" * 30000, good[2]]),  # RecursionError once
+            lambda: socket.send_multipart([good[0], good[1].replace(b'"seq":0', b'"seq":' + b"9" * 5000), good[2]]),
+            lambda: socket.send_multipart([good[0], good[1].replace(b'"shape":[4,4,3]', b'"shape":[0,2199023255552,3]'),
+                                           b""]),
+            lambda: socket.send_multipart([good[0], good[1].replace(b'"shape":[4,4,3]', b'"shape":[0,0,3]'), b""]),
+            lambda: pub.send(AudioChunk(samples=np.full(8, np.nan, np.float32)), source=self.name),
+            lambda: pub.send(AudioChunk(samples=np.zeros(8, np.float32), first_sample=10**11), source=self.name),
+            lambda: socket.send_multipart(encode(EndOfStream(source="intruder", reason="forged"))),
+        ]
+        if self.index % 2:
+            hostile[self.index // 2 % len(hostile)]()
+        else:
+            self.send("frames", VideoFrame(image=np.zeros((4, 4, 3), np.uint8), frame_index=self.index,
+                                           capture_ns=time.monotonic_ns()))
+        self.index += 1
+        time.sleep(0.005)
+        return True
+
+
+def test_hostile_frames_are_refused_counted_by_reason_and_the_node_runs_on(tmp_path) -> None:
+    from pipeline.graph import load_graph
+    from tests.runtime_nodes import REGISTRY
+
+    rec = tmp_path / "rec.jsonl"
+    path = write_graph(tmp_path, {
+        "src": {"type": "forger", "params": {"count": 42}},
+        "rec": {"type": "recorder", "params": {"path": str(rec)},
+                "inputs": {"frames": {"from": "src/frames", "policy": "queue", "size": 100}}},
+    })
+    graph = load_graph(path, {**REGISTRY, "forger": "tests.test_runtime:Forger"})
+    with Background(graph) as sup:
+        assert wait_for(lambda: sup.nodes["rec"].state == "finished", 30), sup.nodes["rec"]
+        summary = sup.summary()
+    records = read_records(rec)
+    assert [r["index"] for r in records if r.get("port") == "frames"] == list(range(0, 42, 2))
+    assert records[-1] == {"event": "end"}  # the forged end-of-stream did not end it; the real one did
+    stats = sup.nodes["rec"].stats["inputs"]["frames"]
+    assert sup.nodes["rec"].restarts == 0 and stats["bad"] == 21
+    # the NaN chunks were numbered by the sender but refused before their number could be read:
+    # a gap in the sequence, so also `lost` (the forged frames went around the numbering)
+    assert stats["lost"] == 3
+    assert stats["reasons"] == {"malformed: limits": 9, "malformed: schema": 3, "non-finite": 3,
+                                "wrong type: AudioChunk": 3, "foreign sender": 3}, stats["reasons"]
+    line = next(s for s in summary if s.startswith("rec:"))
+    assert "refused frames (9 malformed: limits" in line and "frames: 21 bad" in line, line
