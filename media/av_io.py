@@ -133,6 +133,27 @@ def _decode_audio(container, source: str, sample_rate_hz: int, chunk_samples: in
         container.close()
 
 
+def audio_from(source: str | Path, start_s: float, sample_rate_hz: int = 16000) -> np.ndarray:
+    """A file's whole audio, mono float32 at ``sample_rate_hz``, with sample 0 at media time
+    ``start_s`` (silence before the audio starts, or the audio before it cut), so it lines up with
+    a video frame's time the way the live camera and microphone line up on one clock. Channels are
+    averaged, as `audio_chunks` does. No audio stream: an empty array."""
+    import av
+
+    with av.open(str(source)) as container:
+        if not container.streams.audio:
+            return np.zeros(0, np.float32)
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate_hz)
+        pieces, first_s = [], None
+        for frame in itertools.chain(container.decode(audio=0), [None]):  # None flushes the resampler
+            if frame is not None and first_s is None and frame.time is not None:
+                first_s = float(frame.time)
+            pieces.extend(out.to_ndarray().mean(axis=0, dtype=np.float32) for out in resampler.resample(frame))
+    audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    shift = int(round(((first_s or 0.0) - start_s) * sample_rate_hz))
+    return np.concatenate([np.zeros(shift, np.float32), audio]) if shift > 0 else audio[-shift:]
+
+
 @dataclass(frozen=True)
 class MediaInfo:
     """What a media file holds, as far as Earshot reads it."""

@@ -84,7 +84,7 @@ def _row_html(row: dict[str, Any]) -> str:
                             for k in ("node", "compute_ms", "age_ms", "dropped", "errors")) + "</tr>"
 
 
-def is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:  # (pipeline/graph.py has the same test: media may not import pipeline)
     host = host.strip("[]")
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback

@@ -22,20 +22,12 @@ from nodes.camera import Camera
 from nodes.microphone import Microphone
 from pipeline.harness import Harness
 from pipeline.supervisor import CONFIG_ERROR_EXIT, ConfigError
+from tests.media_files import video_only_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CLIP = ROOT / "demo" / "demo.mp4"
 
 
-def silent_video(path: Path) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(5):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8),
-                                                                   format="bgr24")))
-        container.mux(stream.encode())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +39,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = DEMO_CLIP.read_bytes()
     cut.write_bytes(data[:len(data) // 2])
     sf.write(wav, np.zeros(16000, np.float32), 16000)
-    return {"text": text, "empty": empty, "cut": cut, "silent": silent_video(folder / "silent.mp4"), "wav": wav}
+    return {"text": text, "empty": empty, "cut": cut, "silent": video_only_clip(folder / "silent.mp4"), "wav": wav}
 
 
 def both(path: Path) -> list[str]:

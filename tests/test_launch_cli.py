@@ -20,6 +20,7 @@ import soundfile as sf
 import launch
 from nodes import NODE_TYPES
 from pipeline.graph import load_graph
+from tests.media_files import video_only_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CLIP = ROOT / "demo" / "demo.mp4"
@@ -30,15 +31,6 @@ def run_launch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def video_only_clip(path: Path) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(5):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8),
-                                                                   format="bgr24")))
-        container.mux(stream.encode())
-    return path
 
 
 # -- the command line → a run -------------------------------------------------------------

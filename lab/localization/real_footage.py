@@ -128,24 +128,14 @@ def clip_audio(path: Path) -> tuple[np.ndarray, float]:
     `face_tracks.decode` aligns it, without holding the frames."""
     import av
 
+    from media.av_io import audio_from
+
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or 25)
         first = next(container.decode(video=0))
         first_pts = float(first.time or 0.0)
-    audio = np.zeros(0, np.float32)
-    with av.open(str(path)) as container:
-        if container.streams.audio:
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            pieces, start = [], None
-            for frame in container.decode(audio=0):
-                if start is None and frame.time is not None:
-                    start = float(frame.time)
-                pieces.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
-            pieces.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
-            audio = np.concatenate(pieces).astype(np.float32) if pieces else audio
-            shift = int(round(((start or 0.0) - first_pts) * SAMPLE_RATE))
-            audio = np.concatenate([np.zeros(shift, np.float32), audio]) if shift > 0 else audio[-shift:]
+    audio = audio_from(path, first_pts, SAMPLE_RATE)  # media.av_io: the same alignment as face_tracks
     return audio, fps
 
 

@@ -59,6 +59,8 @@ def decode(path: Path) -> tuple[list[np.ndarray], np.ndarray, float]:
     """(BGR frames, 16 kHz mono float32 audio aligned so sample 0 is the first frame's time, fps)."""
     import av
 
+    from media.av_io import audio_from
+
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or 25)
@@ -67,19 +69,7 @@ def decode(path: Path) -> tuple[list[np.ndarray], np.ndarray, float]:
             if first_pts is None and frame.time is not None:
                 first_pts = float(frame.time)
             frames.append(frame.to_ndarray(format="bgr24"))
-    audio = np.zeros(0, np.float32)
-    with av.open(str(path)) as container:
-        if container.streams.audio:
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            pieces, audio_start = [], None
-            for frame in container.decode(audio=0):
-                if audio_start is None and frame.time is not None:
-                    audio_start = float(frame.time)
-                pieces.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
-            pieces.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
-            audio = np.concatenate(pieces).astype(np.float32) if pieces else audio
-            shift = int(round(((audio_start or 0.0) - (first_pts or 0.0)) * SAMPLE_RATE))
-            audio = np.concatenate([np.zeros(shift, np.float32), audio]) if shift > 0 else audio[-shift:]
+    audio = audio_from(path, first_pts or 0.0, SAMPLE_RATE)
     want = int(round(len(frames) / fps * SAMPLE_RATE))
     audio = np.pad(audio, (0, max(0, want - len(audio))))[:want]
     return frames, audio, fps
