@@ -8,7 +8,12 @@ time and then placed by sample count, which does not jitter.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+
+#: the furthest a block may jump ahead of what is placed (or of the wall clock), in seconds: a
+#: bigger jump is a forged or broken stamp, and the writers would fill it with silence
+MAX_JUMP_S = 60.0
 
 
 class Timeline:
@@ -22,6 +27,8 @@ class Timeline:
         self._epoch_ns = epoch_ns
         self.origin_ns: int | None = None
         self._anchors: dict[str, int] = {}  # stream → its sample 0 on the timeline
+        self.frontier_s = 0.0  # the latest time placed
+        self.audio_end: dict[str, int] = {}  # stream → the stream sample after its last block
 
     def _since_origin_ns(self, capture_ns: int) -> int:
         if self.origin_ns is None:
@@ -39,3 +46,31 @@ class Timeline:
             start = round(self._since_origin_ns(capture_ns) * self.sample_rate_hz / 1e9)
             self._anchors[stream] = start - first_sample
         return max(self._anchors[stream] + first_sample, 0)
+
+    def admit(self, stream: str, capture_ns: int, first_sample: int | None = None, sample_rate_hz: int = 0) -> None:
+        """Raise ValueError for what would poison the files or every later item: a time far ahead of
+        the rest (or before the graph began), an audio jump the writers would fill with hours of
+        silence. Audio (``first_sample`` given) is judged by its sample count once anchored."""
+        if first_sample is not None:
+            if not capture_ns:
+                raise ValueError(f"{stream}: audio without a capture time cannot be placed")
+            end = self.audio_end.get(stream)
+            if end is not None:
+                if first_sample - end > MAX_JUMP_S * sample_rate_hz:
+                    raise ValueError(f"{stream} jumps {first_sample - end} samples past its end, more than {MAX_JUMP_S:g} s")
+                return
+        if not capture_ns:
+            return
+        epoch = self._epoch_ns() or 0
+        if capture_ns < epoch - MAX_JUMP_S * 1e9:
+            raise ValueError(f"{stream} captured {(epoch - capture_ns) / 1e9:.0f} s before the graph started")
+        t = self.seconds(capture_ns)
+        frontier = max(self.frontier_s, (time.monotonic_ns() - epoch) / 1e9)
+        if t > frontier + MAX_JUMP_S:
+            raise ValueError(f"{stream} at {t:.0f} s on the timeline, more than {MAX_JUMP_S:g} s ahead of {frontier:.0f} s")
+        self.frontier_s = max(self.frontier_s, t)
+
+    def placed(self, stream: str, first_sample: int, n_samples: int) -> None:
+        """Note an audio block's end (a block far behind cannot pull it back)."""
+        end = first_sample + n_samples
+        self.audio_end[stream] = max(end, self.audio_end.get(stream, end))

@@ -20,10 +20,6 @@ from media.timeline import Timeline
 from pipeline.messages import AudioChunk, FaceTracks, Heatmap, SeparatedAudio, VideoFrame
 from pipeline.node import BadInput, Input, Node
 
-#: how far (s) a message may claim to be ahead of all the renderer has placed so far (or of the wall
-#: clock since the graph started), and audio ahead of where its stream ended: a larger jump is a clock
-#: gone wrong or a forged frame, and would make the files pad hours of silence or break their timestamps
-MAX_JUMP_S = 60.0
 #: voices in one SeparatedAudio: each new track id opens a WAV file
 MAX_VOICES = 64
 
@@ -77,8 +73,6 @@ class Renderer(Node):
         self.timeline = Timeline(p.sample_rate_hz, lambda: self.epoch_ns)
         self.heatmap, self.faces = None, None  # the newest Heatmap and FaceTracks
         self.levels: dict[int, float] = {}  # track id → RMS of its newest isolated block
-        self.frontier_s = 0.0  # the latest time placed on the timeline
-        self.audio_end: dict[str, int] = {}  # audio/voices → the stream sample after its last block
         voice_tracks = p.voice_tracks if p.voice_tracks >= 0 else 2 if self.is_wired("voices") else 0
         self.sinks.add(Mp4Sink(p.mp4_path, p.fps, p.sample_rate_hz, voice_tracks) if p.mp4_path else None)
         self.sinks.add(WavSink(p.wav_dir, p.sample_rate_hz) if p.wav_dir else None)
@@ -103,8 +97,7 @@ class Renderer(Node):
                 tracks = {voice_track(i): s for i, s in zip(msg.track_ids.tolist(), msg.samples)}
                 self.levels.update(overlay.rms_by_track(msg.track_ids.tolist(), msg.samples))
             self.sinks.audio(tracks, self.timeline.place(port, msg.capture_ns, msg.first_sample))
-            end = msg.first_sample + msg.samples.shape[0 if port == "audio" else 1]
-            self.audio_end[port] = max(end, self.audio_end.get(port, end))  # a block far behind cannot pull it back
+            self.timeline.placed(port, msg.first_sample, msg.samples.shape[0 if port == "audio" else 1])
         elif port == "heatmap":
             self.heatmap = msg
         elif port == "faces":
@@ -113,30 +106,18 @@ class Renderer(Node):
                              (msg.frame_width, msg.frame_height))
 
     def _check(self, port: str, msg: Any) -> None:
-        """Refuse what would poison the files or every later frame: a time far ahead of the rest, an
-        audio jump the writers would fill with hours of silence, a map that cannot be drawn."""
+        """Refuse what cannot be drawn or placed (`Timeline.admit`: stamps far off the timeline)."""
         if port == "heatmap" and min(msg.heatmap.shape) < 1:
             raise BadInput(f"heatmap of shape {msg.heatmap.shape}")
         if port == "voices" and len(msg.track_ids) > MAX_VOICES:
             raise BadInput(f"{len(msg.track_ids)} voices in one message, limit {MAX_VOICES}")
-        if port in ("audio", "voices"):
-            if not msg.capture_ns:
-                raise BadInput(f"{port}: audio without a capture time cannot be placed")
-            end = self.audio_end.get(port)
-            if end is not None:  # placed by its sample count from now on
-                if msg.first_sample - end > MAX_JUMP_S * msg.sample_rate_hz:
-                    raise BadInput(f"{port} jumps {msg.first_sample - end} samples past its end, "
-                                   f"more than {MAX_JUMP_S:g} s")
-                return
-        if port not in ("video", "audio", "voices") or not msg.capture_ns:
-            return
-        if msg.capture_ns < self.epoch_ns - MAX_JUMP_S * 1e9:
-            raise BadInput(f"{port} captured {(self.epoch_ns - msg.capture_ns) / 1e9:.0f} s before the graph started")
-        t = self.timeline.seconds(msg.capture_ns)
-        frontier = max(self.frontier_s, (time.monotonic_ns() - self.epoch_ns) / 1e9)
-        if t > frontier + MAX_JUMP_S:
-            raise BadInput(f"{port} at {t:.0f} s on the timeline, more than {MAX_JUMP_S:g} s ahead of {frontier:.0f} s")
-        self.frontier_s = max(self.frontier_s, t)
+        if port in ("video", "audio", "voices"):
+            audio = port != "video"
+            try:
+                self.timeline.admit(port, msg.capture_ns, msg.first_sample if audio else None,
+                                    msg.sample_rate_hz if audio else 0)
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
 
     def _draw(self, frame: VideoFrame) -> DrawnFrame:
         """The compute step: overlays on a writable copy of the frame (received arrays are read-only)."""
