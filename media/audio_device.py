@@ -17,8 +17,11 @@ Every callback's arrival is still compared with the sample clock, over windows o
 ``DRIFT_WINDOW`` callbacks. The smallest difference in a window has the scheduling
 jitter removed, so what is left is real. If it passes ``MAX_DRIFT_NS`` and the device
 reported an overflow, the device lost samples: ``first_sample`` jumps by that much, and
-downstream nodes see the hole instead of audio shifted in time. Without an overflow it
-is clock drift, or a late first callback, and the anchor moves instead.
+downstream nodes see the hole instead of audio shifted in time. Callbacks *earlier* than the
+sample clock allows mean the first one came late: the anchor moves back at once. A clock running
+*late* without an overflow moves the anchor only after ``DRIFT_CONFIRM`` windows in a row (3 s):
+real drift lasts, while a loaded machine can delay every callback of one window, and moving the
+anchor then would put a jump into timestamps that should have none.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ import numpy as np
 
 MAX_DRIFT_NS = 20_000_000  # sample clock vs. callback arrival: beyond 20 ms, correct it
 DRIFT_WINDOW = 50  # callbacks (0.5 s at 10 ms) whose least-delayed arrival is trusted
+#: consecutive windows a *late* sample clock must be seen in before the anchor moves: real device
+#: drift is a few ppm and lasts, a loaded machine can delay every callback of one window
+DRIFT_CONFIRM = 6
 
 
 class AudioDeviceError(RuntimeError):
@@ -156,6 +162,7 @@ class AudioInput:
         self._anchor_ns: int | None = None  # monotonic time of sample 0
         self._skipped = 0  # samples added to first_sample for device gaps
         self._window: list[int] = []  # arrival − sample clock, per callback seen by read()
+        self._late_windows: list[int] = []  # the last consecutive windows whose clock ran late
         self._last_seen = 0  # samples written at the last arrival put in the window
         self._overflows_seen = 0
         self._pa = _portaudio()
@@ -220,14 +227,19 @@ class AudioInput:
             return
         self.drift_ns = min(self._window)
         self._window.clear()
+        self._late_windows = [*self._late_windows, self.drift_ns][-DRIFT_CONFIRM:] if self.drift_ns > MAX_DRIFT_NS else []
         if abs(self.drift_ns) <= MAX_DRIFT_NS:
             return
         if self.drift_ns > 0 and self.overflows > self._overflows_seen:  # samples lost: leave a hole
             gap = round(self.drift_ns / ns_per_sample)
             self.gap_samples += gap
             self._skipped += gap
-        else:  # the first callback came late, or the device clock drifts from ours
+            self._late_windows = []
+        elif self.drift_ns < 0:  # callbacks came before the clock said they could: the anchor was late
             self._anchor_ns += self.drift_ns
+        elif len(self._late_windows) == DRIFT_CONFIRM:  # late for seconds on end: the clocks drift apart
+            self._anchor_ns += min(self._late_windows)
+            self._late_windows = []
         self._overflows_seen = self.overflows
 
     def close(self) -> None:

@@ -96,3 +96,47 @@ def test_input_hears_what_is_played(pulse: PulseServer) -> None:
     loud = np.flatnonzero(np.abs(x) > 0.05)
     assert loud.size and abs(tone_hz(x[loud[0] + 400:loud[-1] - 400]) - 440.0) < 1.0
     assert mic.overflows == 0 and mic.gap_samples == 0
+
+
+def _clock_only(sample_rate_hz: int = 16000):
+    """An AudioInput's sample-clock bookkeeping without a device (the clock logic is plain arithmetic)."""
+    from media.audio_device import AudioInput
+
+    mic = object.__new__(AudioInput)
+    mic.sample_rate_hz, mic.overflows, mic.gap_samples, mic.drift_ns = sample_rate_hz, 0, 0, 0
+    mic._anchor_ns, mic._skipped, mic._window, mic._late_windows = None, 0, [], []
+    mic._last_seen, mic._overflows_seen = 0, 0
+    return mic
+
+
+def _callbacks(mic, delays_ms, t0_ns: int = 10**12) -> None:
+    """One 10 ms callback per delay: it arrives that long after its last sample was captured."""
+    for k, delay_ms in enumerate(delays_ms, start=1):
+        written = 160 * k
+        mic._arrival = (written, t0_ns + written * 62_500 + round(delay_ms * 1e6))
+        mic._track_clock()
+
+
+def test_a_loaded_second_does_not_move_the_sample_clock() -> None:
+    """A burst of late callbacks (a busy machine) is not drift: the stamps keep their anchor."""
+    mic = _clock_only()
+    _callbacks(mic, [2] * 50)
+    anchor = mic._anchor_ns
+    _callbacks(mic, [2] * 50 + [35] * 100 + [2] * 50)  # 1 s with every callback 35 ms late
+    assert mic._anchor_ns == anchor
+
+
+def test_a_clock_late_for_seconds_is_drift_and_the_anchor_follows() -> None:
+    mic = _clock_only()
+    _callbacks(mic, [2] * 50)
+    anchor = mic._anchor_ns
+    _callbacks(mic, [2] * 50 + [35] * (50 * 6))  # 3 s late, window after window
+    assert mic._anchor_ns - anchor == pytest.approx(33e6, abs=1e6)
+
+
+def test_callbacks_earlier_than_the_clock_move_the_anchor_back_at_once() -> None:
+    """The first callback came 50 ms late, so the anchor was set 50 ms late: the next window shows it."""
+    mic = _clock_only()
+    _callbacks(mic, [52] + [2] * 49)
+    assert mic.drift_ns == pytest.approx(-50e6, abs=1e6)
+    assert mic._anchor_ns == 10**12 + 2_000_000  # now 2 ms (the least delay seen) after the true sample 0
