@@ -1,0 +1,147 @@
+"""Real-face lip front end and training material (issue 16, `lab/real_faces/`): the cache builder on a real
+clip, the mouth ROI, the causal lip encoder, the sync scoring and mix-and-separate ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lab.real_faces.face_tracks import TEST_IDS, TRAIN_IDS, VALIDATION_IDS, VOXCELEB
+
+CLIP = VOXCELEB / "id01" / "014.mp4"  # 10 s, one speaker talking throughout
+needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"SHARED DATA MISSING: {CLIP} (set EARSHOT_DATA)")
+
+
+def test_identity_split_is_disjoint_and_complete():
+    ids = set(TRAIN_IDS) | set(VALIDATION_IDS) | set(TEST_IDS)
+    assert len(ids) == len(TRAIN_IDS) + len(VALIDATION_IDS) + len(TEST_IDS) == 16
+    assert len(VALIDATION_IDS) == len(TEST_IDS) == 2
+
+
+@needs_clip
+def test_cache_builder_on_a_real_clip():
+    from lab.real_faces.face_tracks import TrackBuilder
+
+    track = TrackBuilder().clip_track(CLIP)
+    n = len(track.present)
+    assert n == 251 and track.fps == 25.0
+    assert len(track.audio) == n * 640, "16 kHz audio covers exactly the video frames"
+    assert track.present.mean() >= 0.95
+    assert track.inside.mean() >= 0.95, f"lip landmarks inside the face box on only {track.inside.mean():.1%} of frames"
+    assert track.crops.shape == (n, 32, 48) and track.crops.dtype == np.uint8
+    assert track.crops[track.present > 0].std() > 10, "crops hold an image, not a flat patch"
+    opening = track.lips[track.present > 0, 0]
+    assert 0 <= opening.min() and opening.max() > 2 * opening.min() + 0.02, "the mouth opens and closes while talking"
+    assert np.abs(track.audio).max() > 0.05
+
+
+def _synthetic_landmarks(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.c_[rng.uniform(100, 200, size=(468, 2)), rng.normal(size=(468, 1))].astype(np.float32)
+
+
+def test_lip_vector_ignores_face_size_position_and_roll():
+    from engines.faces.mouth_roi import LIP_VECTOR_DIM, lip_vector
+
+    lm = _synthetic_landmarks()
+    angle = 0.3
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = lm.copy()
+    moved[:, :2] = (lm[:, :2] @ rot.T) * 1.7 + [40, -25]
+    a, b = lip_vector(lm), lip_vector(moved)
+    assert a.shape == (LIP_VECTOR_DIM,) and np.allclose(a, b, atol=1e-4)
+    assert lip_vector(np.stack([lm, moved])).shape == (2, LIP_VECTOR_DIM)
+
+
+def test_mouth_crop_shape_and_large_faces():
+    from engines.faces.mouth_roi import CROP_H, CROP_W, mouth_crop
+
+    gray = np.tile(np.arange(400, dtype=np.uint8)[None] % 255, (300, 1))
+    for scale in (0.5, 3.0):  # small face (plain warp) and big face (area-averaged first)
+        lm = _synthetic_landmarks()
+        lm[:, :2] = (lm[:, :2] - 150) * scale + 150
+        crop = mouth_crop(gray, lm)
+        assert crop.shape == (CROP_H, CROP_W) and crop.dtype == np.uint8
+
+
+def test_lip_encoder_is_causal_and_streams():
+    torch = pytest.importorskip("torch")
+    from engines.faces.lip_encoder import LipEncoder
+
+    torch.manual_seed(0)
+    model = LipEncoder().eval()
+    t = 20
+    crops = torch.rand(2, t, 32, 48) * 255
+    lips = torch.randn(2, t, model.config.lip_dim)
+    lips[..., -1] = 1.0
+    with torch.no_grad():
+        full, _ = model(crops, lips, model.initial_state(2))
+        changed = crops.clone()
+        changed[:, 12:] = 0
+        cut, _ = model(changed, lips, model.initial_state(2))
+        state, steps = model.initial_state(2), []
+        for i in range(t):
+            out, state = model(crops[:, i:i + 1], lips[:, i:i + 1], state)
+            steps.append(out)
+    assert full.shape == (2, t, model.config.out_dim)
+    assert torch.allclose(full[:, :12], cut[:, :12], atol=1e-5), "an output depends on a future frame"
+    assert not torch.allclose(full[:, 12:], cut[:, 12:])
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5), "frame-by-frame streaming differs from offline"
+
+
+def test_binary_sync_scoring():
+    from lab.real_faces.train_sync import binary
+
+    r = binary(np.array([0.5, 0.6, 0.7]), np.array([0.1, 0.2, 0.55]), "x", threshold=0.4)
+    assert r["x_acc"] == pytest.approx(0.5 * (1 + 2 / 3)) and r["x_auc"] == pytest.approx(8 / 9)
+    assert r["x_acc_at_best"] == pytest.approx(1.0 - 0.5 / 3)
+
+
+def _units(n_ids: int = 3, per_id: int = 2, frames: int = 60):
+    from lab.real_faces.real_mixtures import FaceUnit
+
+    rng = np.random.default_rng(0)
+    units = []
+    for i in range(n_ids):
+        for j in range(per_id):
+            k = len(units)
+            audio = rng.normal(0, 0.1, frames * 640).astype(np.float32)
+            emb = np.full((frames, 4), float(k), np.float32)  # the unit's index, to trace rows back
+            units.append(FaceUnit(f"id{i}", f"c{k}", audio, emb))
+    return units
+
+
+def test_mixing_gives_exact_ground_truth():
+    from lab.real_faces.real_mixtures import RealMixtureSampler
+
+    units = _units()
+    speech = [np.random.default_rng(1).normal(0, 0.05, 40000).astype(np.float32)]
+    noise = lambda n, rng: rng.normal(0, 1, n).astype(np.float32)  # noqa: E731
+    sampler = RealMixtureSampler(units, speech, seed=3, noise=noise, noise_prob=1.0)
+    batch = sampler.sample(64)
+    assert np.allclose(batch["mixture"], batch["sources"].sum(1) + batch["noise"], atol=1e-6)
+    assert np.abs(batch["mixture"]).max() <= 0.9 + 1e-6
+    for r, (b, s) in enumerate(zip(batch["row_mixture"], batch["row_source"])):
+        assert s in (0, 1) and np.abs(batch["sources"][b, s]).max() > 0, "every face row has its voice in the mixture"
+        unit = units[int(batch["row_emb"][r, 0, 0])]
+        src = batch["sources"][b, s]
+        # the row's voice is a scaled crop of the very unit whose face the row carries
+        hits = [np.corrcoef(src[:640], unit.audio[f * 640:(f + 1) * 640])[0, 1] for f in range(len(unit.emb) - 49)]
+        assert max(hits) > 0.999
+    # the two faces of one mixture are never the same person
+    for b in range(64):
+        rows = np.flatnonzero(batch["row_mixture"] == b)
+        people = {units[int(batch["row_emb"][r, 0, 0])].identity for r in rows}
+        assert len(people) == len(rows)
+
+
+def test_pair_mixture_at_0_db():
+    from lab.corpus.audio import active_rms
+    from lab.real_faces.real_mixtures import eval_pairs, pair_mixture
+
+    units = _units()
+    pairs = eval_pairs(units[:2], units[2:4], 3, seed=0)
+    mix, refs = pair_mixture(pairs[0])
+    assert np.allclose(mix, refs.sum(0), atol=1e-6)
+    assert active_rms(refs[0]) == pytest.approx(active_rms(refs[1]), rel=1e-3)
+    assert all(a.identity != b.identity for a, b in pairs)
