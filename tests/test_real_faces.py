@@ -145,3 +145,38 @@ def test_pair_mixture_at_0_db():
     assert np.allclose(mix, refs.sum(0), atol=1e-6)
     assert active_rms(refs[0]) == pytest.approx(active_rms(refs[1]), rel=1e-3)
     assert all(a.identity != b.identity for a, b in pairs)
+
+
+@needs_clip
+def test_mesh_lip_front_end_streams_one_embedding_per_face(tmp_path):
+    """The live front end (detector → tracker → mesh → ROI → lip encoder ONNX) on a real clip: one face,
+    one stable track, one embedding per frame, equal to the offline encoder run over the same inputs."""
+    torch = pytest.importorskip("torch")
+    from engines.faces.lip_encoder import LipEncoder
+    from engines.faces.mesh_lip_front_end import MeshLipFrontEnd
+    from engines.loader import load
+    from tests.test_face_mesh import frames_of
+
+    torch.manual_seed(0)
+    model = LipEncoder().eval()
+    path = tmp_path / "lip_encoder.onnx"
+    args = (torch.rand(1, 1, 32, 48) * 255, torch.randn(1, 1, 84), model.initial_state(1))
+    torch.onnx.export(model, args, str(path), input_names=["crops", "lips", "state"],
+                      output_names=["embedding", "state_out"], opset_version=17, dynamo=False,
+                      dynamic_axes={"crops": {0: "b", 1: "t"}, "lips": {0: "b", 1: "t"}, "state": {0: "b"},
+                                    "embedding": {0: "b", 1: "t"}, "state_out": {0: "b"}})
+    front = MeshLipFrontEnd(encoder=load(path, "onnxruntime", threads=1))
+    frames = frames_of(CLIP)[:40]
+    crops, lips, out = [], [], []
+    for bgr in frames:
+        faces = front.process(bgr)
+        if len(faces.track_ids):
+            assert faces.track_ids.tolist() == [1] and faces.lip_features.shape == (1, model.config.out_dim)
+            boxes = faces.boxes
+            c, l = front.mouths(bgr, boxes, faces.visible)
+            crops.append(c[0]), lips.append(l[0]), out.append(faces.lip_features[0])
+    assert len(out) >= 35 and np.mean([l[-1] for l in lips]) > 0.95
+    with torch.no_grad():
+        ref, _ = model(torch.from_numpy(np.stack(crops)[None]), torch.from_numpy(np.stack(lips)[None]),
+                       model.initial_state(1))
+    assert np.allclose(np.stack(out), ref[0].numpy(), atol=1e-3)
