@@ -51,7 +51,7 @@ from lab.separation.train_separator import learning_rate, neg_si_sdr, spectral_l
 
 log = logging.getLogger(__name__)
 RUN_DIR = REPO / "out" / "real_faces" / "separator"
-SYNC_WEIGHTS = REPO / "out" / "real_faces" / "sync" / "main" / "best.pt"
+SYNC_WEIGHTS = REPO / "out" / "real_faces" / "sync" / "reg" / "best.pt"  # the chosen stage-2 run
 
 
 def face_units(identities, encoder_path: Path = SYNC_WEIGHTS) -> list[FaceUnit]:
@@ -154,9 +154,62 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10((target @ target + 1e-12) / ((est - target) @ (est - target) + 1e-12)))
 
 
+def sync_embedding(audio_model, wave: np.ndarray, frames: int) -> np.ndarray:
+    """(frames, E) stage-2 audio embedding of a waveform (the sync model's audio side)."""
+    from lab.real_faces.real_data import RealClip, log_mel
+    from lab.real_faces.train_sync import audio_embed_clip
+
+    clip = RealClip("", "", np.zeros((frames, 1, 1), np.uint8), np.zeros((frames, 1), np.float32),
+                    np.ones(frames, bool), wave, log_mel(wave, frames))
+    return audio_embed_clip(audio_model, clip)
+
+
+SYNC_LAG_FRAMES = 4  # the sync audio encoder looks ~0.15 s ahead: a causal decision at frame t uses frames ≤ t − 4
+SYNC_MIN_FRAMES = 25  # first decision after 1 s of evidence (validation: 12 or 25 frames, margin 0–0.15 tried)
+SYNC_SWITCH_MARGIN = 0.0  # a later switch must beat the current choice by this much (sum of mean cosines)
+
+
+def assign_by_sync(outputs: np.ndarray, embs: list[np.ndarray], audio_model, causal: bool) -> np.ndarray:
+    """Separate-then-assign: give each face the audio-only output whose sound is in sync with its lips.
+
+    Score of (face k, output m) = mean per-frame cosine of the face's lip embedding and the output's sync
+    audio embedding (stage 2). ``causal``: decided anew at every video frame from the frames so far (lagged
+    by `SYNC_LAG_FRAMES`), the output assembled frame by frame; else one choice from the whole clip."""
+    frames = len(embs[0])
+    def unit(x):
+        return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-9)
+    aud = np.stack([unit(sync_embedding(audio_model, o[:frames * 640], frames)) for o in outputs])  # (M, T, E)
+    cos = np.einsum("kte,mte->kmt", np.stack([unit(e) for e in embs]), aud)  # (K, M, T)
+    perms = list(itertools.permutations(range(len(outputs)), len(embs)))
+
+    def best(score: np.ndarray) -> tuple[int, ...]:
+        return max(perms, key=lambda p: sum(score[k, m] for k, m in enumerate(p)))
+
+    if not causal:
+        choice = best(cos.mean(-1))
+        return outputs[list(choice)]
+    cum = np.cumsum(cos, axis=-1)
+    out = np.zeros((len(embs), outputs.shape[1]), np.float32)
+    choice = None  # until the first decision every face gets the sum of the outputs (≈ the mixture)
+    for t in range(frames):
+        seen = t - SYNC_LAG_FRAMES
+        if seen + 1 >= SYNC_MIN_FRAMES:
+            score = cum[:, :, seen] / (seen + 1)
+            new = best(score)
+            gain = sum(score[k, m] for k, m in enumerate(new)) - (
+                sum(score[k, m] for k, m in enumerate(choice)) if choice else -np.inf)
+            if gain > SYNC_SWITCH_MARGIN:  # hysteresis: a patchwork of outputs costs more than a late switch
+                choice = new
+        end = outputs.shape[1] if t == frames - 1 else (t + 1) * 640
+        for k in range(len(embs)):
+            out[k, t * 640:end] = outputs[:, t * 640:end].sum(0) if choice is None else outputs[choice[k], t * 640:end]
+    return out
+
+
 def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_db: float = -5.0,
-                   snr_db: float = 10.0) -> dict:
-    """SI-SDRi per face: AV output k is face k's (no permutation); audio-only gets its best assignment.
+                   snr_db: float = 10.0, assign: str = "oracle", audio_model=None) -> dict:
+    """SI-SDRi per face: AV output k is face k's (no permutation). Audio-only: ``assign`` = "oracle" (its
+    best assignment, favours it), "sync" (`assign_by_sync`, causal) or "sync-clip" (whole-clip choice).
     ``extra``/``noise``: per pair an off-screen talker (at ``extra_db`` re. each face) / noise (at ``snr_db``
     re. the speech), or None."""
     model.eval()
@@ -165,10 +218,12 @@ def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_
         mix, refs = pair_mixture(pair, None if extra is None else extra[i], None if noise is None else noise[i],
                                  extra_db, snr_db)
         out = separate(model, mix, [pair[0].emb, pair[1].emb])
-        if not model.config.lip_dim:  # oracle assignment of the 3 outputs to the 2 faces
+        if not model.config.lip_dim and assign == "oracle":  # the 3 outputs' best assignment to the 2 faces
             score = np.array([[si_sdr(o, r) for r in refs] for o in out])
             best = max(itertools.permutations(range(len(out)), 2), key=lambda p: score[p[0], 0] + score[p[1], 1])
             out = out[list(best)]
+        elif not model.config.lip_dim:
+            out = assign_by_sync(out, [pair[0].emb, pair[1].emb], audio_model, causal=assign == "sync")
         for k in range(2):
             own, other = si_sdr(out[k], refs[k]), si_sdr(out[k], refs[1 - k])
             rows.append({"identity": pair[k].identity, "clip": pair[k].name, "mixture": si_sdr(mix, refs[k]),
@@ -277,6 +332,14 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40) -> dict:
                        "validation": ck.info.get("validation"),
                        "test_0db": evaluate_pairs(model, test),
                        "test_offscreen_noise": evaluate_pairs(model, test, extra, noise)}
+        if not model.config.lip_dim:  # separate, then assign each output to a face by lip sync (stage 2)
+            from lab.real_faces.train_sync import load_pair
+
+            _, audio_model = load_pair(encoder)
+            for how in ("sync", "sync-clip"):
+                report[run][f"test_0db_{how}"] = evaluate_pairs(model, test, assign=how, audio_model=audio_model)
+                report[run][f"test_offscreen_noise_{how}"] = evaluate_pairs(model, test, extra, noise, assign=how,
+                                                                            audio_model=audio_model)
     print(json.dumps(report, indent=1))
     return report
 
