@@ -4,10 +4,11 @@ Why its own node (not inside the visual encoder): the separator needs per-face l
 the camera's rate with stable face IDs, the localizer needs whole-frame features; splitting them
 lets each run at its own pace and lets a graph use one without the other.
 
-Each frame goes through the shared front end (engines/faces/lip_features.py): CenterFace detection →
-IoU tracking with stable IDs (held through short occlusions) → lip features from the landmarks
-and a mouth-region crop. The message keeps the frame's capture time, so the separator can tell
-how fresh a face's lips are.
+Each frame goes through the real-face front end (`engines/faces/mesh_lip_front_end.py`): CenterFace
+detection → IoU tracking with stable IDs (held through short occlusions) → face mesh → aligned mouth
+crop and lip vector → the lip encoder learned on real faces by audio-visual sync, whose 64-d embedding
+per face is what the separator and the speaking-face node read of the lips. The message keeps the
+frame's capture time, so consumers can tell how fresh a face's lips are and pair them with the audio.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engines.faces import FaceDetector
-from engines.faces.lip_features import LipFrontEnd
+from engines.faces.mesh_lip_front_end import MeshLipFrontEnd
 from engines.faces.tracker import FaceTracker
 from pipeline.messages import FaceTracks, VideoFrame
 from pipeline.node import Input, Node, Output
@@ -34,13 +35,14 @@ class Faces(Node):
 
     # latest: lip motion is about *now*; a backlog of old frames would only add delay
     inputs = {"video": Input(VideoFrame, policy="latest")}
-    outputs = {"faces": Output(FaceTracks, doc="boxes (N, 4), stable track ids, lip features (N, 16)")}
+    outputs = {"faces": Output(FaceTracks, doc="boxes (N, 4), stable track ids, lip embeddings (N, 64)")}
 
     def open(self) -> None:
         p = self.params
         self.detector = FaceDetector(p.score_threshold, max_side_px=p.max_side_px, num_threads=p.threads,
                                      backend=p.backend)
-        self.front_end = LipFrontEnd(self.detector, FaceTracker(max_missed=p.max_missed_frames))
+        self.front_end = MeshLipFrontEnd(self.detector, FaceTracker(max_missed=p.max_missed_frames),
+                                         backend=p.backend, threads=p.threads)
 
     def on_message(self, port: str, frame: VideoFrame) -> None:
         faces = self.front_end.process(frame.image)

@@ -345,6 +345,11 @@ class Heatmap(Message):
 
     heatmap: np.ndarray = array("float32", ndim=2)
     frame_index: int = frame_counter()
+    #: the face track the sound comes from when the sound is speech and one face's lips move with it
+    #: (`engines.localization.speaking_face`); -1: no face is speaking, or no faces are wired
+    speaking_track_id: int = scalar(-1, lo=-1, hi=COUNTER_MAX)
+    #: that face's lip-sync score (mean cosine of lips and voice over the last second), 0 when none
+    speaking_score: float = scalar(0.0, lo=-1.0, hi=1.0)
 
     max_bytes: ClassVar[int] = 16 << 20
 

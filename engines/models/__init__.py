@@ -180,14 +180,14 @@ register(
     ModelSpec(
         name="separator",
         factory="engines.separation.shipped_separator:av",
-        inputs=(TensorSpec("mixture", (1, 4, 257, 2)), TensorSpec("lips", (1, 4, 16)),
-                TensorSpec("vis_state", (1, 16, 16)), TensorSpec("gru_state", _SEPARATOR_GRU)),
+        inputs=(TensorSpec("mixture", (1, 4, 257, 2)), TensorSpec("lips", (1, 4, 64)),
+                TensorSpec("vis_state", (1, 64, 16)), TensorSpec("gru_state", _SEPARATOR_GRU)),
         outputs=("mask", "vis_state_out", "gru_state_out"),
         dynamic_axes={"mixture": {0: "batch", 1: "time"}, "lips": {0: "batch", 1: "time"},
                       "vis_state": {0: "batch"}, "gru_state": {1: "batch"},
                       "mask": {0: "batch", 1: "time"}, "vis_state_out": {0: "batch"}, "gru_state_out": {1: "batch"}},
         axis_ranges={**DEFAULT_AXIS_RANGES, **_SEPARATOR_TIME},
-        description="AV separator step: mixture STFT frames + one face's lip features (+ carried state) → "
+        description="AV separator step: mixture STFT frames + one face's lip embeddings (lip_encoder, held at the STFT rate; + carried state) → "
         "that face's complex ratio mask. Faces are the batch.",
         atol=1e-3,
     )
@@ -202,6 +202,38 @@ register(
                       "mask": {0: "batch", 1: "time"}, "gru_state_out": {1: "batch"}},
         axis_ranges={**DEFAULT_AXIS_RANGES, **_SEPARATOR_TIME},
         description="Audio-only separator baseline (PIT): mixture STFT frames (+ state) → 3 complex ratio masks.",
+        atol=1e-3,
+    )
+)
+
+# The lip-sync pair (issue 16): per face, per video frame, a lip embedding; per video frame, an audio
+# embedding in the same space. Their cosine says which face the voice belongs to (speaking face, issue 14)
+# and the lip embedding is what the separator sees of a face.
+_LIP_STATE = (1, 256, 4)  # (batch, 2 × frame_dim, kernel − 1) of engines/weights/lip_encoder.pt
+register(
+    ModelSpec(
+        name="lip_encoder",
+        factory="engines.faces.lip_encoder:shipped",
+        inputs=(TensorSpec("crops", (1, 1, 32, 48)), TensorSpec("lips", (1, 1, 84)), TensorSpec("state", _LIP_STATE)),
+        outputs=("embedding", "state_out"),
+        dynamic_axes={"crops": {0: "batch", 1: "time"}, "lips": {0: "batch", 1: "time"}, "state": {0: "batch"},
+                      "embedding": {0: "batch", 1: "time"}, "state_out": {0: "batch"}},
+        axis_ranges={**DEFAULT_AXIS_RANGES, "time": (1, 1, 250)},
+        description="Lip encoder step: grey 32×48 mouth crops (0..255) + 83-number mesh lip vector and presence "
+        "(+ carried state) → 64-d embedding per frame. Faces are the batch.",
+        atol=1e-3,
+    )
+)
+register(
+    ModelSpec(
+        name="sync_audio",
+        factory="engines.faces.sync_audio_encoder:shipped",
+        inputs=(TensorSpec("logmel", (1, 140, 40)),),
+        outputs=("embedding",),
+        dynamic_axes={"logmel": {0: "batch", 1: "mel_frames"}, "embedding": {0: "batch", 1: "frames"}},
+        axis_ranges={**DEFAULT_AXIS_RANGES, "mel_frames": (44, 140, 1040)},
+        description="Lip-sync audio encoder: 40-band log10 mel (4 per video frame + 20 each side) → 64-d "
+        "embedding per video frame, in the lip encoder's space.",
         atol=1e-3,
     )
 )

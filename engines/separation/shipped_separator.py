@@ -46,7 +46,7 @@ class AudioOnlyStep(nn.Module):
 
 
 def av() -> nn.Module:
-    """mixture (B, T, 257, 2), lips (B, T, 16), vis_state (B, 16, 16), gru_state (2, B, hidden) →
+    """mixture (B, T, 257, 2), lips (B, T, 64), vis_state (B, 64, 16), gru_state (2, B, hidden) →
     mask (B, T, 1, 257, 2), vis_state_out, gru_state_out."""
     return load_checkpoint(AV_WEIGHTS).model()
 

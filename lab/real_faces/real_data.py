@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engines.faces.sync_audio_encoder import MEL_PER_FRAME, N_MELS  # noqa: F401 (re-exported)
 from lab.real_faces.face_tracks import CACHE_DIR, clips_of, load_group
 
 VIDEO_HOP = 640  # samples per video frame at 25 fps and 16 kHz
-MEL_PER_FRAME = 4  # 10 ms mel frames per 40 ms video frame
-N_MELS = 40
 
 
 @dataclass

@@ -38,6 +38,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from engines.faces.lip_encoder import LipEncoder, LipEncoderCheckpoint, LipEncoderConfig
+from engines.faces.sync_audio_encoder import MARGIN
+from engines.faces.sync_audio_encoder import build as AudioSyncEncoder  # the module lives with the runtime
 from lab.real_faces.face_tracks import REPO, TEST_IDS, TRAIN_IDS, VALIDATION_IDS, require_data
 from lab.real_faces.real_data import MEL_PER_FRAME, N_MELS, RealClip, lip_stats, load_clips
 
@@ -46,36 +48,6 @@ RUN_DIR = REPO / "out" / "real_faces" / "sync"
 WINDOW = 25  # video frames in a scored window: 1 s
 MIN_SHIFT = 10  # frames: a shifted negative is ≥ 0.4 s away
 MAX_SHIFT = 25
-MARGIN = 20  # mel frames of audio context on each side of a window (0.2 s)
-
-
-class AudioSyncEncoder(nn.Module):
-    """Log-mel (B, 4T + 2·MARGIN, N_MELS) → (B, T, E) per video frame; looks ~0.15 s both ways."""
-
-    def __init__(self, out_dim: int = 64, width: int = 128, freq_mask: int = 0, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.freq_mask = freq_mask
-        self.net = nn.Sequential(
-            nn.Conv1d(N_MELS, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, MEL_PER_FRAME, stride=MEL_PER_FRAME), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 3, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 3, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
-        )
-        self.drop = nn.Dropout(dropout)
-        self.out = nn.Linear(width, out_dim)
-
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = mel - mel.mean(dim=1, keepdim=True)  # per-window, per-band mean removed: level and channel cancel
-        if self.training and self.freq_mask:  # SpecAugment-style: hide a random band of up to freq_mask mels
-            b = x.shape[0]
-            width = torch.randint(0, self.freq_mask + 1, (b, 1, 1))
-            low = torch.randint(0, N_MELS, (b, 1, 1))
-            band = torch.arange(N_MELS).view(1, 1, -1)
-            x = x.masked_fill((band >= low) & (band < low + width), 0.0)
-        y = self.net(x.transpose(1, 2))  # (B, W, T + 2·MARGIN/4)
-        cut = MARGIN // MEL_PER_FRAME
-        return self.out(self.drop(y[:, :, cut:y.shape[2] - cut].transpose(1, 2)))
 
 
 def mel_window(clip: RealClip, start: int, frames: int) -> np.ndarray:
