@@ -7,7 +7,7 @@ the frame so a 320-wide preview and a 1080p file look alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import cv2
@@ -71,15 +71,18 @@ def draw_label(image: np.ndarray, text: str, origin_xy: tuple[int, int],
 
 
 def draw_face(image: np.ndarray, box_xyxy: Iterable[float], track_id: int,
-              speaking_level: float | None = None, label: str | None = None) -> np.ndarray:
+              speaking_level: float | None = None, label: str | None = None,
+              speaking: bool | None = None) -> np.ndarray:
     """A track's box and label; when ``speaking_level`` (0–1) is given, a level bar beside it.
 
-    The box is drawn thicker while the person speaks (level ≥ 0.5), so the eye finds the
-    talker without reading anything.
+    The box is drawn thicker, and labelled " speaking", while the person speaks, so the eye finds
+    the talker without reading anything. ``speaking`` says whether they do (see
+    :func:`speaking_ids`); None: judge by the level alone (≥ 0.5).
     """
     x0, y0, x1, y1 = (int(round(v)) for v in box_xyxy)
     colour = track_colour(track_id)
-    speaking = speaking_level is not None and speaking_level >= 0.5
+    if speaking is None:
+        speaking = speaking_level is not None and speaking_level >= 0.5
     thickness = max(1, round(2 * _scale(image))) * (2 if speaking else 1)
     cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
     text = label if label is not None else f"#{track_id}" + (" speaking" if speaking else "")
@@ -96,16 +99,38 @@ def draw_face(image: np.ndarray, box_xyxy: Iterable[float], track_id: int,
 
 
 def draw_faces(image: np.ndarray, boxes_xyxy: np.ndarray, track_ids: Iterable[int],
-               frame_size: tuple[int, int] = (0, 0), rms_by_track: Mapping[int, float] | None = None) -> np.ndarray:
+               frame_size: tuple[int, int] = (0, 0), rms_by_track: Mapping[int, float] | None = None,
+               speaking: Collection[int] | None = None) -> np.ndarray:
     """Every tracked face, its boxes scaled from a ``frame_size`` = (width, height) frame (0: as
-    they are) to the image; a face whose voice has a level (RMS) in ``rms_by_track`` gets a bar."""
-    sx = image.shape[1] / frame_size[0] if frame_size[0] else 1.0
-    sy = image.shape[0] / frame_size[1] if frame_size[1] else 1.0
-    for box, track_id in zip(np.asarray(boxes_xyxy).tolist(), track_ids):
+    they are) to the image; a face whose voice has a level (RMS) in ``rms_by_track`` gets a bar.
+    ``speaking``: the track ids tagged as speaking (:func:`speaking_ids`); None: each by its level."""
+    for box, track_id in zip(scale_boxes(boxes_xyxy, frame_size, image.shape).tolist(), track_ids):
         rms = (rms_by_track or {}).get(int(track_id))
-        draw_face(image, (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy), int(track_id),
-                  None if rms is None else level_from_rms(rms))
+        draw_face(image, box, int(track_id), None if rms is None else level_from_rms(rms),
+                  speaking=None if speaking is None else int(track_id) in speaking)
     return image
+
+
+def scale_boxes(boxes_xyxy: np.ndarray, frame_size: tuple[int, int], image_shape: tuple[int, ...]) -> np.ndarray:
+    """Boxes in pixels of a ``frame_size`` = (width, height) frame (0: already the image's) → the image's pixels."""
+    sx = image_shape[1] / frame_size[0] if frame_size[0] else 1.0
+    sy = image_shape[0] / frame_size[1] if frame_size[1] else 1.0
+    return np.asarray(boxes_xyxy, np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
+
+
+def speaking_ids(track_ids: Iterable[int], rms_by_track: Mapping[int, float] | None,
+                 speaking_track_id: int | None) -> set[int]:
+    """Which faces are tagged as speaking.
+
+    ``speaking_track_id`` is the face the fusion matched with the sound by lip-sync (-1: none):
+    it knows *who* talks, where a loud isolated voice only says that its separator output is loud
+    (and a weak separation leaks one speaker into every voice). None means no such judgement is
+    available (no heatmap wired): then a face speaks while its voice's level is ≥ 0.5.
+    """
+    ids = [int(i) for i in track_ids]
+    if speaking_track_id is not None:
+        return {speaking_track_id} & set(ids)
+    return {i for i in ids if (rms_by_track or {}).get(i) is not None and level_from_rms(rms_by_track[i]) >= 0.5}
 
 
 def rms_by_track(track_ids: Iterable[int], samples: np.ndarray) -> dict[int, float]:

@@ -1,7 +1,7 @@
 """Renderer: the end of the graph, where people see and hear what Earshot perceived.
 
-open the sinks the config asks for (``media/sinks/``: MP4, WAVs + voices.json, window, browser,
-speakers) → for each frame draw the overlays (``media.overlay``) and give frames and audio to the
+open the sinks the config asks for (``media/sinks/``: MP4 + its frame record, WAVs + voices.json,
+window, browser, speakers) → for each frame draw the overlays (``media.overlay``) and give frames and audio to the
 sinks, placed by capture time (``media.timeline``) → close: finish the files.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from media import overlay
-from media.sinks import (MIXTURE, DrawnFrame, Mp4Sink, Sinks, SpeakerSink, VirtualMicSink, WavSink, WebSink, WindowSink,
-                         voice_track)
+from media.sinks import (MIXTURE, DrawnFrame, FrameRecordSink, Mp4Sink, Sinks, SpeakerSink, VirtualMicSink, WavSink,
+                         WebSink, WindowSink, voice_track)
 from media.timeline import Timeline
 from pipeline.messages import AudioChunk, FaceTracks, Heatmap, SeparatedAudio, VideoFrame
 from pipeline.node import BadInput, Input, Node
@@ -30,6 +31,9 @@ class Renderer(Node):
     @dataclass
     class Params:
         mp4_path: str = ""            # "" = no file
+        # one JSON line per drawn frame (heatmap peak, face boxes, speaking face: media/sinks/frame_record.py);
+        # "" = beside the MP4 (out/demo.mp4 → out/demo.jsonl), none without one; "none" = never
+        record_path: str = ""
         wav_dir: str = ""             # "" = no WAVs; else voice_<track id>.wav per isolated voice + voices.json
         window: bool = False          # desktop window; ignored (with a note) when there is no display
         web_port: int = -1            # browser live view: -1 off, 0 any free port
@@ -75,12 +79,20 @@ class Renderer(Node):
         self.levels: dict[int, float] = {}  # track id → RMS of its newest isolated block
         voice_tracks = p.voice_tracks if p.voice_tracks >= 0 else 2 if self.is_wired("voices") else 0
         self.sinks.add(Mp4Sink(p.mp4_path, p.fps, p.sample_rate_hz, voice_tracks) if p.mp4_path else None)
+        self.sinks.add(FrameRecordSink(self.record_path()) if self.record_path() else None)
         self.sinks.add(WavSink(p.wav_dir, p.sample_rate_hz) if p.wav_dir else None)
         self.sinks.add(WindowSink(f"Earshot {self.name}") if p.window else None)
         self.sinks.add(WebSink(p.web_host, p.web_port, f"Earshot — {self.name}") if p.web_port >= 0 else None)
         self.sinks.add(SpeakerSink(p.audio_out_device, p.sample_rate_hz, p.play_track) if p.audio_out else None)
         self.sinks.add(VirtualMicSink(p.virtual_mic, p.sample_rate_hz, p.play_track) if p.virtual_mic else None)
         self.artifacts += self.sinks.urls()
+
+    def record_path(self) -> str:
+        """Where the frame record goes: the param, else the MP4's path with ``.jsonl``, else nowhere."""
+        p = self.params
+        if p.record_path == "none":
+            return ""
+        return p.record_path or (str(Path(p.mp4_path).with_suffix(".jsonl")) if p.mp4_path else "")
 
     def on_message(self, port: str, msg: Any) -> None:
         self._check(port, msg)
@@ -123,17 +135,28 @@ class Renderer(Node):
         """The compute step: overlays on a writable copy of the frame (received arrays are read-only)."""
         t0, p, canvas = time.perf_counter(), self.params, np.array(frame.image)
         rows = overlay.latency_rows(self.telemetry)  # every node's latency, from the heartbeats
-        if self._fresh(self.heatmap, frame):  # the gain's excess is clipped to 1 in draw_heatmap
-            overlay.draw_heatmap(canvas, self.heatmap.heatmap * p.heatmap_gain, p.heatmap_alpha, p.colormap)
+        heat = self.heatmap if self._fresh(self.heatmap, frame) else None
+        drawn = DrawnFrame(canvas, self.timeline.seconds(frame.capture_ns), frame.frame_index, rows)
+        if heat is not None:  # the gain's excess is clipped to 1 in draw_heatmap
+            overlay.draw_heatmap(canvas, heat.heatmap * p.heatmap_gain, p.heatmap_alpha, p.colormap)
+            drawn.heatmap = heat.heatmap
+            if heat.speaking_track_id >= 0:
+                drawn.speaking, drawn.speaking_score = heat.speaking_track_id, heat.speaking_score
         if self._fresh(self.faces, frame):
-            f = self.faces
-            overlay.draw_faces(canvas, f.boxes, f.track_ids.tolist(), (f.frame_width, f.frame_height), self.levels)
+            f, ids = self.faces, self.faces.track_ids.tolist()
+            boxes = overlay.scale_boxes(f.boxes, (f.frame_width, f.frame_height), canvas.shape)
+            # with a heatmap wired, its lip-sync choice tags the speaker (a stale or missing one: nobody);
+            # without one, the voices' levels do, as before the fusion named a face
+            named = (-1 if drawn.speaking is None else drawn.speaking) if self.is_wired("heatmap") else None
+            overlay.draw_faces(canvas, boxes, ids, rms_by_track=self.levels,
+                               speaking=overlay.speaking_ids(ids, self.levels, named))
+            drawn.faces = dict(zip(ids, boxes.tolist()))
         if p.latency_strip:
             overlay.draw_latency_strip(canvas, rows)
         age_ms = (time.monotonic_ns() - frame.capture_ns) / 1e6 if frame.capture_ns else 0.0
         overlay.draw_frame_number(canvas, frame.frame_index, f"age {age_ms:.0f} ms")
         self.observe("draw_ms", (time.perf_counter() - t0) * 1e3)
-        return DrawnFrame(canvas, self.timeline.seconds(frame.capture_ns), frame.frame_index, rows)
+        return drawn
 
     def _fresh(self, item: Heatmap | FaceTracks | None, frame: VideoFrame) -> bool:  # drawable with this frame?
         return item is not None and (not item.capture_ns or not frame.capture_ns or

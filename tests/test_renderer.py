@@ -100,7 +100,8 @@ def test_draws_heatmap_boxes_speaking_and_latency_strip() -> None:
                                           "inputs": {"audio": {"latency_ms": {"p50": 22.0}, "dropped": 3}}}}
         heat = np.zeros((12, 16), np.float32)
         heat[:, 8:] = 1.0  # right half is hot
-        h.feed("heatmap", Heatmap(heatmap=heat, frame_index=0, capture_ns=h.epoch_ns))
+        # the heatmap names face 7 as the one speaking (fusion's lip-sync decision): its box is tagged
+        h.feed("heatmap", Heatmap(heatmap=heat, frame_index=0, capture_ns=h.epoch_ns, speaking_track_id=7))
         h.feed("faces", FaceTracks(boxes=np.array([[10, 20, 60, 90]], np.float32), track_ids=np.array([7]),
                                    lip_features=np.zeros((1, 4), np.float32), frame_width=W, frame_height=H,
                                    capture_ns=h.epoch_ns))
@@ -114,7 +115,7 @@ def test_draws_heatmap_boxes_speaking_and_latency_strip() -> None:
     assert np.abs(canvas[60, 140].astype(int) - 90).max() > 30
     assert np.abs(canvas[60, 100].astype(int) - 90).max() > 30
     assert (canvas[50, 5] == 90).all()
-    # the face box edge is drawn in the track's colour, thick because the voice is loud
+    # the face box edge is drawn in the track's colour, thick because the heatmap says it speaks
     assert tuple(canvas[50, 10]) == overlay.track_colour(7)
     assert tuple(canvas[50, 11]) == overlay.track_colour(7)
     # latency strip darkens the bottom rows; frame number label darkens the top-left

@@ -18,7 +18,7 @@ SR = 16000
 
 @pytest.mark.parametrize("params, opened", [
     ({}, []),
-    ({"mp4_path": "x.mp4"}, ["mp4"]),
+    ({"mp4_path": "x.mp4"}, ["mp4", "record"]),  # the per-frame record comes with the MP4
     ({"wav_dir": "voices", "web_port": 0}, ["wav", "web"]),
     ({"window": True}, []),  # no display here: left out, with a note
 ])
@@ -31,6 +31,7 @@ def test_the_renderer_opens_only_the_sinks_its_config_asks_for(tmp_path: Path, m
         assert list(h.node.sinks.members) == opened
         assert [a.startswith("http://") for a in h.node.artifacts] == [True] * ("web" in opened)
     assert not (tmp_path / "x.mp4").exists()  # no frame came: the MP4 is never created
+    assert not (tmp_path / "x.jsonl").exists()  # nor the record
 
 
 def frame(value: int = 90, time_s: float | None = None) -> DrawnFrame:

@@ -44,6 +44,12 @@ class DrawnFrame:
     time_s: float | None              # on the files' timeline; None: unstamped, follows the last at fps
     index: int = 0                    # the camera's frame number
     rows: list[dict[str, Any]] = field(default_factory=list)  # per-node stats, for views with a table
+    # What was perceived in this frame, for sinks that record it (media.sinks.frame_record); only
+    # what the renderer drew (fresh, see Renderer._fresh) is here, so a record says what the video shows.
+    heatmap: np.ndarray | None = None  # the (H, W) map as received (no display gain), over the whole image
+    faces: dict[int, list[float]] = field(default_factory=dict)  # track id → box [x0, y0, x1, y1], image pixels
+    speaking: int | None = None       # the track the heatmap names as speaking (lip-sync); None: nobody/unknown
+    speaking_score: float | None = None  # that track's lip-sync score
 
 
 class Sink:
