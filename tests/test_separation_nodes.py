@@ -36,7 +36,7 @@ def test_faces_node_sends_tracks_with_lip_features() -> None:
         for t in range(4):
             h.feed("video", VideoFrame(image=_two_face_frame(t), frame_index=t, capture_ns=1000 + t))
     last = h.outputs["faces"][-1]
-    assert last.boxes.shape == (2, 4) and last.lip_features.shape == (2, 16)
+    assert last.boxes.shape == (2, 4) and last.lip_features.shape == (2, 64)  # the lip encoder's embedding
     assert sorted(last.track_ids.tolist()) == [1, 2] and last.capture_ns == 1003
     assert last.frame_width == 320 and last.frame_height == 180
 
@@ -45,7 +45,7 @@ def test_faces_node_sends_tracks_with_lip_features() -> None:
 def test_separator_node_one_voice_per_face_contiguous() -> None:
     audio = np.random.default_rng(0).normal(0, 0.05, 16000)
     frames = stft(audio).astype(np.complex64)
-    lips = np.random.default_rng(1).normal(size=(2, 16)).astype(np.float32)
+    lips = np.random.default_rng(1).normal(size=(2, 64)).astype(np.float32)
     with Harness(Separator, {"backend": "onnxruntime"}) as h:
         for i in range(0, len(frames), 3):
             h.feed("faces", FaceTracks(boxes=np.zeros((2, 4), np.float32), track_ids=np.array([4, 9]),
@@ -109,7 +109,7 @@ def test_separator_node_restarts_cleanly_after_a_gap_in_the_stft_stream() -> Non
     """Frames lost upstream: the gap is counted, old voices end with their tail, new ones start at
     the right stream sample (no state carried across audio that was never seen)."""
     frames = stft(np.random.default_rng(0).normal(0, 0.05, 8000)).astype(np.complex64)
-    lips = np.zeros((1, 16), np.float32)
+    lips = np.zeros((1, 64), np.float32)
     with Harness(Separator, {"backend": "onnxruntime"}) as h:
         for i in [*range(0, 21, 3), *range(30, len(frames) - 2, 3)]:  # frames 21..29 never arrive
             h.feed("faces", FaceTracks(boxes=np.zeros((1, 4), np.float32), track_ids=np.array([7]),

@@ -40,6 +40,7 @@ class MeshLipFrontEnd:
         shapes = {t.name: t.shape for t in self.encoder.inputs}
         self.state_shape = tuple(shapes["state"][1:])
         self.states: dict[int, np.ndarray] = {}
+        self.last_lips = np.zeros((0, LIP_VECTOR_DIM + 1), np.float32)
 
     @staticmethod
     def _inputs(crops: np.ndarray, lips: np.ndarray, state: np.ndarray) -> dict[str, np.ndarray]:
@@ -71,11 +72,13 @@ class MeshLipFrontEnd:
             del self.states[gone]
         if not tracks:
             self.states.clear()
+            self.last_lips = np.zeros((0, LIP_VECTOR_DIM + 1), np.float32)
             return FaceFrame(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros((0, 0), np.float32),
                              np.zeros(0, bool))
         boxes = np.stack([t.box for t in tracks]).astype(np.float32)
         detected = np.array([t.detection >= 0 for t in tracks], bool)
         crops, lips = self.mouths(bgr, boxes, detected)
+        self.last_lips = lips  # the mesh's lip vectors of this frame (+ presence), for studies of mouth motion
         state = np.stack([self.states.get(i, np.zeros(self.state_shape, np.float32)) for i in ids])
         out = self.encoder.run(self._inputs(crops, lips, state))
         for k, i in enumerate(ids):

@@ -66,13 +66,15 @@ class RealMixtureSampler:
 
     def __init__(self, units: list[FaceUnit], speech: list[np.ndarray], seed: int = 0, crop_s: float = 2.0,
                  noise=None, noise_prob: float = 0.5, snr_db=(0.0, 20.0), sir_db=(-6.0, 6.0),
-                 visible_prob: float = 0.75) -> None:
+                 visible_prob: float = 0.75, weights: np.ndarray | None = None) -> None:
         self.units, self.speech = units, speech
         self.rng = np.random.default_rng(seed)
         self.frames = int(round(crop_s * 25))
         self.noise, self.noise_prob, self.snr_db, self.sir_db = noise, noise_prob, snr_db, sir_db
         self.visible_prob = visible_prob
-        w = np.array([u.frames for u in units], np.float64)
+        # how often each unit is drawn: by its length, unless the caller weighs groups of units (e.g. a share
+        # of generated faces)
+        w = np.array([u.frames for u in units], np.float64) if weights is None else np.asarray(weights, np.float64)
         self.p = w / w.sum()
         self.identity = np.array([u.identity for u in units])
 

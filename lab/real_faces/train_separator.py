@@ -262,7 +262,24 @@ def train(args) -> Path:
     log.info("%s: %d training units (%.1f min), %d LibriSpeech utterances, %d validation pairs, %d parameters",
              args.mode, len(units), sum(u.frames for u in units) / 1500, len(speech), len(val_pairs),
              sum(p.numel() for p in model.parameters()))
-    sampler = RealMixtureSampler(units, speech, seed=args.seed + step, crop_s=args.crop_seconds, noise=train_noise())
+    weights = None
+    gen_pairs = []
+    if args.generated:  # a share of generated (drawn/photo) faces, so the demo's kind of face keeps working
+        from lab.real_faces.generated_units import load_units
+
+        gen = load_units(args.generated)
+        real_frames = np.array([u.frames for u in units], np.float64)
+        weights = np.concatenate([real_frames / real_frames.sum() * (1 - args.generated_share),
+                                  np.full(len(gen), args.generated_share / len(gen))])
+        units = units + gen
+        held = args.generated.with_name("eval.npz")
+        if held.exists():
+            g = load_units(held)
+            gen_pairs = eval_pairs(g[0::2], g[1::2], len(g) // 2, seed=1, max_s=4.0)
+        log.info("generated faces: %d units from %s, %.0f %% of targets; %d held-out generated pairs",
+                 len(gen), args.generated, 100 * args.generated_share, len(gen_pairs))
+    sampler = RealMixtureSampler(units, speech, seed=args.seed + step, crop_s=args.crop_seconds, noise=train_noise(),
+                                 weights=weights)
     total = args.minutes * 60
     start = time.monotonic() - elapsed0
     from tqdm import tqdm
@@ -291,6 +308,8 @@ def train(args) -> Path:
             if elapsed >= next_eval or elapsed >= total:
                 next_eval += args.eval_seconds
                 r = evaluate_pairs(model, val_pairs)
+                if gen_pairs:  # reported beside (the choice stays on the real faces' figure)
+                    r["generated_si_sdri"] = evaluate_pairs(model, gen_pairs)["si_sdri"]
                 writer.writerow([step, round(elapsed), round(running, 4), round(r["si_sdri"], 3), round(r["swap_rate"], 3)])
                 f.flush()
                 log.info("step %d (%.0f min): validation %s", step, elapsed / 60, json.dumps({k: round(v, 3) for k, v in r.items()}))
@@ -298,7 +317,9 @@ def train(args) -> Path:
                     best = r["si_sdri"]
                     info = {"step": step, "train_minutes": round(elapsed / 60, 1), "mode": args.mode, "validation": r,
                             "train_ids": TRAIN_IDS, "validation_ids": VALIDATION_IDS, "encoder": str(args.encoder),
-                            "batch_size": args.batch_size, "lr": args.lr, "spectral": args.spectral}
+                            "batch_size": args.batch_size, "lr": args.lr, "spectral": args.spectral,
+                            "generated": str(args.generated) if args.generated else None,
+                            "generated_share": args.generated_share if args.generated else 0.0}
                     Checkpoint(model.config, {k: v.detach().clone() for k, v in model.state_dict().items()}, info).save(best_path)
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                             "elapsed": time.monotonic() - start}, state_path)
@@ -358,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="start the matching tensors from these weights (default: the shipped separator of the mode)")
     p.add_argument("--encoder", type=Path, default=SYNC_WEIGHTS, help="the frozen lip encoder (stage 2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--generated", type=Path, default=None,
+                   help="generated face units (lab.real_faces.generated_units, e.g. out/real_faces/generated/train.npz)")
+    p.add_argument("--generated-share", type=float, default=0.25, help="share of targets drawn from --generated")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--val-pairs", type=int, default=16)
     p.add_argument("--eval-seconds", type=float, default=600.0, help="validate every so many seconds")

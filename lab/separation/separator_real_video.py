@@ -2,11 +2,13 @@
 
     python -m lab.separation.separator_real_video [--video ../shared/data/video/two_speakers_split_screen.mp4]
 
-Runs the live path offline — face front end on every frame, the streaming separator one 10 ms hop
-at a time with each face's latest lip features — writes ``voice_<track>.wav`` per face (and the
+Runs the live path offline — the real-face front end (`engines/faces/mesh_lip_front_end.py`: detector,
+tracker, face mesh, lip encoder) on every frame, the shipped separator ONNX one 10 ms hop at a time with
+each face's latest lip embedding, as the separator node holds it — writes ``voice_<track>.wav`` per face (and the
 mixture) to ``--out``, and prints, per face track, how its output's loudness over time correlates
-with its own face's lip motion and with the other faces' (Pearson r of 25 fps envelopes). A working
-AV separator shows own > other; a separator that ignores faces shows them equal.
+with its own face's lip motion and with the other faces' (Pearson r of 25 fps envelopes; lip motion =
+|frame-to-frame change| of the mesh's inner-lip opening, smoothed over 5 frames). A working AV separator
+shows own > other; a separator that ignores faces shows them equal.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import numpy as np
 from lab.corpus.audio import SAMPLES_PER_FRAME, resample
 from lab.corpus.data_paths import data_root
 from engines.dsp import stft
-from engines.faces.lip_features import FEATURE_NAMES, LipFrontEnd
-from lab.separation.separation_samples import video_frame_of_stft_frame
+from engines.faces.mesh_lip_front_end import MeshLipFrontEnd
 from engines.separation.streaming_separator import StreamingSeparator
+from lab.separation.separation_samples import video_frame_of_stft_frame
 
 DEFAULT_VIDEO = data_root() / "video" / "two_speakers_split_screen.mp4"
 
@@ -45,19 +47,26 @@ def read_video(path: Path, width: int = 640) -> tuple[list[np.ndarray], np.ndarr
     return frames, resample(np.concatenate(audio).astype(np.float32), rate)
 
 
-def separate_video(frames: list[np.ndarray], audio: np.ndarray, engine: StreamingSeparator):
-    """Returns (per-track output audio, per-track lip motion per video frame, found frames per track)."""
-    front_end = LipFrontEnd()
-    motion_col = FEATURE_NAMES.index("motion")
-    per_frame = [front_end.process(f) for f in frames]
+def separate_video(frames: list[np.ndarray], audio: np.ndarray, engine: StreamingSeparator,
+                   front_end: MeshLipFrontEnd | None = None):
+    """Returns (per-track output audio, per-track lip motion per video frame, per-track boxes per frame)."""
+    front_end = front_end or MeshLipFrontEnd()
+    per_frame, opening = [], []
+    for f in frames:
+        per_frame.append(front_end.process(f))
+        lips = front_end.last_lips
+        opening.append(np.where(lips[:, -1] > 0, lips[:, 0], np.nan) if len(lips) else np.zeros(0))
     spec = stft(audio)
     video_index = np.minimum(video_frame_of_stft_frame(len(spec)), len(frames) - 1)
     tracks = sorted({int(t) for f in per_frame for t in f.track_ids})
     voices = {t: np.zeros(len(audio), np.float32) for t in tracks}
-    motion = {t: np.full(len(frames), np.nan, np.float32) for t in tracks}
+    open_ = {t: np.full(len(frames), np.nan, np.float32) for t in tracks}
+    boxes = {t: np.full((len(frames), 4), np.nan, np.float32) for t in tracks}
     for i, f in enumerate(per_frame):
-        for t, row in zip(f.track_ids, f.lip_features):
-            motion[int(t)][i] = row[motion_col] if row[-1] > 0 else np.nan
+        for k, t in enumerate(f.track_ids):
+            open_[int(t)][i] = opening[i][k]
+            boxes[int(t)][i] = f.boxes[k]
+    motion = {t: np.abs(np.diff(o, prepend=np.nan)) for t, o in open_.items()}
     end = 0
     for j in range(len(spec)):
         f = per_frame[video_index[j]]
@@ -66,8 +75,7 @@ def separate_video(frames: list[np.ndarray], audio: np.ndarray, engine: Streamin
         for t, samples in zip(ids, out):
             start = end - len(samples)
             voices[int(t)][max(0, start):end] = samples[max(0, -start):][: len(audio) - max(0, start)]
-    found = {t: int(np.sum(~np.isnan(motion[t]))) for t in tracks}
-    return voices, motion, found
+    return voices, motion, boxes
 
 
 def envelope_db(x: np.ndarray, n_frames: int) -> np.ndarray:
@@ -102,13 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.video.is_file():
         raise SystemExit(f"SHARED DATA MISSING: {args.video} (set EARSHOT_DATA)")
     import soundfile as sf
-    import torch
 
-    from engines.separation.shipped_separator import av
+    from engines.loader import load
 
-    torch.set_num_threads(1)
     frames, audio = read_video(args.video)
-    voices, motion, found = separate_video(frames, audio, StreamingSeparator.from_model(av()))
+    voices, motion, boxes = separate_video(frames, audio, StreamingSeparator.from_engine(load("separator", "onnxruntime", threads=1)))
+    found = {t: int(np.sum(~np.isnan(b[:, 0]))) for t, b in boxes.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     sf.write(args.out / "mixture.wav", audio, 16000)
     main_tracks = [t for t in voices if found[t] >= args.min_presence * len(frames)]
