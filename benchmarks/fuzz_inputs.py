@@ -78,7 +78,7 @@ TYPICAL = {
     "FeatureMap": {"features": (128, 14, 14)},
     "Embedding": {"vector": (128,)},
     "Heatmap": {"heatmap": (14, 14)},
-    "FaceTracks": {"boxes": (2, 4), "track_ids": (2,), "lip_features": (2, 16)},
+    "FaceTracks": {"boxes": (2, 4), "track_ids": (2,), "lip_features": (2, 64)},
     "SeparatedAudio": {"samples": (2, 160), "track_ids": (2,)},
 }
 #: dims the fuzz likes: empty, degenerate, off by one, and large

@@ -29,7 +29,7 @@ from engines.separation.streaming_separator import StreamingSeparator  # noqa: E
 
 def per_hop_ms(engine: StreamingSeparator, frames: np.ndarray, faces: int, repeats: int) -> float:
     rng = np.random.default_rng(0)
-    lips = {k + 1: rng.normal(size=16).astype(np.float32) for k in range(faces)}
+    lips = {k + 1: rng.normal(size=engine.lip_dim).astype(np.float32) for k in range(faces)}
     runs = []
     for _ in range(repeats):
         engine.faces.clear()
@@ -48,7 +48,7 @@ def impulse_latency_samples(engine: StreamingSeparator, at: int = 1600) -> int:
     for i in range(len(x)):
         frames = analysis.push(x[i:i + 1])
         if len(frames):
-            released += engine.push(frames, {1: np.zeros(16, np.float32)})[1].shape[1]
+            released += engine.push(frames, {1: np.zeros(engine.lip_dim, np.float32)})[1].shape[1]
             if released > at:
                 return i - at
     raise RuntimeError("impulse never came out")

@@ -23,6 +23,7 @@ from engines.faces.mouth_roi import CROP_H, CROP_W, LIP_VECTOR_DIM, lip_vector, 
 from engines.faces.tracker import FaceTracker
 
 MODEL_NAME = "lip_encoder"  # registered in engines/models
+LIP_EMBEDDING_DIM = 64  # the shipped encoder's output size (engines/weights/lip_encoder.pt)
 PRESENCE_MIN = 0.5  # the mesh's own belief that its crop holds a face
 
 
@@ -39,6 +40,7 @@ class MeshLipFrontEnd:
         self.encoder = encoder or load(MODEL_NAME, backend, threads=threads)
         shapes = {t.name: t.shape for t in self.encoder.inputs}
         self.state_shape = tuple(shapes["state"][1:])
+        self.embedding_dim = LIP_EMBEDDING_DIM
         self.states: dict[int, np.ndarray] = {}
         self.last_lips = np.zeros((0, LIP_VECTOR_DIM + 1), np.float32)
 

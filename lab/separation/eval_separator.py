@@ -45,7 +45,7 @@ SETS = ("sep2-clean", "sep2-noisy", "sep3-clean", "sep3-noisy")
 
 def load_eval_item(set_name: str, seed: int) -> dict[str, np.ndarray]:
     """Mixture, sources and per-face lip streams of one eval clip (cached after the first time)."""
-    path = EVAL_CACHE / f"{set_name}-{seed}.npz"
+    path = EVAL_CACHE / f"{set_name}-{seed}-mesh.npz"  # lips from the live (mesh + lip encoder) front end
     if path.exists():
         return dict(np.load(path))
     clip = eval_clip(set_name, seed)

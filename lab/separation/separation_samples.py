@@ -1,7 +1,8 @@
 """Training and evaluation data: corpus clips → (clean voice, lip stream) per face → mixtures.
 
-Lip features come from running the live front end (:class:`engines.faces.lip_features.LipFrontEnd`) on the
-clip's *rendered frames*, never from the generator's mouth parameters, so the separator learns from
+Lip features come from running a face front end on the clip's *rendered frames* (evaluation: the live one,
+`engines.faces.mesh_lip_front_end`; this generated-face training cache: the legacy hand-made features of
+`engines.faces.lip_features`, kept for the studies that made the first separator), never from the generator's mouth parameters, so the separator learns from
 what it will see live. Tracks are tied to the clip's faces by box overlap (the only use of the
 ground-truth boxes); a face the detector misses in a frame gets a zero row with ``visible`` 0.
 
@@ -52,16 +53,23 @@ def lips_at_stft_rate(lips: np.ndarray, n_stft_frames: int) -> np.ndarray:
     return lips[..., idx, :]
 
 
-def face_lip_streams(clip: Clip, front_end: LipFrontEnd | None = None) -> tuple[np.ndarray, float]:
-    """(K, Tv, LIP_DIM) lip stream of each face of the clip, and the share of face-frames found."""
-    front_end = front_end or LipFrontEnd()
+def face_lip_streams(clip: Clip, front_end=None) -> tuple[np.ndarray, float]:
+    """(K, Tv, D) lip stream of each face of the clip, and the share of face-frames found. The front end
+    defaults to the live one (`MeshLipFrontEnd`: D = its embedding size); the legacy `LipFrontEnd` (D = 16)
+    can be passed for the old studies."""
+    if front_end is None:
+        from engines.faces.mesh_lip_front_end import MeshLipFrontEnd
+
+        front_end = MeshLipFrontEnd()
     k = clip.boxes.shape[1]
-    out = np.zeros((k, clip.num_frames, LIP_DIM), np.float32)
+    out = None
     found = 0
     for t, frame in enumerate(clip.frames):
         faces = front_end.process(frame)
         if not len(faces.track_ids):
             continue
+        if out is None:
+            out = np.zeros((k, clip.num_frames, faces.lip_features.shape[1]), np.float32)
         overlap = iou_matrix(clip.boxes[t], faces.boxes)
         while overlap.size and overlap.max() > 0.3:
             gi, fi = np.unravel_index(int(np.argmax(overlap)), overlap.shape)
@@ -69,6 +77,8 @@ def face_lip_streams(clip: Clip, front_end: LipFrontEnd | None = None) -> tuple[
             found += int(faces.visible[fi])
             overlap[gi, :] = 0
             overlap[:, fi] = 0
+    if out is None:
+        out = np.zeros((k, clip.num_frames, getattr(front_end, "embedding_dim", LIP_DIM)), np.float32)
     return out, found / max(1, k * clip.num_frames)
 
 
