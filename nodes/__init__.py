@@ -15,5 +15,6 @@ NODE_TYPES: dict[str, str] = {
     "visual_encoder": "nodes.visual_encoder:VisualEncoder",
     "audio_encoder": "nodes.audio_encoder:AudioEncoder",
     "fusion": "nodes.fusion:Fusion",
+    "active_speaker": "nodes.active_speaker:ActiveSpeaker",
     "replay": "nodes.replay:Replay",
 }

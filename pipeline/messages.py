@@ -374,6 +374,38 @@ class FaceTracks(Message):
 
 
 @dataclass(kw_only=True)
+class ActiveSpeaker(Message):
+    """Which face on screen is speaking, by lip sync, decided once per 40 ms of audio.
+
+    One row per face on screen with a score (mean cosine of its lips and the voice over the last
+    second, `engines.localization.speaking_face`): its track id, score and newest box (xyxy pixels of a
+    ``frame_width`` × ``frame_height`` frame). ``capture_ns`` is the capture time of the moment decided
+    on: the start of the newest 40 ms of audio scored, which is the time of the video frame its lips
+    pair with."""
+
+    track_ids: np.ndarray = array("int64", ndim=1)
+    scores: np.ndarray = array("float32", ndim=1)
+    boxes: np.ndarray = array("float32", ndim=2)
+    #: the face speaking, -1 when none is clear (no face above the threshold, or no faces)
+    speaking_track_id: int = scalar(-1, lo=-1, hi=COUNTER_MAX)
+    #: that face's score, 0 when none
+    speaking_score: float = scalar(0.0, lo=-1.0, hi=1.0)
+    frame_width: int = scalar(0, lo=0, hi=65536)
+    frame_height: int = scalar(0, lo=0, hi=65536)
+
+    def check(self) -> None:
+        n = self.track_ids.shape[0]
+        if self.scores.shape != (n,) or self.boxes.shape != (n, 4):
+            raise MessageError(f"ActiveSpeaker: track_ids {self.track_ids.shape}, scores {self.scores.shape}, "
+                               f"boxes {self.boxes.shape} must agree on N (boxes N×4)")
+        if self.speaking_track_id >= 0 and (self.speaking_track_id not in self.track_ids
+                                            or not (self.frame_width and self.frame_height)):
+            raise MessageError(f"ActiveSpeaker: speaking track {self.speaking_track_id} is not one of the {n} "
+                               f"faces listed, or their frame's size ({self.frame_width}×{self.frame_height}) "
+                               f"is unknown")
+
+
+@dataclass(kw_only=True)
 class SeparatedAudio(Message):
     """One isolated voice per tracked face: samples (N, n) float32, aligned with track_ids.
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.messages import (AudioChunk, Control, Embedding, EndOfStream, FaceTracks, FeatureMap, Heartbeat,
+from pipeline.messages import (ActiveSpeaker, AudioChunk, Control, Embedding, EndOfStream, FaceTracks, FeatureMap, Heartbeat,
                                Heatmap, Message, MessageError, SeparatedAudio, Spectrogram, VideoFrame, decode,
                                encode, message_types)
 
@@ -27,6 +27,9 @@ def examples() -> list[Message]:
         VideoFrame(image=rng.integers(0, 255, (7, 5, 3), dtype=np.uint8), frame_index=3, pts_s=0.12,
                    capture_ns=123, seq=4, source="camera"),
         AudioChunk(samples=rng.standard_normal(160).astype(np.float32), first_sample=320),
+        ActiveSpeaker(track_ids=np.array([3, 7]), scores=np.array([0.1, 0.4], np.float32),
+                      boxes=rng.random((2, 4)).astype(np.float32), speaking_track_id=7, speaking_score=0.4,
+                      frame_width=640, frame_height=360),
         AudioChunk(samples=rng.standard_normal((160, 2)).astype(np.float32), sample_rate_hz=48000),
         Spectrogram(frames=(rng.standard_normal((3, 257)) + 1j * rng.standard_normal((3, 257))).astype(np.complex64)),
         Spectrogram(frames=rng.standard_normal((100, 64)).astype(np.float32), kind="logmel"),
