@@ -4,6 +4,8 @@
     python launch.py                      run the demo graph (configs/demo.yaml)
     python launch.py [run] CONFIG         run a graph, each node in its own process
     python launch.py check CONFIG         validate a graph without starting anything
+    python launch.py run CONFIG --host H  run host H's share of a graph across machines (hosts:)
+    python launch.py keys DIR [CONFIG] [--host H]   a CURVE keypair per host of the graph (or H's), in DIR
     python launch.py top                  live per-node table of a running graph
     python launch.py --list-nodes         the node types a graph may use, with their ports
     python launch.py --list-messages      the message types on the wire, with their fields
@@ -23,6 +25,10 @@ Running a graph takes these options, with or without CONFIG, before or after it:
     --pace realtime|lossless  lossless (the default for --input FILE, and in configs/demo.yaml):
                               every frame and sample is processed, at the slowest node's speed;
                               realtime: files play at their own speed, as a live camera would
+    --host NAME               a graph with hosts: start only the nodes of host NAME; edges to
+                              other hosts are tcp (without --host every node runs here, over ipc)
+    --keys DIR                the CURVE keys (`launch.py keys DIR CONFIG`) for tcp edges that
+                              leave the machine (same as --set settings.keys_dir=DIR)
 
     python launch.py --input talk.mp4 --out results
     python launch.py configs/voices.yaml --input talk.mp4 --out results --duration 30
@@ -101,7 +107,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     for node in graph.nodes.values():
         ins = ", ".join(f"{p}←{i.from_node}/{i.from_port} ({i.policy}{'' if i.policy == 'latest' else f' {i.size}'})"
                         for p, i in node.inputs.items())
-        print(f"  {node.name:<16} {node.type:<16} {ins}")
+        host = f"{node.host:<12} " if graph.hosts else ""
+        print(f"  {node.name:<16} {node.type:<16} {host}{ins}")
+    for node in graph.nodes.values():  # what each host listens on, so firewalls can be opened for it
+        for port, number in node.ports.items():
+            print(f"  tcp {graph.hosts[node.host]['address']}:{number}  {node.name}/{port} (host {node.host}) "
+                  f"→ {', '.join(sorted({graph.nodes[r].host for r in graph.readers(node.name, port)} - {node.host}))}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """A CURVE keypair per host of the graph: DIR/<host>.key (public, for every other host) and
+    DIR/<host>.key_secret (stays on its host). Existing keypairs are kept."""
+    from pipeline import keys
+    from pipeline.graph import GraphError, load_graph
+
+    try:
+        graph = load_graph(args.config, registry())
+        hosts = [graph.on_host(args.host).host] if args.host else keys.hosts_of(graph)
+    except GraphError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for host, what in keys.generate(args.dir, hosts):
+        if what == "public only":
+            print(f"kept {Path(args.dir) / host}.key: {host}'s public key; its secret stays on {host}")
+        else:
+            print(f"{what} {Path(args.dir) / host}.key (public) and {host}.key_secret (secret, mode 600)")
+    print(f"each host needs its own <host>.key_secret and every other host's <host>.key here; then "
+          f"`python launch.py run {args.config} --host NAME --keys {args.dir}`")
     return 0
 
 
@@ -168,8 +201,9 @@ def run_overrides(args: argparse.Namespace) -> list[str]:
     from pipeline.graph import load_graph
 
     pace = [f"settings.pace={args.pace}"] if args.pace else []
+    keys = [f"settings.keys_dir={yaml_str(args.keys)}"] if args.keys else []
     if not (args.input or args.out):
-        return args.set + pace
+        return args.set + pace + keys
     graph = load_graph(args.config, registry(), overrides=args.set)
     overrides = list(args.set)
     if args.input:
@@ -181,7 +215,7 @@ def run_overrides(args: argparse.Namespace) -> list[str]:
     overrides += pace
     if args.out:
         overrides += output_overrides(graph, args.out)
-    return overrides
+    return overrides + keys
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -192,10 +226,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.graph import GraphError, load_graph
     from pipeline.supervisor import CONFIG_ERROR, FAILED, CannotRun, Supervisor
 
+    def say(text: str) -> None:
+        print(f"[earshot] {text}", flush=True)
+
     try:
         graph = load_graph(args.config, registry(), overrides=run_overrides(args))
-        supervisor = Supervisor(graph, on_event=lambda text: print(f"[earshot] {text}", flush=True),
-                                record_to=args.record)
+        if args.host:
+            graph = graph.on_host(args.host)
+        elif graph.hosts:
+            say(f"graph {graph.name!r} names hosts {sorted(graph.hosts)}: running all its nodes on this machine "
+                "(--host NAME runs one host's share)")
+        supervisor = Supervisor(graph, on_event=say, record_to=args.record)
     except (GraphError, UsageError, CannotRun) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -269,8 +310,17 @@ def parse_args(argv: list[str], invoked_from: Path) -> argparse.Namespace:
     p.add_argument("--pace", choices=("realtime", "lossless"), default=None,
                    help="realtime: file sources play at their own speed and slow nodes drop; lossless: every "
                         "frame and sample is processed, as fast as the slowest node (default for --input FILE)")
+    p.add_argument("--host", metavar="NAME", default=None,
+                   help="start only the nodes of this host (a key of the graph's hosts:); edges to other hosts are tcp")
+    p.add_argument("--keys", metavar="DIR", default=None,
+                   help="CURVE keys for tcp edges that leave the machine (made by `launch.py keys DIR CONFIG`)")
     p = sub.add_parser("check", help="validate a graph and exit")
     p.add_argument("config")
+    p = sub.add_parser("keys", help="make a CURVE keypair per host of a graph (for tcp edges across machines)")
+    p.add_argument("dir", help="where the keys go (created 0700)")
+    p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="graph YAML whose hosts: get keys")
+    p.add_argument("--host", metavar="NAME", default=None,
+                   help="only this host's keypair (made on that host, its secret never travels)")
     p = sub.add_parser("top", help="live per-node table of a running graph")
     p.add_argument("--run-dir", default=None, help="run directory (default: the newest live one)")
     p.add_argument("--once", action="store_true", help="print one table and exit")
@@ -286,6 +336,9 @@ def parse_args(argv: list[str], invoked_from: Path) -> argparse.Namespace:
             args.input = str(invoked_from / args.input)
         args.out = args.out and str(invoked_from / args.out)
         args.record = args.record and str(invoked_from / args.record)
+        args.keys = args.keys and str(invoked_from / Path(args.keys).expanduser())
+    if args.command == "keys":
+        args.dir = str(invoked_from / Path(args.dir).expanduser())
     return args
 
 
@@ -315,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\n".join(describe_messages()))
         return 0
-    handlers = {"run": cmd_run, "check": cmd_check, "top": cmd_top}
+    handlers = {"run": cmd_run, "check": cmd_check, "top": cmd_top, "keys": cmd_keys}
     return handlers[args.command](args)
 
 

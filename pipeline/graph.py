@@ -17,6 +17,23 @@ thirty seconds into a run. The graph format::
           video: camera/frames        # node/output, with the input's default policy
           audio: {from: microphone/audio, policy: queue, size: 200}
 
+A graph may span machines. ``hosts:`` names them; a node's ``host:`` says where it runs (nodes
+without one run on the default host: the one marked ``default: true``, else the first listed)::
+
+    hosts:
+      camera_box: {address: 10.0.0.1}            # what the other hosts connect to
+      gpu_box: {address: 10.0.0.2, bind: 0.0.0.0}   # bind: where to listen, if not the address
+    settings: {base_port: 27100, keys_dir: ~/.earshot/keys}
+    nodes:
+      camera: {type: camera, host: camera_box, outputs: {frames: {port: 27200}}}   # port: optional
+      renderer: {type: renderer, host: gpu_box, inputs: {video: camera/frames}}
+
+``launch.py run --host camera_box`` starts that host's nodes only (:meth:`GraphSpec.on_host`). An
+output read on another host is a tcp endpoint on its host's address, at ``base_port`` + its rank
+among such outputs in node/port order (skipping ports given with ``port:``), so every host derives
+the same ports from the same file without talking. Without ``--host`` every node runs here and
+every edge stays ipc. CURVE keys (`pipeline.keys`) guard every endpoint that leaves the machine.
+
 The registry (type name → "module:Class") is passed in by the caller: `pipeline` knows
 nothing about which nodes exist.
 """
@@ -36,6 +53,11 @@ import yaml
 from pipeline.node import Node
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: a DNS name a host may be reached at (letters, digits, hyphens, dots)
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+#: settings.base_port's default: below Linux's ephemeral range (32768-60999), so an outgoing
+#: connection of some other program never holds it when the graph starts
+DEFAULT_BASE_PORT = 27100
 
 
 class GraphError(ValueError):
@@ -56,16 +78,24 @@ class Settings:
     restart_backoff_max_s: float = 10.0
     #: tcp endpoints on non-loopback addresses need this, and so does a node param that names an
     #: address to listen on (``host``, ``*_host``: the renderer's browser view), which then also
-    #: asks for the run's token
+    #: asks for the run's token. (Outputs read on another host need not: naming the hosts is that
+    #: choice.) Every tcp endpoint that leaves the machine also needs CURVE keys (``keys_dir``).
     allow_remote: bool = False
     #: realtime: file sources play at their own speed and a slow reader drops what it cannot
     #: take (a live camera's behaviour). lossless: sources wait for the slowest reader, so every
     #: frame and sample is processed and written (`pipeline.media_clock` keeps them together).
     pace: str = "realtime"
+    #: graphs across hosts: the tcp port of the first output read on another host; the others follow
+    base_port: int = DEFAULT_BASE_PORT
+    #: the CURVE keypairs of the graph's hosts (`launch.py keys DIR CONFIG`; ``--keys DIR`` overrides).
+    #: Every tcp endpoint that leaves the machine needs them. A relative path is the repository's.
+    keys_dir: str = ""
 
     def validate(self) -> None:
         if self.pace not in ("realtime", "lossless"):
             raise ValueError(f"pace must be realtime or lossless, got {self.pace!r}")
+        if not 1024 <= self.base_port <= 65535:
+            raise ValueError(f"base_port must be in 1024..65535, got {self.base_port}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
@@ -96,6 +126,10 @@ class NodeSpec:
     endpoints: dict[str, str] = field(default_factory=dict)
     #: output port → how many inputs connect to it (the start handshake waits for them)
     subscribers: dict[str, int] = field(default_factory=dict)
+    #: the host (a key of the graph's ``hosts:``) that runs it; "" in a graph without hosts
+    host: str = ""
+    #: output port → its tcp port, for the outputs that a node on another host reads
+    ports: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,17 +138,54 @@ class GraphSpec:
     source: str  # file it came from, for messages
     settings: Settings
     nodes: dict[str, NodeSpec]
+    #: host name → {"address": what others connect to, "bind": where it listens}; {} on one machine
+    hosts: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: the host this run starts (``launch.py run --host``); "" starts every node here
+    host: str = ""
 
     @property
     def sources(self) -> list[str]:
-        """Nodes with no inputs, in a fixed order (their slots in the media clock)."""
-        return sorted(name for name, node in self.nodes.items() if not node.inputs)
+        """Nodes with no inputs that run here, in a fixed order (their slots in the media clock)."""
+        return sorted(name for name, node in self.nodes.items() if not node.inputs and self.runs_here(name))
 
-    def resolve_endpoints(self, run_dir: str | Path) -> None:
-        """Give every output without an explicit endpoint an ipc path in the run dir."""
+    def runs_here(self, name: str) -> bool:
+        """Whether this run starts node ``name`` (all of them, unless the run is one host's share)."""
+        return not self.host or self.nodes[name].host == self.host
+
+    def readers(self, name: str, port: str) -> list[str]:
+        """The nodes that read output ``name/port``."""
+        return [reader for reader, node in self.nodes.items()
+                if any((c.from_node, c.from_port) == (name, port) for c in node.inputs.values())]
+
+    def crosses_hosts(self, name: str, port: str) -> bool:
+        """Whether output ``name/port`` goes over tcp to another host in this run."""
+        return bool(self.host) and port in self.nodes[name].ports
+
+    def on_host(self, host: str) -> GraphSpec:
+        """This graph as host ``host`` runs it: only its own nodes start here; the outputs that cross
+        to or from other hosts are tcp endpoints on the publishing host's address."""
+        if not self.hosts:
+            raise GraphError(f"{self.source}: --host {host}: the graph names no hosts (it has no hosts: table)")
+        if host not in self.hosts:
+            raise GraphError(f"{self.source}: --host {host}: unknown host; the graph's hosts are {sorted(self.hosts)}")
+        if not any(node.host == host for node in self.nodes.values()):
+            raise GraphError(f"{self.source}: --host {host}: no node of the graph runs on this host")
+        return GraphSpec.from_dict({**self.to_dict(), "host": host})
+
+    def resolve_endpoints(self, run_dir: str | Path | None) -> None:
+        """Give every output without an explicit endpoint one: tcp on its host's address when this run
+        is one host's share and a node on another host reads it (no run dir needed for those), else an
+        ipc path in the run dir. The publishing host binds its ``bind`` address; the others connect to
+        its ``address``."""
         for node in self.nodes.values():
             for port, endpoint in node.endpoints.items():
-                if not endpoint:
+                if endpoint:
+                    continue
+                if self.crosses_hosts(node.name, port):
+                    host = self.hosts[node.host]
+                    address = host["bind"] if node.host == self.host else host["address"]
+                    node.endpoints[port] = f"tcp://{address}:{node.ports[port]}"
+                elif run_dir is not None:
                     node.endpoints[port] = f"ipc://{Path(run_dir) / f'{node.name}.{port}'}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +197,8 @@ class GraphSpec:
         for name, n in data["nodes"].items():
             inputs = {p: Connection(**i) for p, i in n["inputs"].items()}
             nodes[name] = NodeSpec(**{**n, "inputs": inputs})
-        return cls(name=data["name"], source=data["source"], settings=Settings(**data["settings"]), nodes=nodes)
+        return cls(name=data["name"], source=data["source"], settings=Settings(**data["settings"]), nodes=nodes,
+                   hosts={h: dict(a) for h, a in data.get("hosts", {}).items()}, host=data.get("host", ""))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -201,9 +273,9 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
 
     if not isinstance(data, dict):
         raise fail("top level", "expected a mapping with 'nodes:'")
-    unknown = sorted(set(data) - {"name", "settings", "nodes"})
+    unknown = sorted(set(data) - {"name", "settings", "nodes", "hosts"})
     if unknown:
-        raise fail("top level", f"unknown key(s) {unknown} (allowed: name, settings, nodes)")
+        raise fail("top level", f"unknown key(s) {unknown} (allowed: name, settings, hosts, nodes)")
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:
         raise fail("name", "must be a non-empty string")
@@ -214,12 +286,15 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
     except ValueError as exc:
         raise fail("settings", str(exc)) from None
 
+    hosts, default_host = _hosts(data.get("hosts"), fail)
+
     raw_nodes = data.get("nodes")
     if not isinstance(raw_nodes, dict) or not raw_nodes:
         raise fail("nodes", "expected a non-empty mapping of node name → node")
 
     classes: dict[str, type[Node]] = {}
     nodes: dict[str, NodeSpec] = {}
+    asked_ports: dict[tuple[str, str], int] = {}  # outputs: {port: {port: N}}
     for node_name, raw in raw_nodes.items():
         where = f"node {node_name!r}"
         if not isinstance(node_name, str) or not NAME_RE.match(node_name):
@@ -228,9 +303,15 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
             raise fail(where, "'settings' is reserved (--set settings.X=… sets the graph's settings)")
         if not isinstance(raw, dict):
             raise fail(where, "expected a mapping with 'type:'")
-        extra = sorted(set(raw) - {"type", "params", "inputs", "outputs"})
+        extra = sorted(set(raw) - {"type", "params", "inputs", "outputs", "host"})
         if extra:
-            raise fail(where, f"unknown key(s) {extra} (allowed: type, params, inputs, outputs)")
+            raise fail(where, f"unknown key(s) {extra} (allowed: type, host, params, inputs, outputs)")
+        host = raw.get("host", default_host)
+        if "host" in raw:
+            if not hosts:
+                raise fail(f"{where} host", f"{host!r}: the graph has no hosts: table to name it in")
+            if host not in hosts:
+                raise fail(f"{where} host", f"unknown host {host!r}; the graph's hosts are {sorted(hosts)}")
         node_type = raw.get("type")
         if node_type not in registry:
             raise fail(f"{where} type", f"unknown node type {node_type!r}; known: {sorted(registry)}")
@@ -256,14 +337,23 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
         for port, conf in outputs.items():
             if port not in cls.outputs:
                 raise fail(f"{where} outputs.{port}", f"{node_type} has no output {port!r}; it has {sorted(cls.outputs)}")
-            endpoint = conf.get("endpoint") if isinstance(conf, dict) else None
+            usage = "expected {endpoint: 'ipc://…' or 'tcp://host:port'} or, read on another host, {port: N}"
+            if not isinstance(conf, dict) or len(conf) != 1 or not set(conf) <= {"endpoint", "port"}:
+                raise fail(f"{where} outputs.{port}", usage)
+            if "port" in conf:
+                number = conf["port"]
+                if not isinstance(number, int) or isinstance(number, bool) or not 1024 <= number <= 65535:
+                    raise fail(f"{where} outputs.{port}", f"port must be an integer in 1024..65535, got {number!r}")
+                asked_ports[(node_name, port)] = number
+                continue
+            endpoint = conf["endpoint"]
             if not isinstance(endpoint, str):
-                raise fail(f"{where} outputs.{port}", "expected {endpoint: 'ipc://…' or 'tcp://host:port'}")
+                raise fail(f"{where} outputs.{port}", usage)
             _check_endpoint(endpoint, settings.allow_remote, lambda why: fail(f"{where} outputs.{port}", why))
             endpoints[port] = endpoint
         classes[node_name] = cls
         nodes[node_name] = NodeSpec(node_name, node_type, registry[node_type], given,
-                                    endpoints=endpoints, subscribers={p: 0 for p in cls.outputs})
+                                    endpoints=endpoints, subscribers={p: 0 for p in cls.outputs}, host=host)
 
     for node_name, raw in raw_nodes.items():
         cls = classes[node_name]
@@ -305,7 +395,83 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
         if cls.inputs and not nodes[node_name].inputs:
             raise fail(f"node {node_name!r} inputs", f"none wired; {nodes[node_name].type} reads {sorted(cls.inputs)}")
 
-    return GraphSpec(name=name, source=source, settings=settings, nodes=nodes)
+    _assign_ports(nodes, asked_ports, settings.base_port, fail)
+    return GraphSpec(name=name, source=source, settings=settings, nodes=nodes, hosts=hosts)
+
+
+def _hosts(raw: Any, fail: Any) -> tuple[dict[str, dict[str, str]], str]:
+    """``hosts:`` → ({name: {address, bind}}, the default host's name); ({}, "") without one."""
+    if raw is None:
+        return {}, ""
+    if not isinstance(raw, dict) or not raw:
+        raise fail("hosts", "expected a mapping of host name → {address: IP or DNS name}")
+    hosts, defaults = {}, []
+    for host, conf in raw.items():
+        where = f"hosts.{host}"
+        if not isinstance(host, str) or not NAME_RE.match(host):
+            raise fail(where, "host names are lower_snake_case, ≤ 32 characters, starting with a letter")
+        if not isinstance(conf, dict):
+            raise fail(where, "expected {address: IP or DNS name}")
+        extra = sorted(set(conf) - {"address", "bind", "default"})
+        if extra:
+            raise fail(where, f"unknown key(s) {extra} (allowed: address, bind, default)")
+        address, bind = conf.get("address"), conf.get("bind")
+        if not isinstance(address, str) or not (_ipv4(address) or HOSTNAME_RE.match(address)):
+            raise fail(f"{where}.address", f"expected an IPv4 address or a DNS name, got {address!r}"
+                                           + (" (IPv6 is not supported yet)" if isinstance(address, str) and ":" in address else ""))
+        if bind is None and not _ipv4(address):
+            raise fail(where, f"address {address!r} is a name, and ZeroMQ listens only on an address: add "
+                              "bind: this host's IPv4 address (or 0.0.0.0 for all of its interfaces)")
+        if bind is not None and not (isinstance(bind, str) and _ipv4(bind)):
+            raise fail(f"{where}.bind", f"expected an IPv4 address (0.0.0.0: every interface), got {bind!r}")
+        if not isinstance(conf.get("default", False), bool):
+            raise fail(f"{where}.default", "expected true or false")
+        if conf.get("default"):
+            defaults.append(host)
+        hosts[host] = {"address": address, "bind": bind or address}
+    if len(defaults) > 1:
+        raise fail("hosts", f"only one host can be the default, and {defaults} say they are")
+    return hosts, defaults[0] if defaults else next(iter(hosts))
+
+
+def _ipv4(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
+    except ValueError:
+        return False
+
+
+def _assign_ports(nodes: dict[str, NodeSpec], asked: dict[tuple[str, str], int], base_port: int, fail: Any) -> None:
+    """A tcp port for every output that a node on another host reads: the one its ``port:`` asks
+    for, else the next free one from ``base_port`` up, in node/port order. Derived from the config
+    alone, so every host computes the same ports without talking to the others."""
+    crossing = sorted({(c.from_node, c.from_port) for node in nodes.values() for c in node.inputs.values()
+                       if nodes[c.from_node].host != node.host})
+    for (name, port) in crossing:
+        if nodes[name].endpoints[port]:
+            reader = next(r for r, n in nodes.items() if n.host != nodes[name].host and
+                          any((c.from_node, c.from_port) == (name, port) for c in n.inputs.values()))
+            raise fail(f"node {name!r} outputs.{port}",
+                       f"node {reader!r} on host {nodes[reader].host!r} reads it, so it goes over tcp on host "
+                       f"{nodes[name].host!r}'s address: give a port ({{port: N}}) or none, not an endpoint")
+    taken: dict[int, tuple[str, str]] = {}
+    for key in crossing:
+        if key in asked:
+            number = asked[key]
+            if number in taken:
+                raise fail(f"node {key[0]!r} outputs.{key[1]}",
+                           f"port {number} is also asked for by {'/'.join(taken[number])}")
+            taken[number] = key
+    number = base_port
+    for key in crossing:
+        if key not in asked:
+            while number in taken:
+                number += 1
+            if number > 65535:
+                raise fail("settings.base_port", f"{base_port} leaves no port ≤ 65535 for {'/'.join(key)}")
+            taken[number] = key
+    for number, (name, port) in taken.items():
+        nodes[name].ports[port] = number
 
 
 def _check_endpoint(endpoint: str, allow_remote: bool, fail: Any) -> None:

@@ -19,6 +19,12 @@ the restart policy:
 The run directory holds the ``graph.json`` that nodes re-read when they restart, so it lives
 under a base directory of the user's own (created 0700; refused if anyone else owns it or may
 write to it).
+
+A graph across hosts (``hosts:``) runs as one supervisor per host, each started with
+``launch.py run --host NAME``: it starts, watches and summarises only its own host's nodes
+(:meth:`GraphSpec.runs_here`). Hosts share nothing but data edges: tcp, CURVE-encrypted when they
+leave the machine (`pipeline.keys`; a missing key stops the run before it starts, in one line).
+ZeroMQ reconnects those edges by itself, so a host that restarts picks up the data flow again.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from typing import Any, Callable
 
 import zmq
 
+from pipeline import keys
 from pipeline.graph import GraphSpec, import_node_class
 from pipeline.messages import Control, Heartbeat, MessageError, decode, encode
 from pipeline import media_clock
@@ -89,6 +96,8 @@ def preflight(graph: GraphSpec) -> None:
     one line (:class:`CannotRun`), not after nine processes loaded their models. A node checks
     the same again in ``open()`` (the file may change, a node may restart), with ConfigError."""
     for name, spec in graph.nodes.items():
+        if not graph.runs_here(name):  # another host's: its files and devices are there, not here
+            continue
         cls = import_node_class(spec.impl)
         check = getattr(cls, "preflight", None)
         if check is None:
@@ -151,13 +160,26 @@ class Supervisor:
         self.graph = graph
         self.record_to = Path(record_to).resolve() if record_to else None
         self.recorder: subprocess.Popen | None = None
+        if self.record_to and graph.host:
+            raise CannotRun("--record records a graph that runs on one machine; with --host it is not supported yet")
         preflight(graph)
+        graph.resolve_endpoints(None)  # the tcp ones, across hosts: the keys they need are checked now
+        try:
+            self.curve = keys.plan(graph)
+        except keys.KeysMissing as exc:
+            raise CannotRun(str(exc)) from None
+        if self.record_to and self.curve["endpoints"]:
+            raise CannotRun("--record cannot read CURVE-encrypted endpoints yet; record on a graph without remote ones")
         base = secure_run_base()
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"{graph.name[:12]}-", dir=base))
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.on_event = on_event or (lambda text: log.info("%s", text))
         self.node_env = node_env or {}
-        self.nodes = {name: NodeProcess(name) for name in graph.nodes}
+        self.nodes = {name: NodeProcess(name) for name in graph.nodes if graph.runs_here(name)}
+        #: how long a node may take to send its first heartbeat: a publisher waits up to
+        #: start_timeout_s per output for readers on other hosts before it says anything
+        self.start_limit_s = {name: graph.settings.start_timeout_s * (1 + sum(
+            graph.crosses_hosts(name, port) for port in graph.nodes[name].endpoints)) for name in self.nodes}
         self.epoch_ns = 0
         self.stopping = False
         self.failure = ""
@@ -177,6 +199,7 @@ class Supervisor:
                 for port in node.endpoints:
                     node.subscribers[port] = node.subscribers.get(port, 0) + 1
         (self.run_dir / "graph.json").write_text(json.dumps(self.graph.to_dict(), indent=1))
+        (self.run_dir / "curve.json").write_text(json.dumps(self.curve, indent=1))  # file names, no keys
         if self.graph.settings.pace == "lossless":
             media_clock.create(self.run_dir / MEDIA_CLOCK_FILE, self.graph.sources)
         (self.run_dir / "supervisor.pid").write_text(str(os.getpid()))
@@ -194,11 +217,16 @@ class Supervisor:
                                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         for node in self.nodes.values():
             self._spawn(node)
-        self.on_event(f"graph {self.graph.name!r}: {len(self.nodes)} nodes starting (run dir {self.run_dir})")
+        where = f" on host {self.graph.host!r}" if self.graph.host else ""
+        share = f" of {len(self.graph.nodes)}" if self.graph.host else ""
+        self.on_event(f"graph {self.graph.name!r}{where}: {len(self.nodes)}{share} nodes starting (run dir {self.run_dir})")
+        for line in self._tcp_edges():
+            self.on_event(line)
 
     def _spawn(self, node: NodeProcess) -> None:
         env = {**os.environ, **self.node_env, "PYTHONUNBUFFERED": "1", TOKEN_ENV: self.web_token,
-               ALLOW_REMOTE_ENV: "1" if self.graph.settings.allow_remote else "0"}
+               ALLOW_REMOTE_ENV: "1" if self.graph.settings.allow_remote else "0",
+               keys.PLAN_ENV: str(self.run_dir / "curve.json"), keys.IDENTITY_ENV: keys.identity(self.graph, node.name)}
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         node.proc = subprocess.Popen(
@@ -208,6 +236,22 @@ class Supervisor:
         node.last_beat = time.monotonic()
         node.exit_code = None
         node.said = ""
+
+    def _tcp_edges(self) -> list[str]:
+        """One line per output that crosses hosts in this run: where it goes, and whether CURVE guards it."""
+        graph, lines = self.graph, []
+        for name, node in graph.nodes.items():
+            for port, endpoint in node.endpoints.items():
+                if not graph.crosses_hosts(name, port):
+                    continue
+                guard = "CURVE" if endpoint in self.curve["endpoints"] else "plain tcp, loopback"
+                readers = [r for r in graph.readers(name, port) if graph.nodes[r].host != node.host]
+                if graph.runs_here(name):
+                    lines.append(f"{name}/{port} → {', '.join(f'{r} on {graph.nodes[r].host}' for r in readers)}: "
+                                 f"serving {endpoint} ({guard})")
+                elif any(graph.runs_here(r) for r in readers):
+                    lines.append(f"{name}/{port} from host {node.host!r}: reading {endpoint} ({guard})")
+        return lines
 
     # -- watch ---------------------------------------------------------------------------
 
@@ -289,7 +333,7 @@ class Supervisor:
             return
         code = node.proc.poll()
         if code is None:
-            limit = settings.start_timeout_s if node.state in ("starting", "ready") else settings.heartbeat_timeout_s
+            limit = self.start_limit_s[node.name] if node.state in ("starting", "ready") else settings.heartbeat_timeout_s
             if now - node.last_beat > limit:
                 self.on_event(f"node {node.name!r}: no heartbeat for {now - node.last_beat:.1f} s; killing it")
                 node.proc.kill()

@@ -37,6 +37,7 @@ from typing import Literal
 
 import zmq
 
+from pipeline.keys import secure_socket
 from pipeline.messages import EndOfStream, Message, MessageError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class Publisher:
         self.socket.setsockopt(zmq.XPUB_NODROP, int(lossless))
         self.socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every (un)subscribe, even duplicates
         self.socket.setsockopt(zmq.LINGER, 0)
+        secure_socket(self.socket, endpoint, server=bind)  # CURVE where the endpoint leaves the machine
         if bind:
             self.socket.bind(endpoint)
             # tcp://host:0 asks the OS for a port: remember the one we got.
@@ -128,6 +130,16 @@ class Publisher:
                 return False
             self.poll_subscriptions(int(min(left, 0.05) * 1000))
         return True
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next message gets. A restarted node sets it to go on after its
+        previous process (``pipeline.runner``), so readers see what it never sent as a gap (``lost``)."""
+        return self._seq
+
+    @next_seq.setter
+    def next_seq(self, seq: int) -> None:
+        self._seq = seq
 
     def _numbered(self, msg: Message, source: str) -> list:
         """Stamp the next sequence number (and source) and encode."""
@@ -247,6 +259,7 @@ class Subscriber:
         self.socket.setsockopt(zmq.RCVHWM, self.hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        secure_socket(self.socket, self.endpoint, server=False)  # CURVE where the endpoint leaves the machine
         self.socket.connect(self.endpoint)
 
     def drain(self) -> int:
