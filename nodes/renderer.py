@@ -17,6 +17,7 @@ import numpy as np
 from media import overlay
 from media.sinks import (MIXTURE, DrawnFrame, FrameRecordSink, Mp4Sink, Sinks, SpeakerSink, VirtualMicSink, WavSink,
                          WebSink, WindowSink, voice_track)
+from media.sinks.sink import VoiceChoice
 from media.timeline import Timeline
 from pipeline.messages import AudioChunk, FaceTracks, Heatmap, SeparatedAudio, VideoFrame
 from pipeline.node import BadInput, Input, Node
@@ -40,7 +41,9 @@ class Renderer(Node):
         web_host: str = "127.0.0.1"   # loopback: the view shows a camera
         audio_out: bool = False       # play the selected voice (or the mixture) through PyAudio
         audio_out_device: str = ""    # device name (substring) or index; "" = default
-        play_track: int = -1          # track id to play; -1 = the loudest voice, else the mixture
+        # track id to play; -1 = the loudest voice, else the mixture. The default: a click on a face in
+        # the browser view plays that face instead, until it is clicked again (media/sinks/web.py)
+        play_track: int = -1
         virtual_mic: str = ""         # "" = off; else a PulseAudio source of that name that call apps see as a mic
         fps: float = 30.0             # MP4 nominal rate (frames are still placed by capture time)
         voice_tracks: int = -1        # MP4 audio tracks for voices; -1 = 2 if `voices` is wired
@@ -78,13 +81,21 @@ class Renderer(Node):
         self.heatmap, self.faces = None, None  # the newest Heatmap and FaceTracks
         self.levels: dict[int, float] = {}  # track id → RMS of its newest isolated block
         voice_tracks = p.voice_tracks if p.voice_tracks >= 0 else 2 if self.is_wired("voices") else 0
+        # whose voice the speakers / virtual mic play, changed live by clicks in the browser view: one
+        # object both kinds of sink hold, because the clicks come on the view's server threads, at any
+        # time, and must reach the audio at its next block (see VoiceChoice). None: nothing plays a voice.
+        self.choice = VoiceChoice(f"face {p.play_track}" if p.play_track != -1 else "the loudest voice") \
+            if p.audio_out or p.virtual_mic else None
         self.sinks.add(Mp4Sink(p.mp4_path, p.fps, p.sample_rate_hz, voice_tracks) if p.mp4_path else None)
         self.sinks.add(FrameRecordSink(self.record_path()) if self.record_path() else None)
         self.sinks.add(WavSink(p.wav_dir, p.sample_rate_hz) if p.wav_dir else None)
         self.sinks.add(WindowSink(f"Earshot {self.name}") if p.window else None)
-        self.sinks.add(WebSink(p.web_host, p.web_port, f"Earshot — {self.name}") if p.web_port >= 0 else None)
-        self.sinks.add(SpeakerSink(p.audio_out_device, p.sample_rate_hz, p.play_track) if p.audio_out else None)
-        self.sinks.add(VirtualMicSink(p.virtual_mic, p.sample_rate_hz, p.play_track) if p.virtual_mic else None)
+        self.sinks.add(WebSink(p.web_host, p.web_port, f"Earshot — {self.name}", choice=self.choice)
+                       if p.web_port >= 0 else None)
+        self.sinks.add(SpeakerSink(p.audio_out_device, p.sample_rate_hz, p.play_track, self.choice)
+                       if p.audio_out else None)
+        self.sinks.add(VirtualMicSink(p.virtual_mic, p.sample_rate_hz, p.play_track, choice=self.choice)
+                       if p.virtual_mic else None)
         self.artifacts += self.sinks.urls()
 
     def record_path(self) -> str:
@@ -164,6 +175,9 @@ class Renderer(Node):
 
     def tick(self) -> None:
         self.counters.update(self.sinks.stats())  # for the heartbeat: what came in, what each sink made of it
+        # whose voice plays: voice_choice.faces (0: the default), .track (-1: the default), .changes
+        if getattr(self, "choice", None) is not None:
+            self.counters.update({f"voice_choice.{k}": v for k, v in self.choice.stats().items()})
 
     def summary(self) -> str:
         return self.sinks.summary() if hasattr(self, "sinks") else ""

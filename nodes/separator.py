@@ -1,8 +1,9 @@
 """Separator: one isolated voice per face on screen, live ("Looking to Listen", made causal).
 
-The microphone's complex STFT frames and each face's lip features go through the causal AV
-separator (engines/separation); every face gets its own complex ratio mask and its own ISTFT, and
-all voices leave together as one SeparatedAudio aligned with the face track IDs.
+The microphone's complex STFT frames and each face's lip embedding (the faces node's lip encoder,
+learned on real faces) go through the causal AV separator (engines/separation, trained on real
+faces: `lab/real_faces`); every face gets its own complex ratio mask and its own ISTFT, and all
+voices leave together as one SeparatedAudio aligned with the face track IDs.
 
 Faces follow the latest FaceTracks: a face that appears starts a voice stream with fresh state, a
 face that leaves ends its stream. A face's lip features are held between video frames (25 fps vs

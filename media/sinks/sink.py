@@ -17,10 +17,15 @@ Tracks are named as the files name them: ``"mixture"`` (the microphone) and
 was received (``frames_received``, ``audio_s_received.<track>``: what :class:`Sinks` was given):
 ``frames_written`` and ``audio_s_written.<track>`` (seconds from the input, gap-filling
 silence not counted) for files, ``frames_shown`` for views, ``audio_s_played`` for speakers.
+
+:class:`VoiceChoice` is the one piece of state two sinks share: the faces a person chose in the
+browser view (written by the web sink's server threads), whose voices the speaker and virtual
+microphone sinks play (read at each audio block).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +55,52 @@ class DrawnFrame:
     faces: dict[int, list[float]] = field(default_factory=dict)  # track id → box [x0, y0, x1, y1], image pixels
     speaking: int | None = None       # the track the heatmap names as speaking (lip-sync); None: nobody/unknown
     speaking_score: float | None = None  # that track's lip-sync score
+
+
+class VoiceChoice:
+    """The faces whose voices the audio sinks play, chosen live; none chosen: the sinks' own rule
+    (``play_track``, or the loudest voice), described by ``default`` for people.
+
+    Why an object shared by sinks, and not a call through :class:`Sinks`: the choice is made on the
+    web view's server threads (a click), at any time, and must reach the audio sinks at their next
+    block, with no message and no node in between (sinks know nothing of either). The renderer makes
+    one and hands it to the sinks that write it (web) and read it (speaker, virtual microphone).
+    Readers take :attr:`tracks` (an immutable set, replaced whole, so a read never sees half a
+    change); writers change it under a lock."""
+
+    def __init__(self, default: str = "the loudest voice") -> None:
+        self.default = default
+        self.tracks: frozenset[int] = frozenset()  # chosen track ids; empty: the default
+        self.changes = 0
+        self._lock = threading.Lock()
+
+    def clicked(self, track_id: int | None, add: bool = False) -> frozenset[int]:
+        """The browser view's rule: a click on a face plays that face alone, a click on the only
+        face playing (or beside every face) goes back to the default; with ``add`` (shift-click)
+        the face joins the voices playing, or leaves them if it was one."""
+        with self._lock:
+            if track_id is None:
+                chosen = frozenset()
+            elif add:
+                chosen = self.tracks ^ {int(track_id)}
+            else:
+                chosen = frozenset() if self.tracks == {int(track_id)} else frozenset({int(track_id)})
+            return self._set(chosen)
+
+    def _set(self, chosen: frozenset[int]) -> frozenset[int]:
+        if chosen != self.tracks:
+            self.tracks, self.changes = chosen, self.changes + 1
+        return chosen
+
+    def label(self) -> str:
+        tracks = self.tracks
+        return " + ".join(f"face {i}" for i in sorted(tracks)) if tracks else f"{self.default} (default)"
+
+    def stats(self) -> dict[str, int]:
+        """For the renderer's heartbeat: ``faces`` chosen (0: the default plays), ``track`` (the
+        chosen one; the lowest of several; -1: none), ``changes`` so far."""
+        tracks = self.tracks
+        return {"faces": len(tracks), "track": min(tracks, default=-1), "changes": self.changes}
 
 
 class Sink:

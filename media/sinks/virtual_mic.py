@@ -8,7 +8,9 @@ sink, so the user's own speakers and default devices are never touched. Modules 
 are unloaded at close; ones that already existed (a second run, a user's own setup) are reused
 and left alone.
 
-Which voice plays is the speaker sink's rule (`SpeakerSink`): ``play_track``, or the loudest voice.
+Which voice plays is the speaker sink's rule (`SpeakerSink`): the faces chosen in the browser view
+(a shared :class:`media.sinks.sink.VoiceChoice`), else ``play_track``, else the loudest voice; a
+change is crossfaded, so the call hears no click.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import logging
 import re
 import shutil
 import subprocess
+from typing import Any
 
 import numpy as np
 
-from media.sinks.sink import seconds
+from media.sinks.sink import VoiceChoice, seconds
 from media.sinks.speaker import SpeakerSink
 
 log = logging.getLogger("earshot.sinks.virtual_mic")
@@ -40,16 +43,24 @@ def short_names(kind: str) -> set[str]:
     return {line.split("\t")[1] for line in pactl("list", "short", kind).splitlines() if "\t" in line}
 
 
+def _drain(pipe: Any) -> None:
+    """Read ``pipe`` to its end, then close it."""
+    with pipe:
+        while pipe.read1(4096):
+            pass
+
+
 class VirtualMicSink(SpeakerSink):
     """The speaker sink, whose speaker is a null sink offered to other apps as microphone ``source``."""
 
     name = "virtual_mic"
 
     def __init__(self, source: str = "earshot", sample_rate_hz: int = 16000, play_track: int = -1,
-                 description: str = "Earshot", latency_ms: int = 20) -> None:
+                 description: str = "Earshot", latency_ms: int = 20, choice: VoiceChoice | None = None,
+                 crossfade_ms: float = 15.0) -> None:
         if not NAME_RE.match(source):
             raise ValueError(f"virtual microphone name {source!r}: letters, digits, '_', '.', '-' (≤ 48)")
-        super().__init__(None, sample_rate_hz, play_track)
+        super().__init__(None, sample_rate_hz, play_track, choice, crossfade_ms)
         self.source, self.sink = source, f"{source}_sink"
         self.description, self.latency_ms = description, latency_ms
         self.modules: list[str] = []  # the ones we loaded, to unload at close
@@ -96,8 +107,8 @@ class VirtualMicSink(SpeakerSink):
             if select.select([self.proc.stderr], [], [], 0.1)[0]:
                 seen += self.proc.stderr.read1(4096)
                 if b"Stream successfully created" in seen:
-                    threading.Thread(target=lambda: [None for _ in iter(lambda: self.proc.stderr.read1(4096), b"")],
-                                     daemon=True).start()  # keep reading, so pacat never blocks on stderr
+                    # keep reading, so pacat never blocks on stderr (from the pipe itself: close() drops self.proc)
+                    threading.Thread(target=_drain, args=(self.proc.stderr,), daemon=True).start()
                     return True
         return False
 
@@ -138,4 +149,4 @@ class VirtualMicSink(SpeakerSink):
 
     def stats(self) -> dict[str, float]:
         return {"audio_s_played": seconds(self.samples_played, self.sample_rate_hz),
-                "write_failures": getattr(self, "write_failures", 0)}
+                "write_failures": getattr(self, "write_failures", 0), "voice_switches": self.voice_switches}
