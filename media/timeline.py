@@ -3,7 +3,11 @@
 Everything is placed by capture time, so a frame and the audio captured with it line up
 however late each arrived. Time zero is the graph's epoch (file sources pace from it), or
 the first capture if that predates it. An audio stream is anchored once by its capture
-time and then placed by sample count, which does not jitter.
+time and then placed by sample count, which does not jitter, as long as count and capture
+time agree: a block whose count puts it more than ``REANCHOR_S`` away from its capture time
+anchors the stream again. That is a sender that was restarted and counts afresh (the STFT's
+frames, and so the separator's samples, start again at 0), or clocks that drifted apart over
+hours; placed by the old anchor, everything after would land that far off in the files.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from collections.abc import Callable
 #: the furthest a block may jump ahead of what is placed (or of the wall clock), in seconds: a
 #: bigger jump is a forged or broken stamp, and the writers would fill it with silence
 MAX_JUMP_S = 60.0
+#: how far (s) an audio block's place by sample count may be from its capture time before the
+#: stream is anchored again on the capture time (jitter of a capture stamp is milliseconds)
+REANCHOR_S = 1.0
 
 
 class Timeline:
@@ -41,11 +48,14 @@ class Timeline:
         return max(self._since_origin_ns(capture_ns), 0) / 1e9 if capture_ns else None
 
     def place(self, stream: str, capture_ns: int, first_sample: int) -> int:
-        """Where a block of ``stream`` starts on the timeline, in samples: anchored once, then counted."""
-        if stream not in self._anchors:
-            start = round(self._since_origin_ns(capture_ns) * self.sample_rate_hz / 1e9)
-            self._anchors[stream] = start - first_sample
-        return max(self._anchors[stream] + first_sample, 0)
+        """Where a block of ``stream`` starts on the timeline, in samples: anchored, then counted
+        (anchored again when the count strays from the capture time: a restarted sender)."""
+        start = round(self._since_origin_ns(capture_ns) * self.sample_rate_hz / 1e9)
+        anchor = self._anchors.get(stream)
+        if anchor is None or abs(anchor + first_sample - start) > REANCHOR_S * self.sample_rate_hz:
+            self._anchors[stream] = anchor = start - first_sample
+            self.audio_end.pop(stream, None)  # its count started again: the old end says nothing of it
+        return max(anchor + first_sample, 0)
 
     def admit(self, stream: str, capture_ns: int, first_sample: int | None = None, sample_rate_hz: int = 0) -> None:
         """Raise ValueError for what would poison the files or every later item: a time far ahead of

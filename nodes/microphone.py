@@ -13,12 +13,20 @@ node waits on a half-filled frame.
 
 A file that cannot be opened, has no audio (a silent video) or does not decode is found in
 ``open()``: a :class:`ConfigError`, one line, no restart, the graph stops with exit code 2.
+
+A microphone process that crashed (or was killed) and is restarted goes on, not over: a file goes
+on at ``resume_at_ns()`` (the graph's clock, or in lossless pace right after the last chunk sent),
+found by a seek; a device keeps its stream's sample clock (``carried``), so ``first_sample`` never
+goes back and the time it was down shows downstream as a gap.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from media.audio_device import AudioDeviceError, AudioInput
 from media.av_io import MediaError, audio_chunks
@@ -64,6 +72,8 @@ class Microphone(Node):
                 raise ValueError(f"source {self.source!r}: no such file (a device is 'default', a name or an index)")
 
     outputs = {"audio": Output(AudioChunk, doc="mono float32; capture_ns = capture time of the first sample")}
+    #: devices: the capture time of stream sample 0, so a restarted process keeps the stream's sample clock
+    carries = ("anchor_ns",)
 
     @classmethod
     def preflight(cls, params: Params) -> None:
@@ -80,7 +90,7 @@ class Microphone(Node):
         self.is_file = is_file(p.source)
         self.chunk_samples = p.sample_rate_hz * p.chunk_ms // 1000
         self.next_sample = 0  # first_sample of the next chunk
-        self.anchor_ns: int | None = None  # devices: capture time of stream sample 0
+        self.anchor_ns: int | None = self.carried["anchor_ns"] or None  # devices: capture time of stream sample 0
         self.sample_offset: int | None = None  # devices: this connection's sample 0 in stream samples
         self.microphone = Reconnecting(self, "microphone", self._open_device, AudioInput.close, (AudioDeviceError,),
                                        p.retry_initial_s, p.retry_max_s, p.give_up_after)
@@ -97,12 +107,17 @@ class Microphone(Node):
                 raise ConfigError(self.refusal) from None
             self.counters["connected"] = 1
             self.paced_by_media = p.realtime  # lossless: the other sources keep pace with this file
+        # a file paced by its timestamps, restarted: go on at resume_at_ns() (known once the graph started)
+        self.resuming = self.is_file and p.realtime and self.restarted
 
     def step(self) -> bool:
         return self._file_step() if self.is_file else self._device_step()
 
     def _file_step(self) -> bool:
         p = self.params
+        if self.resuming:
+            self.resuming = False
+            self._resume()
         try:
             samples = next(self.chunks, None)
         except MediaError as exc:
@@ -132,7 +147,8 @@ class Microphone(Node):
         rate_hz = self.params.sample_rate_hz
         if self.sample_offset is None:  # a new connection: place it on the stream's sample clock,
             # so the time it was away shows downstream as a gap and first_sample never goes back
-            self.anchor_ns = self.anchor_ns or capture_ns - round(device_sample * 1e9 / rate_hz)
+            if not self.anchor_ns:
+                self.anchor_ns = self.carried["anchor_ns"] = capture_ns - round(device_sample * 1e9 / rate_hz)
             at = round((capture_ns - self.anchor_ns) * rate_hz / 1e9)
             self.sample_offset = max(at, self.next_sample) - device_sample
         first_sample = device_sample + self.sample_offset
@@ -155,6 +171,20 @@ class Microphone(Node):
         if self.chunks is not None:
             self.chunks.close()
 
+    def _resume(self) -> None:
+        """A restarted process: read on from ``resume_at_ns()`` instead of the file's start; a looping
+        file in the pass that sample falls in (one pass is the audio stream's duration). The chunk
+        grid starts there, and ``first_sample`` (the graph's sample clock) goes on from it."""
+        p = self.params
+        start = self.resume_at_ns() * p.sample_rate_hz // 1_000_000_000
+        pass_samples = _audio_samples(p.source, p.sample_rate_hz) if p.loop else 0
+        in_file = start % pass_samples if pass_samples else start
+        self.chunks.close()
+        self.chunks = _audio_chunks_from(p.source, p.sample_rate_hz, self.chunk_samples, in_file)
+        self.next_sample = start
+        self.log.info("restarted: going on at %.2f s of the graph's clock (%.2f s into %s)",
+                      start / p.sample_rate_hz, in_file / p.sample_rate_hz, p.source)
+
     def _open_device(self) -> AudioInput:
         """The sound card, in callback mode; a new connection gets its own place on the sample clock."""
         p = self.params
@@ -162,3 +192,60 @@ class Microphone(Node):
         self.sample_offset = None
         self.log.info("microphone %s open at %d Hz", device.device_name, p.sample_rate_hz)
         return device
+
+
+def _audio_samples(source: str, sample_rate_hz: int) -> int:
+    """One pass of a file's audio, in samples at ``sample_rate_hz``: its stream's duration."""
+    import av
+
+    try:
+        with av.open(source) as container:
+            stream = container.streams.audio[0]
+            seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else \
+                (container.duration or 0) / 1e6
+    except (av.FFmpegError, OSError, IndexError) as exc:
+        raise MediaError(f"{source}: cannot read its duration: {exc}") from None
+    return round(seconds * sample_rate_hz)
+
+
+def _audio_chunks_from(source: str, sample_rate_hz: int, chunk_samples: int, start_sample: int):  # -> Iterator
+    """``media.av_io.audio_chunks`` from sample ``start_sample`` (at ``sample_rate_hz``, from the
+    stream's start) on: a seek to the audio frame before it, the samples before it dropped. Going on
+    late in a long file costs a frame of decoding, not the file so far. (It belongs beside
+    audio_chunks in media/av_io.py.)"""
+    import av
+
+    try:
+        container = av.open(source)
+    except (av.FFmpegError, OSError) as exc:
+        raise MediaError(f"{source}: cannot open as audio: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        stream = container.streams.audio[0]
+        origin = stream.start_time or 0
+        if start_sample > 0:
+            container.seek(origin + int(start_sample / sample_rate_hz / stream.time_base), stream=stream,
+                           backward=True)
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate_hz)  # planar; channels averaged below
+        pending, at = np.zeros(0, np.float32), None  # at: the stream sample of pending[0]
+        for frame in itertools.chain(container.decode(stream), [None]):  # None flushes the resampler
+            if frame is not None and at is None:
+                if frame.pts is None:
+                    continue
+                at = round(float((frame.pts - origin) * stream.time_base) * sample_rate_hz)
+            for out in resampler.resample(frame):
+                pending = np.concatenate([pending, out.to_ndarray().mean(axis=0, dtype=np.float32)])
+            if at is None:
+                continue
+            if at < start_sample:
+                drop = min(start_sample - at, len(pending))
+                pending, at = pending[drop:], at + drop
+            n_full = len(pending) // chunk_samples * chunk_samples
+            for first in range(0, n_full, chunk_samples):
+                yield pending[first:first + chunk_samples].copy()
+            pending, at = pending[n_full:], at + n_full
+        if len(pending):
+            yield pending
+    except av.FFmpegError as exc:
+        raise MediaError(f"{source}: decoding audio failed: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        container.close()

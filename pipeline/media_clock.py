@@ -11,6 +11,9 @@ The clock is one int64 slot per source in a small file in the run directory, map
 source process: a write is one aligned 8-byte store, a read a few loads, and nothing crosses a
 socket. A source that does not pace by media time (a webcam, a microphone) leaves the clock, and
 a source that finished leaves it too, so nobody waits on a stream that will not advance.
+
+A source that crashed keeps its slot where it was, so the others wait for it while it is restarted,
+and :func:`resume_point` says where the restarted one goes on.
 """
 
 from __future__ import annotations
@@ -29,6 +32,21 @@ DEFAULT_SLACK_NS = 200_000_000
 def create(path: Path, sources: list[str]) -> None:
     """The supervisor makes the clock before any node starts: every source at media time 0."""
     np.zeros(max(1, len(sources)), np.int64).tofile(path)
+
+
+def resume_point(released_ns: int, epoch_ns: int, lossless: bool, now_ns: int | None = None) -> int:
+    """Where a file source restarted after a crash goes on: the first media time (ns since the
+    graph's epoch) it has not released yet. ``released_ns`` is the last media time its previous
+    process released (-1: none).
+
+    Lossless: right after that, so nothing is skipped and nothing is sent twice (the other sources
+    waited for it meanwhile). Realtime: where the graph's clock is now, as a live camera would be:
+    what played while it was down is gone, and capture times stay on the timeline (epoch + media
+    time); never at or before what it released, so capture times do not go back."""
+    if lossless:
+        return released_ns + 1 if released_ns >= 0 else 0
+    now = time.monotonic_ns() if now_ns is None else now_ns
+    return max(now - epoch_ns, released_ns + 1, 0)
 
 
 class MediaClock:

@@ -18,6 +18,11 @@ A node file reads like a short story::
 Sources (no inputs) implement ``step()`` instead and return ``False`` when they run dry.
 Everything else — sockets, policies, heartbeats, signals, end of stream — is the base's
 job, so graph validation can read the ports and params without running anything.
+
+A node that crashed is restarted by the supervisor, and the new process *continues* the old one:
+its outputs go on numbering, ``restarted`` says so, a file source asks ``resume_at_ns()`` where to
+go on, and a node keeps the few numbers it needs across the restart in ``carried`` (declared in
+``carries``).
 """
 
 from __future__ import annotations
@@ -85,6 +90,9 @@ class Node:
     #: a source that releases media by its own timestamps (a file) sets this in open(), so in
     #: lossless mode the other sources keep pace with it; devices leave it False
     paced_by_media: bool = False
+    #: int values kept across a restart in ``self.carried`` (0 at the run's first start): what a
+    #: restarted process needs of its predecessor's, e.g. a count that must not start over
+    carries: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, params: Any, runtime: Any = None) -> None:
         self.name = name
@@ -96,6 +104,9 @@ class Node:
         #: latest heartbeat stats of every node, if wants_telemetry
         self.telemetry: dict[str, dict] = {}
         self.slept_s = 0.0  # time spent in sleep_until, subtracted from compute time
+        # the runtime keeps them in the run directory (pipeline.runner.Carry); a test harness in a dict
+        carry = getattr(runtime, "carry", None)
+        self.carried = carry if carry is not None else dict.fromkeys(self.carries, 0)
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -146,6 +157,18 @@ class Node:
         """The graph's shared start time: file sources pace media time from it, so video
         and audio read by different processes come out aligned."""
         return self._runtime.epoch_ns
+
+    @property
+    def restarted(self) -> bool:
+        """This process replaces one of this node that crashed, hung or was killed earlier in the run."""
+        return bool(getattr(self._runtime, "restarted", False))
+
+    def resume_at_ns(self) -> int | None:
+        """A file source whose process was restarted: the first media time (ns since the epoch) still
+        to send — the graph's clock now (realtime), or just after what it released before (lossless).
+        None on a first start. Ask in ``step()``: the epoch is known only once the graph started."""
+        resume = getattr(self._runtime, "resume_at_ns", None)
+        return resume() if resume else None
 
     def sleep_until(self, deadline_ns: int) -> bool:
         """Sleep until a monotonic time, waking early on shutdown. False if stopping."""

@@ -6,14 +6,23 @@ supervisor, so every process agrees on the wiring without re-reading the YAML.
 
 Telemetry goes over two supervisor sockets: nodes PUSH heartbeats to ``telemetry.in``;
 the supervisor PUBlishes them, plus its ``start`` command, on ``telemetry.out``.
+
+A node the supervisor restarts (after a crash, a hang, a kill -9) *continues*: what its previous
+process must hand on is kept in ``RUN_DIR/carried/NODE`` (:class:`Carry`), so its outputs go on
+numbering where the last process stopped, plus what it would have sent while it was down (which
+its readers then count as ``lost``), and a file source goes on at the graph's clock
+(:meth:`Runtime.resume_at_ns`). The node process also gets the run's id in ``EARSHOT_RUN_ID``,
+so a sink can tell a restart within this run (append to its files) from a new run (start them anew).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import signal
+import struct
 import sys
 import time
 from pathlib import Path
@@ -22,7 +31,7 @@ from typing import Any
 import zmq
 
 from pipeline.graph import GraphSpec, NodeSpec, import_node_class
-from pipeline.media_clock import MediaClock
+from pipeline.media_clock import MediaClock, resume_point
 from pipeline.messages import Control, EndOfStream, Heartbeat, Message, MessageError, decode, encode
 from pipeline.node import BadInput, Node
 from pipeline.stats import Rolling
@@ -30,10 +39,99 @@ from pipeline.transport import Publisher, Subscriber
 
 
 MEDIA_CLOCK_FILE = "media_clock"
+#: per node, what its process leaves for the one that replaces it (:class:`Carry`)
+CARRY_DIR = "carried"
+#: the run's id in every node's environment: a sink appends to the files of its own run after a
+#: restart and starts them anew in another run (media/sinks/mp4.py, wav.py read it)
+RUN_ID_ENV = "EARSHOT_RUN_ID"
 
 
 def telemetry_endpoints(run_dir: str | Path) -> tuple[str, str]:
     return f"ipc://{Path(run_dir) / 'telemetry.in'}", f"ipc://{Path(run_dir) / 'telemetry.out'}"
+
+
+class Carry:
+    """What one node's process leaves for the process that replaces it, in ``RUN_DIR/carried/NODE``:
+    when it was last alive, the media time a file source last released, per output the next sequence
+    number and the mean interval between sends (over the last whole second: outputs that send in
+    bursts are measured by their rate, not by the gaps within a burst), and the values the node
+    declares in ``Node.carries`` (``carry["name"]``).
+
+    The file is mapped into the process and every update is one aligned 8-byte store into that shared
+    mapping: no system call, and the kernel keeps the page when the process is SIGKILLed, so the next
+    process reads the last value written, not the last one flushed. ``restarted``: the file was there,
+    left by an earlier process of this node in this run.
+    """
+
+    ALIVE, RELEASED, HEAD = 0, 1, 2
+    NEXT_SEQ, INTERVAL, WINDOW_START, WINDOW_SEQ, PER_OUTPUT = 0, 1, 2, 3, 4
+    WINDOW_NS = 1_000_000_000  # the rate of an output is measured over this much time at least
+    SLOT = struct.Struct("<q")
+
+    def __init__(self, path: Path, outputs: list[str], names: tuple[str, ...] = ()) -> None:
+        self.output_at = {port: self.HEAD + self.PER_OUTPUT * i for i, port in enumerate(outputs)}
+        self.name_at = {name: self.HEAD + self.PER_OUTPUT * len(outputs) + i for i, name in enumerate(names)}
+        size = 8 * (self.HEAD + self.PER_OUTPUT * len(outputs) + len(names))
+        self.restarted = path.is_file() and path.stat().st_size == size
+        if not self.restarted:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            values = [0] * (size // 8)
+            values[self.RELEASED] = -1
+            path.write_bytes(struct.pack(f"<{len(values)}q", *values))
+        with open(path, "r+b") as file:
+            self._map = mmap.mmap(file.fileno(), size)
+
+    def _get(self, slot: int) -> int:
+        return self.SLOT.unpack_from(self._map, 8 * slot)[0]
+
+    def _set(self, slot: int, value: int) -> None:
+        self.SLOT.pack_into(self._map, 8 * slot, value)
+
+    def __getitem__(self, name: str) -> int:
+        return self._get(self.name_at[name])
+
+    def __setitem__(self, name: str, value: int) -> None:
+        self._set(self.name_at[name], int(value))
+
+    def alive(self, now_ns: int) -> None:
+        self._set(self.ALIVE, now_ns)
+
+    @property
+    def alive_ns(self) -> int:
+        return self._get(self.ALIVE)
+
+    @property
+    def released_ns(self) -> int:
+        """The media time a file source last released (-1: none yet)."""
+        return self._get(self.RELEASED)
+
+    @released_ns.setter
+    def released_ns(self, media_ns: int) -> None:
+        self._set(self.RELEASED, media_ns)
+
+    def sending(self, port: str, next_seq: int, now_ns: int) -> None:
+        """Note a message about to go out on ``port``; ``next_seq`` is the number after its own."""
+        at = self.output_at[port]
+        start = self._get(at + self.WINDOW_START)
+        if not start or now_ns - start >= self.WINDOW_NS:
+            if start:  # a second or more since the window began: its mean interval is the output's rate
+                sent = max(1, next_seq - 1 - self._get(at + self.WINDOW_SEQ))
+                self._set(at + self.INTERVAL, (now_ns - start) // sent)
+            self._set(at + self.WINDOW_START, now_ns)
+            self._set(at + self.WINDOW_SEQ, next_seq - 1)
+        self._set(at + self.NEXT_SEQ, next_seq)
+
+    def new_window(self, port: str) -> None:
+        """A restarted process measures its own rate (its numbers jumped; its predecessor's time is not its)."""
+        self._set(self.output_at[port] + self.WINDOW_START, 0)
+
+    def output(self, port: str) -> tuple[int, int]:
+        """(next sequence number, mean interval between sends in ns; 0 if unknown) of ``port``."""
+        at = self.output_at[port]
+        return self._get(at + self.NEXT_SEQ), self._get(at + self.INTERVAL)
+
+    def close(self) -> None:
+        self._map.close()
 
 
 class Runtime:
@@ -63,6 +161,10 @@ class Runtime:
         #: lossless file sources advance together (pipeline/media_clock.py)
         self.clock = MediaClock(Path(run_dir) / MEDIA_CLOCK_FILE, graph.sources, spec.name) \
             if self.lossless and not spec.inputs else None
+        self.carry = Carry(Path(run_dir) / CARRY_DIR / spec.name, list(self.publishers), cls.carries)
+        #: an earlier process of this node ran in this run (and crashed, hung or was killed)
+        self.restarted = self.carry.restarted
+        self.predecessor_alive_ns = self.carry.alive_ns  # read before this process marks itself alive
         tel_in, tel_out = telemetry_endpoints(run_dir)
         self.telemetry_push = self.ctx.socket(zmq.PUSH)
         self.telemetry_push.setsockopt(zmq.SNDHWM, 10)
@@ -86,15 +188,31 @@ class Runtime:
         return port in self.subscribers
 
     def send(self, port: str, msg: Message) -> None:
-        self.publishers[port].send(msg, source=self.spec.name)
+        pub = self.publishers[port]
+        # noted before the send: a kill in between leaves a gap readers count, never a reused number
+        self.carry.sending(port, pub.next_seq + 1, time.monotonic_ns())
+        pub.send(msg, source=self.spec.name)
 
     def pace(self, media_ns: int) -> bool:
         """Hold a file source's output at media time ``media_ns`` (since the epoch) until it is due:
         realtime, when the wall clock gets there; lossless, when the other sources have caught up.
         False if the node is stopping."""
         if self.clock is None:
-            return self.node.sleep_until(self.epoch_ns + media_ns)
-        return self.clock.wait(media_ns, self._wait_for_reader)
+            released = self.node.sleep_until(self.epoch_ns + media_ns)
+        else:
+            released = self.clock.wait(media_ns, self._wait_for_reader)
+        if released:
+            self.carry.released_ns = media_ns
+        return released
+
+    def resume_at_ns(self) -> int | None:
+        """A restarted file source: the first media time (ns since the epoch) to go on from; None on a
+        first start. Lossless: just after the last it released (nothing skipped, nothing sent twice);
+        realtime: where the graph's clock is now (``pipeline.media_clock.resume_point``). Ask once the
+        graph started (in ``step()``): the epoch is known only then."""
+        if not self.restarted:
+            return None
+        return resume_point(self.carry.released_ns, self.epoch_ns, lossless=self.clock is not None)
 
     def _wait_for_reader(self) -> bool:
         """While blocked on a slow reader (lossless): stay alive to the supervisor, stop when asked."""
@@ -112,6 +230,7 @@ class Runtime:
             if self.clock is not None and not node.paced_by_media:
                 self.clock.leave()  # a device source: nobody should wait for it
             self._handshake()
+            self._continue_numbering()
             self.state = "running"
             self._loop(node)
             if self.clock is not None:
@@ -162,6 +281,24 @@ class Runtime:
                     return
         if not self.stopping:
             self.log.warning("no start from the supervisor after %.0f s; starting anyway", timeout)
+
+    def _continue_numbering(self) -> None:
+        """A restarted node's outputs go on after the numbers its previous process used, plus the
+        messages it would have sent while it was down (the time since it was last alive, at the rate
+        each output had), so its readers count those as lost instead of restarting their count.
+        A lossless file source resumes right after what it released (`resume_at_ns`): it skips
+        nothing, so its numbers go on exactly."""
+        if not self.restarted:
+            return
+        exact = self.clock is not None and self.node.paced_by_media
+        down_ns = max(0, time.monotonic_ns() - self.predecessor_alive_ns)
+        for port, pub in self.publishers.items():
+            next_seq, interval_ns = self.carry.output(port)
+            missed = 0 if exact or interval_ns <= 0 else down_ns // interval_ns
+            pub.next_seq = next_seq + missed
+            self.carry.new_window(port)
+            self.log.info("restarted: output %s goes on at seq %d (%d not sent in %.1f s down)",
+                          port, pub.next_seq, missed, down_ns / 1e9)
 
     def _recv_control(self) -> Message | None:
         try:
@@ -271,6 +408,7 @@ class Runtime:
         return f"refused {', '.join(parts)}" if parts else ""
 
     def heartbeat(self, force: bool = False) -> None:
+        self.carry.alive(time.monotonic_ns())  # for a successor: when this process was last seen running
         now = time.monotonic()
         if not force and now - self._last_beat < self.graph.settings.heartbeat_s:
             return
@@ -295,6 +433,7 @@ class Runtime:
         self.control.close(linger=0)
         self.telemetry_push.close(linger=500)
         self.ctx.term()
+        self.carry.close()
 
 
 def deliver(node: Node, port: str, msg: Message, sub: Subscriber) -> bool:
@@ -327,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("EARSHOT_LOG", "INFO"), stream=sys.stderr,
                         format=f"%(asctime)s {node_name:>14} %(levelname)s %(message)s", datefmt="%H:%M:%S")
     graph = GraphSpec.from_dict(json.loads((Path(run_dir) / "graph.json").read_text()))
+    os.environ[RUN_ID_ENV] = Path(run_dir).resolve().name  # for sinks: same run after a restart, or another
     runtime = Runtime(graph, graph.nodes[node_name], run_dir)
 
     def stop(signum: int, _frame: Any) -> None:
