@@ -43,11 +43,11 @@ class ActiveSpeaker(Node):
         model: str = "sync_audio"
         backend: str = "auto"
         threads: int = 1
-        # the scorer's settings (`SpeakingFaceConfig`, tuned on validation identities)
-        window_groups: int = 25    # score over the last second
-        min_groups: int = 8        # a face needs this many paired groups in it to be scored
-        threshold: float = 0.20    # mean cosine a face must reach to be called speaking
-        margin: float = 0.0        # ... and by how much it must beat the second-best face
+        # the scorer's settings: defaults are `SpeakingFaceConfig`'s, chosen on the validation identities
+        window_groups: int = SpeakingFaceConfig.window_groups  # groups of 40 ms scored (50: the last 2 s)
+        min_groups: int = SpeakingFaceConfig.min_groups        # a face needs this many paired groups to be scored
+        threshold: float = SpeakingFaceConfig.threshold        # mean cosine a face must reach to be called speaking
+        margin: float = SpeakingFaceConfig.margin              # ... and by how much it must beat the second-best
 
         def config(self) -> SpeakingFaceConfig:
             return SpeakingFaceConfig(self.window_groups, self.min_groups, self.threshold, self.margin)

@@ -198,3 +198,109 @@ def test_eval_command_exits_2_without_the_shared_data(tmp_path, monkeypatch, cap
     monkeypatch.setenv("EARSHOT_DATA", str(tmp_path))
     assert main(["--real-footage"]) == 2
     assert "needed data not found" in capsys.readouterr().err
+
+
+# -- the speaking-face rows (lip sync): synthetic, no shared data ---------------------------------------------
+
+def _two_faces_rec(n: int = 50, speaker: int = 1) -> dict:
+    """A 448×224 canvas, faces around x = 112 (left) and x = 336 (right); the model's map peaks on the left."""
+    boxes = np.tile(np.array([[60, 60, 150, 160], [300, 60, 380, 160]], np.float32), (n, 1, 1))
+    left_peak = np.zeros((14, 14), np.float32)
+    left_peak[7, 3] = 1.0  # upsampled: x ≈ 3.5 / 14 · 448 = 112
+    return {"model": np.repeat(left_peak[None], n, 0), "face": np.repeat(left_peak[None], n, 0), "boxes": boxes,
+            "speech": np.ones(n, bool), "speaker": speaker, "size": (448, 224), "fps": FPS}
+
+
+def test_fused_map_puts_the_peak_on_the_chosen_face():
+    from engines.localization.speaking_face import fuse
+    from lab.localization.localizer_real_video import inside, peak_xy
+
+    rec = _two_faces_rec()
+    fused, alone = rf.LIP_SYNC_METHODS
+    rec["sync_box"] = rec["boxes"][:, 1].copy()  # the lip sync picks the right face, the speaker
+    scores = rf.window_scores(rec, np.random.default_rng(0))
+    assert scores["model"] == (0, 2, 2), "the model alone is on the silent (left) face"
+    assert scores[fused] == (2, 0, 2) and scores[alone] == (2, 0, 2)
+    peak = peak_xy(fuse(rec["model"][0], rec["boxes"][0, 1], (448, 224)), 448, 224)
+    assert inside(peak, rec["boxes"][0, 1]), peak
+    # a face 1.5 cells wide, far from the map's peak, centred between cell centres, still wins: the bump's
+    # highest cell is 1, above the map scaled to 0.75 (`face_bump` scales to its sampled maximum)
+    small = np.array([390, 8, 438, 38], np.float32)
+    assert inside(peak_xy(fuse(rec["model"][0], small, (448, 224)), 448, 224), small)
+    rec["sync_box"][:] = np.nan  # no face chosen: the fused map is the model's, lip sync alone the centre prior
+    scores = rf.window_scores(rec, np.random.default_rng(0))
+    assert scores[fused] == scores["model"] and scores[alone] == scores["centre prior"] == (0, 0, 2)
+    rec["sync_box"][:30] = rec["boxes"][:30, 0]  # the silent face chosen in the first window only
+    scores = rf.window_scores(rec, np.random.default_rng(0))
+    assert scores[alone] == (0, 1, 2) and scores[fused] == (0, 2, 2)
+
+
+def _synthetic_sync(n_frames: int = 100, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """Two tracks on every frame: track 7's lips follow the audio embeddings (frame t = group t), track 9's
+    are unrelated; both have a box."""
+    rng = np.random.default_rng(seed)
+    audio = rng.normal(size=(n_frames, 64)).astype(np.float32)
+    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
+    other = rng.normal(size=(n_frames, 64)).astype(np.float32)
+    lips = {"frame": np.repeat(np.arange(n_frames), 2).astype(np.int32),
+            "track": np.tile([7, 9], n_frames).astype(np.int64),
+            "box": np.tile(np.array([[0, 0, 10, 10], [20, 0, 30, 10]], np.float32), (n_frames, 1)),
+            "lips": np.stack([audio, other], axis=1).reshape(-1, 64) + 0.3 * rng.normal(size=(2 * n_frames, 64)
+                                                                                      ).astype(np.float32)}
+    return lips, audio
+
+
+def test_sync_trace_picks_the_synchronous_face_and_matches_decide():
+    from engines.localization.speaking_face import SpeakingFaceConfig
+
+    lips, audio = _synthetic_sync()
+    config = SpeakingFaceConfig()
+    trace = rf.sync_trace(lips, audio, np.arange(100) / FPS, config)
+    late = slice(config.min_groups + 2, None)
+    assert (trace["speaker"][late] == 7).all() and np.allclose(trace["box"][late], [0, 0, 10, 10])
+    assert (trace["speaker"][:config.min_groups] == -1).all(), "too few groups heard yet"
+    same = rf.decide(trace, config.threshold, config.margin)
+    assert np.array_equal(np.isnan(same[:, 0]), trace["speaker"] == -1)
+    assert np.allclose(same[late], trace["box"][late])
+    assert np.isnan(rf.decide(trace, 2.0, 0.0)).all(), "a cosine never reaches 2"
+
+
+@pytest.mark.parametrize("delay_s", [0.0, -0.24])
+def test_sync_trace_never_uses_audio_after_the_frame_time_plus_the_delay(delay_s):
+    lips, audio = _synthetic_sync()
+    frame_s = np.arange(100) / FPS
+    base = rf.sync_trace(lips, audio, frame_s, audio_delay_s=delay_s)
+    centre_s = (np.arange(100) * 640 + 320) / SR
+    for t in (20, 50, 80):
+        changed = audio.copy()
+        future = centre_s > frame_s[t] + delay_s
+        changed[future] = -changed[future]  # the sound after the frame's time: anti-synchronous
+        got = rf.sync_trace(lips, changed, frame_s, audio_delay_s=delay_s)
+        for k in ("speaker", "best", "second"):
+            assert np.array_equal(got[k][:t + 1], base[k][:t + 1], equal_nan=True), (t, k)
+        assert not np.array_equal(got["best"][t + 1:], base["best"][t + 1:], equal_nan=True)
+
+
+def test_sync_embeddings_look_ahead_is_two_tenths_of_a_second():
+    """Group g's embedding depends on samples < 640 g + 4136 only (0.24 s after its centre, 640 g + 320):
+    the lag stated in the lip-sync section."""
+    from engines.loader import load
+
+    engine = load("sync_audio", "onnxruntime", threads=1)
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.normal(size=2 * SR)).astype(np.float32)
+    base = rf.sync_embeddings(engine, x)
+    assert base.shape == (50, 64) and np.allclose(np.linalg.norm(base, axis=1), 1, atol=1e-4)
+    g = 20
+    y = x.copy()
+    y[640 * g + 4136:] = (0.1 * rng.normal(size=len(y) - 640 * g - 4136)).astype(np.float32)
+    got = rf.sync_embeddings(engine, y)
+    assert np.allclose(got[:g + 1], base[:g + 1], atol=1e-5), "no group up to g hears the changed samples"
+    assert not np.allclose(got[g + 1], base[g + 1], atol=1e-3), "group g + 1 does"
+
+
+def test_lip_front_end_on_frames_without_faces_gives_empty_rows_and_no_speaker():
+    lips = rf.LipSyncEngine(threads=1).lips(iter([np.zeros((120, 160, 3), np.uint8)] * 3))
+    assert int(lips["n"]) == 3 and lips["lips"].shape == (0, 64) and lips["box"].shape == (0, 4)
+    trace = rf.sync_trace(lips, np.zeros((3, 64), np.float32), np.arange(3) / FPS)
+    assert (trace["speaker"] == -1).all() and np.isnan(trace["box"]).all()

@@ -28,13 +28,19 @@ WINDOW_MELS = MEL_PER_FRAME * WINDOW_FRAMES + 2 * MARGIN  # 140 mel frames per e
 
 @dataclass(frozen=True)
 class SpeakingFaceConfig:
-    """Tuned on the validation identities' composites (`lab/localization/real_footage.py --tune`)."""
+    """Chosen on the validation identities only (id09, id13: one-speaker clips, two-people composites, and the
+    clips under another identity's speech) by ``python -m lab.localization.speaking_face_tuning tune``: the
+    best J = composite windows on the speaker − on the silent face + one-speaker speech frames on the speaker
+    − frames with no speech in the last second picking a face − frames under off-screen speech picking a
+    face, over window_groups {13, 25, 50} × min_groups {4, 8, 12} × threshold 0–0.45 × margin 0–0.2 (figures:
+    `lab/localization/REAL_FOOTAGE.md`). A lower threshold picks the speaker more often but calls a silent
+    face speaking under off-screen speech (threshold 0 with a 1 s window: 71 % of those frames; these: 7.6 %)."""
 
-    window_groups: int = 25   # score over the last second of audio
+    window_groups: int = 50   # score over the last 2 s (1 s at its best threshold: 23 % off-screen picks)
     min_groups: int = 8       # a face needs this many paired groups in the window to be scored
-    threshold: float = 0.20   # mean cosine a face must reach to be called speaking
-    margin: float = 0.0       # ... and by how much it must beat the second-best face
-    max_pair_ms: float = 40.0  # a lip embedding pairs with a group whose centre is this close in time
+    threshold: float = 0.25   # mean cosine a face must reach to be called speaking
+    margin: float = 0.025     # ... and by how much it must beat the second-best face
+    max_pair_ms: float = 40.0  # a lip embedding pairs with a group whose centre is this close in time (not tuned)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -150,14 +156,17 @@ def group_centre_ns(group: int, last_sample: int, last_capture_ns: int, sample_r
 
 
 def face_bump(box_xyxy: np.ndarray, frame_wh: tuple[int, int], grid_hw: tuple[int, int], peak: float) -> np.ndarray:
-    """A (H, W) map with a Gaussian of height ``peak`` on the box's centre (σ = a third of its size, in
-    grid cells): what the fused map adds on the speaking face so its peak lands inside the box."""
+    """A (H, W) map with a Gaussian on the box's centre (σ = a third of its size, in grid cells), scaled so
+    its highest *cell* is ``peak``: what the fused map adds on the speaking face so its peak lands inside
+    the box. (Unscaled, a face one or two cells wide whose centre falls between cell centres sampled to
+    ~0.6 of ``peak``, below `fuse`'s 0.75 × map, and the peak stayed where the map had it.)"""
     h, w = grid_hw
     x0, y0, x1, y1 = (np.asarray(box_xyxy, np.float64) / np.array([frame_wh[0], frame_wh[1]] * 2)).tolist()
     cx, cy = (x0 + x1) / 2 * w - 0.5, (y0 + y1) / 2 * h - 0.5
     sx, sy = max((x1 - x0) * w / 3, 0.5), max((y1 - y0) * h / 3, 0.5)
     yy, xx = np.mgrid[0:h, 0:w]
-    return (peak * np.exp(-0.5 * (((xx - cx) / sx) ** 2 + ((yy - cy) / sy) ** 2))).astype(np.float32)
+    bump = np.exp(-0.5 * (((xx - cx) / sx) ** 2 + ((yy - cy) / sy) ** 2))
+    return (peak * bump / max(bump.max(), 1e-12)).astype(np.float32)
 
 
 def fuse(heatmap: np.ndarray, box_xyxy: np.ndarray | None, frame_wh: tuple[int, int], under: float = 0.75) -> np.ndarray:

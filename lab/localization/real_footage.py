@@ -27,7 +27,16 @@ Needs ../shared/data/video/real (exit 2 without it). Three parts, all on footage
    (`localization_metrics`), on the labelled frames whose last second is audible (`audible`).
 
 Rows: the model under test, the centre prior, the face channel alone (the frozen trunk's CenterFace
-heatmap at 224², no audio: `diagnose_localizer`'s row), and for part 2 a random face per window.
+heatmap at 224², no audio: `diagnose_localizer`'s row), and for part 2 a random face per window. Then the
+speaking face (`engines/localization/speaking_face.py`, section "the speaking face" below): the live lip
+front end on the scored frames themselves, the sync audio encoder on the clip's audio, `SpeakingFace`
+replayed causally frame by frame (its decision at a frame hears the sound up to that frame's time, each 40 ms
+group with its 0.2 s look-ahead, so live it is ready ~0.24 s later). "model + lip sync (fused)" scores
+`speaking_face.fuse(model map, speaking face's box)`, the front end's own box; "lip sync alone" the box's
+centre, the centre prior where no face is chosen. Under the table, the speaking face's decisions: which face
+it picks in the composites' windows and the one-speaker speech frames, and how often it picks any face
+where nobody speaks (no speech in the last second of a one-speaker clip; the sounding scenes).
+`SpeakingFaceConfig` is chosen on the validation split (`lab/localization/speaking_face_tuning.py`).
 
 Voice activity (`voice_activity`), stated once: per video frame, the energy of the 300–3400 Hz band
 of the audio in that frame's interval; speech where it is ≥ ``VAD_MARGIN_DB`` (10 dB) above the clip's
@@ -43,7 +52,8 @@ bounds cIoU there; the pointing figure (peak inside a box) is given beside it. C
 two voxceleb test identities, so one person never appears twice in a frame (talking/ holds repeats).
 
 Maps, boxes and speech masks are cached per clip under ``out/localization/real_footage/`` (maps keyed
-by a hash of the model files), so a second run only computes what changed.
+by a hash of the model files; lip and sync-audio embeddings under ``lipsync/<hash of the detector, mesh,
+lip encoder and sync audio files>``), so a second run only computes what changed.
 """
 
 from __future__ import annotations
@@ -80,6 +90,11 @@ COMPOSITE_SEED = 0
 AUDIBLE_WITHIN_DB = 20.0
 
 METHODS = ("model", "centre prior", "face channel alone")
+#: rows added by the speaking face (lip sync, `engines/localization/speaking_face.py`; section below)
+LIP_SYNC_METHODS = ("model + lip sync (fused)", "lip sync alone (else centre prior)")
+#: silence appended after a clip's audio so the sync encoder's last groups hear their 0.2 s look-ahead
+#: (touches only the last 0.3 s of a clip, never a scored 1 s window's decision before it)
+SYNC_TAIL_S = 0.3
 
 
 # ============================================================================ voice activity
@@ -327,14 +342,17 @@ def track_boxes(frame_boxes: list[np.ndarray], shape: tuple[int, int]) -> np.nda
     return out
 
 
-def clip_record(path: Path, runner: MapRunner, faces: FaceEngine, key: str) -> dict:
-    """Cached per clip: truth (speaker box, speech, size, fps, face channel) and the model's maps."""
+def clip_record(path: Path, runner: MapRunner | None, faces: FaceEngine, key: str) -> dict:
+    """Cached per clip: truth (speaker box, speech, size, fps, face channel) and the model's maps
+    (``runner`` None: truth only, no "model" key; the lip-sync tuning needs no map)."""
     from engines.localization.localizer_inputs import resize_frame
 
     truth_path = CACHE / "truth" / f"{clip_id(path)}.npz"
     maps_path = CACHE / "maps" / key / f"{clip_id(path)}.npz"
     truth = dict(np.load(truth_path)) if truth_path.exists() else None
     maps = dict(np.load(maps_path)) if maps_path.exists() else None
+    if runner is None and maps is None:
+        maps = {}
     if truth is None or maps is None:
         audio, fps = clip_audio(path)
         windows = LogmelWindows(audio)
@@ -359,7 +377,7 @@ def clip_record(path: Path, runner: MapRunner, faces: FaceEngine, key: str) -> d
         if maps is None:
             maps = {"model": np.stack(cos).astype(np.float32)}
             _save(maps_path, maps)
-    return {**truth, "model": maps["model"]}
+    return {**truth, **({"model": maps["model"]} if "model" in maps else {})}
 
 
 def _save(path: Path, arrays: dict) -> None:
@@ -378,14 +396,36 @@ def one_speaker_hits(rec: dict) -> dict[str, np.ndarray]:
     sel = rec["speech"] & ~np.isnan(box[:, 0])
     centre = peak_xy(centre_map(), w, h)
     out = {}
-    for name in METHODS:
-        hits = []
-        for t in np.flatnonzero(sel):
-            p = centre if name == "centre prior" else peak_xy(
-                np.asarray(rec["model" if name == "model" else "face"][t], np.float32), w, h)
-            hits.append(inside(p, box[t]))
-        out[name] = np.asarray(hits, bool)
+    for name in methods_of(rec):
+        out[name] = np.asarray([inside(method_peak(rec, name, t, w, h, centre), box[t])
+                                for t in np.flatnonzero(sel)], bool)
     return out
+
+
+def methods_of(rec: dict) -> tuple[str, ...]:
+    return (*METHODS, *LIP_SYNC_METHODS) if "sync_box" in rec else METHODS
+
+
+def method_peak(rec: dict, name: str, t: int, w: int, h: int, centre: tuple[int, int]) -> tuple[int, int]:
+    """(x, y) frame pixels of method ``name``'s peak at frame ``t`` of a record.
+
+    The lip-sync rows: ``rec["sync_box"][t]`` is the speaking face's box (NaN: none chosen). "model + lip
+    sync" is `speaking_face.fuse` of the model's map with that box, peak taken as for the model; "lip sync
+    alone" is the box's centre, and the centre prior's peak where no face is chosen (so it gets no credit
+    there: on a composite the centre lies between the two faces)."""
+    from lab.localization.localizer_real_video import peak_xy
+
+    if name == "centre prior":
+        return centre
+    if name in ("model", "face channel alone"):
+        return peak_xy(np.asarray(rec["model" if name == "model" else "face"][t], np.float32), w, h)
+    box = rec["sync_box"][t]
+    chosen = not np.isnan(box[0])
+    if name == LIP_SYNC_METHODS[1]:
+        return (int((box[0] + box[2]) / 2), int((box[1] + box[3]) / 2)) if chosen else centre
+    from engines.localization.speaking_face import fuse
+
+    return peak_xy(fuse(np.asarray(rec["model"][t], np.float32), box if chosen else None, (w, h)), w, h)
 
 
 # ============================================================================ part 2: two people
@@ -500,10 +540,11 @@ def write_composite(spec: CompositeSpec, comp: Composite, folder: Path) -> None:
     (folder / f"{spec.name}.json").write_text(json.dumps(side) + "\n")
 
 
-def composite_record(spec: CompositeSpec, truth: dict[Path, dict], runner: MapRunner, faces: FaceEngine,
+def composite_record(spec: CompositeSpec, truth: dict[Path, dict], runner: MapRunner | None, faces: FaceEngine,
                      key: str, tag: str) -> dict:
-    """Cached per composite: the MP4 + JSON (model-independent), the face channel, the model's maps.
-    ``tag`` names the set (split and seed: composite ``c000`` of another seed is another video)."""
+    """Cached per composite: the MP4 + JSON (model-independent), the face channel, the model's maps
+    (``runner`` None: none, no "model" key). ``tag`` names the set (split and seed: composite ``c000`` of
+    another seed is another video)."""
     from engines.localization.localizer_inputs import resize_frame
 
     folder = CACHE / "composites" / tag
@@ -514,7 +555,7 @@ def composite_record(spec: CompositeSpec, truth: dict[Path, dict], runner: MapRu
         comp = build_composite(spec, truth)
         folder.mkdir(parents=True, exist_ok=True)
         write_composite(spec, comp, folder)
-    maps = dict(np.load(maps_path)) if maps_path.exists() else None
+    maps = dict(np.load(maps_path)) if maps_path.exists() else ({} if runner is None else None)
     face = dict(np.load(face_path)) if face_path.exists() else None
     if maps is None or face is None:
         comp = comp or build_composite(spec, truth)
@@ -537,31 +578,36 @@ def composite_record(spec: CompositeSpec, truth: dict[Path, dict], runner: MapRu
     side = json.loads((folder / f"{spec.name}.json").read_text())
     boxes = np.array([[[np.nan] * 4 if b is None else b for b in side[k]] for k in ("boxes_left", "boxes_right")],
                      np.float32).transpose(1, 0, 2)
-    return {"model": maps["model"], "face": face["face"], "boxes": boxes, "speech": np.array(side["speech"], bool),
-            "speaker": 0 if side["speaking"] == "left" else 1, "size": tuple(side["size"]), "fps": side["fps"]}
+    return {**({"model": maps["model"]} if "model" in maps else {}), "face": face["face"], "boxes": boxes,
+            "speech": np.array(side["speech"], bool), "speaker": 0 if side["speaking"] == "left" else 1,
+            "size": tuple(side["size"]), "fps": side["fps"]}
+
+
+def scored_windows(rec: dict) -> Iterator[np.ndarray]:
+    """The frames scored of each 1 s window of a composite that counts (the rule in the module docstring)."""
+    n = len(rec["speech"])
+    per = max(1, int(round(WINDOW_S * rec["fps"])))
+    ok = rec["speech"] & ~np.isnan(rec["boxes"][:, :, 0]).any(axis=1)
+    for start in range(0, n - per + 1, per):
+        frames = np.arange(start, start + per)[ok[start:start + per]]
+        if len(frames) * 2 >= per:
+            yield frames
 
 
 def window_scores(rec: dict, rng: np.random.Generator) -> dict[str, tuple[int, int, int]]:
-    """Per method: (windows on the speaker, windows on the silent face, windows scored)."""
+    """Per method: (windows on the speaker, windows on the silent face, windows scored). With a
+    ``sync_box`` in ``rec``, also the lip-sync rows (`method_peak`)."""
     from lab.localization.localizer_real_video import inside, peak_xy
 
     w, h = rec["size"]
-    n = len(rec["speech"])
-    per = max(1, int(round(WINDOW_S * rec["fps"])))
-    both = ~np.isnan(rec["boxes"][:, :, 0]).any(axis=1)
-    ok = rec["speech"] & both
     centre = peak_xy(centre_map(), w, h)
-    out = {m: [0, 0, 0] for m in (*METHODS, "random face")}
+    out = {m: [0, 0, 0] for m in (*methods_of(rec), "random face")}
     spk = rec["speaker"]
-    for start in range(0, n - per + 1, per):
-        frames = np.arange(start, start + per)[ok[start:start + per]]
-        if len(frames) * 2 < per:
-            continue
-        for name in METHODS:
+    for frames in scored_windows(rec):
+        for name in methods_of(rec):
             on = np.zeros(2, int)
             for t in frames:
-                p = centre if name == "centre prior" else peak_xy(
-                    np.asarray(rec["model" if name == "model" else "face"][t], np.float32), w, h)
+                p = method_peak(rec, name, t, w, h, centre)
                 on += [inside(p, rec["boxes"][t, k]) for k in (0, 1)]
             out[name][0] += int(on[spk] * 2 > len(frames))
             out[name][1] += int(on[1 - spk] * 2 > len(frames))
@@ -623,12 +669,216 @@ def sounding_record(clip: dict, runner: MapRunner, faces: FaceEngine, key: str) 
     return {**maps, "gt": gts, "audible": audible(fit_audio(audio, n, fps), fps, wanted, n)}
 
 
+# ============================================================================ the speaking face (lip sync)
+#
+# The live front end (`MeshLipFrontEnd`: CenterFace at its live 320 px → tracker → face mesh → lip encoder)
+# runs frame by frame on the very frames scored above (a composite's own canvas, a clip's own frames), the
+# sync audio encoder (`SyncAudio`) on the clip's audio as the stft node would stream it, and `SpeakingFace`
+# replays the stream: at frame t (time t/fps) it has the lips of frames ≤ t and the audio groups whose centre
+# is ≤ t/fps + ``audio_delay_s`` (default 0: groups up to the frame's own time). Each such group's embedding
+# needs 0.2 s of audio after its centre (the encoder's look-ahead; 0.235 s counting the STFT window), so live
+# the same decision is ready ~0.24 s after the frame was captured: the rows score a display that waits for
+# it (the decision lags the sound by ~0.24 s). ``audio_delay_s`` = −0.24 scores the decision as it stands at
+# the frame's capture time instead.
+
+
+def lip_sync_key() -> str:
+    """Cache key of the speaking-face inputs: the face detector, mesh, lip encoder and sync audio files."""
+    from engines.faces.detector import MODEL_PATH as DETECTOR
+    from engines.faces.face_mesh import MODEL_PATH as MESH
+    from engines.models import WEIGHTS_DIR
+
+    h = hashlib.sha256()
+    for f in (DETECTOR, MESH, WEIGHTS_DIR / "lip_encoder.onnx", WEIGHTS_DIR / "sync_audio.onnx"):
+        h.update(f.read_bytes())
+    return f"lipsync-{h.hexdigest()[:12]}"
+
+
+class LipSyncEngine:
+    """The two halves of the lip-sync pair, as the live nodes run them (ONNX Runtime, ``threads`` each)."""
+
+    def __init__(self, threads: int = 1) -> None:
+        from engines.faces.detector import FaceDetector
+        from engines.faces.face_mesh import FaceMesh
+        from engines.faces.mesh_lip_front_end import MODEL_NAME
+        from engines.loader import load
+
+        self.detector = FaceDetector(num_threads=threads, backend="onnxruntime")
+        self.mesh = FaceMesh(backend="onnxruntime", threads=threads)
+        self.encoder = load(MODEL_NAME, "onnxruntime", threads=threads)
+        self.sync = load("sync_audio", "onnxruntime", threads=threads)
+
+    def lips(self, frames: Iterator[np.ndarray]) -> dict[str, np.ndarray]:
+        """A fresh front end (new tracker, zero encoder state) over the frames in order; one row per
+        (frame, reported track): frame index, track id, box (frame pixels), lip embedding."""
+        from engines.faces.mesh_lip_front_end import LIP_EMBEDDING_DIM, MeshLipFrontEnd
+        from engines.faces.tracker import FaceTracker
+
+        front = MeshLipFrontEnd(detector=self.detector, tracker=FaceTracker(), mesh=self.mesh, encoder=self.encoder)
+        rows: dict[str, list] = {"frame": [], "track": [], "box": [], "lips": []}
+        n = 0
+        for t, frame in enumerate(frames):
+            got = front.process(frame)
+            n = t + 1
+            rows["frame"] += [t] * len(got.track_ids)
+            rows["track"] += got.track_ids.tolist()
+            rows["box"] += list(got.boxes)
+            rows["lips"] += list(got.lip_features)
+        return {"frame": np.asarray(rows["frame"], np.int32), "track": np.asarray(rows["track"], np.int64),
+                "box": np.asarray(rows["box"], np.float32).reshape(-1, 4),
+                "lips": np.asarray(rows["lips"], np.float32).reshape(-1, LIP_EMBEDDING_DIM), "n": np.int64(n)}
+
+    def audio(self, audio: np.ndarray) -> np.ndarray:
+        return sync_embeddings(self.sync, audio)
+
+
+def sync_embeddings(sync_engine, audio: np.ndarray) -> np.ndarray:
+    """(G, E) unit embeddings of audio groups 0 … G−1 (G = the clip's 40 ms groups), streamed through
+    `SyncAudio` as the stft node's frames; ``SYNC_TAIL_S`` of silence lets the last ones out."""
+    from engines.dsp import StftConfig, stft
+    from engines.localization.speaking_face import GROUP_SAMPLES, SyncAudio
+
+    x = np.concatenate([np.asarray(audio, np.float32), np.zeros(int(SYNC_TAIL_S * SAMPLE_RATE), np.float32)])
+    groups = SyncAudio(sync_engine).push(stft(x, StftConfig()), 0)
+    n = -(-len(audio) // GROUP_SAMPLES)
+    assert [g for g, _ in groups[:n]] == list(range(n)), "SyncAudio emits every group in order"
+    return np.stack([e for _, e in groups[:n]]).astype(np.float32)
+
+
+def cached(path: Path, compute) -> dict[str, np.ndarray]:
+    if path.exists():
+        return dict(np.load(path))
+    out = compute()
+    _save(path, out)
+    return out
+
+
+def lip_sync_inputs(engine: LipSyncEngine | None, key: str, name: str, frames, audio) -> tuple[dict, np.ndarray]:
+    """(lips, audio embeddings) of one clip, cached under ``lipsync/<key>/{lips,audio}/<name>``; ``frames``
+    and ``audio`` are called only on a miss (a composite's canvas is rebuilt only then). ``name`` is a pair
+    of names (lips, audio) when the two are shared differently (composites: one canvas, two speakers)."""
+    lips_name, audio_name = (name, name) if isinstance(name, str) else name
+    lips = cached(CACHE / "lipsync" / key / "lips" / f"{lips_name}.npz", lambda: engine.lips(frames()))
+    emb = cached(CACHE / "lipsync" / key / "audio" / f"{audio_name}.npz", lambda: {"audio": engine.audio(audio())})
+    return lips, emb["audio"]
+
+
+def sync_trace(lips: dict, audio: np.ndarray, frame_s: np.ndarray, config=None, audio_delay_s: float = 0.0
+               ) -> dict[str, np.ndarray]:
+    """`SpeakingFace` replayed frame by frame as the live stream feeds it (see the section's comment).
+
+    Per frame: ``speaker`` (track id `SpeakingFace.speaker` picks, −1 none), ``box`` (that track's box in this
+    frame, NaN if none or the track is not in it), and for sweeping threshold/margin without a replay:
+    ``best_track``, ``best``, ``second`` (the top two mean cosines; NaN / −1 where fewer tracks are scored,
+    as `speaker` treats them) with ``best_box``. Scores depend only on window_groups, min_groups and
+    max_pair_ms; threshold and margin act in `decide`."""
+    from engines.localization.speaking_face import GROUP_SAMPLES, SpeakingFace, SpeakingFaceConfig
+
+    config = config or SpeakingFaceConfig()
+    face = SpeakingFace(config)
+    n = len(frame_s)
+    starts = np.searchsorted(lips["frame"], np.arange(n + 1))
+    centre_ns = np.round((np.arange(len(audio)) * GROUP_SAMPLES + GROUP_SAMPLES // 2) * 1e9 / SAMPLE_RATE
+                         ).astype(np.int64)
+    out = {"speaker": np.full(n, -1, np.int64), "box": np.full((n, 4), np.nan, np.float32),
+           "best_track": np.full(n, -1, np.int64), "best": np.full(n, np.nan, np.float32),
+           "second": np.full(n, -1.0, np.float32), "best_box": np.full((n, 4), np.nan, np.float32)}
+    g = 0
+    for t in range(n):
+        now = int(round(frame_s[t] * 1e9))
+        rows = slice(starts[t], starts[t + 1])
+        face.add_lips(now, lips["track"][rows], lips["lips"][rows])
+        while g < len(audio) and centre_ns[g] <= now + audio_delay_s * 1e9:
+            face.add_audio(int(centre_ns[g]), audio[g])
+            g += 1
+        scores = face.scores()
+        here = dict(zip(lips["track"][rows].tolist(), lips["box"][rows]))
+        tid, _ = face.speaker(scores)
+        out["speaker"][t] = tid
+        if tid in here:
+            out["box"][t] = here[tid]
+        ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+        if ranked:
+            out["best_track"][t], out["best"][t] = ranked[0]
+            if len(ranked) > 1:
+                out["second"][t] = ranked[1][1]
+            if ranked[0][0] in here:
+                out["best_box"][t] = here[ranked[0][0]]
+    return out
+
+
+def decide(trace: dict[str, np.ndarray], threshold: float, margin: float) -> np.ndarray:
+    """(n, 4) the speaking face's box per frame for another threshold/margin (`SpeakingFace.speaker`'s rule
+    on the trace's top two scores), NaN where none is chosen."""
+    best = np.nan_to_num(trace["best"], nan=-np.inf)
+    ok = (best >= threshold) & (best - trace["second"] >= margin)
+    return np.where(ok[:, None], trace["best_box"], np.nan).astype(np.float32)
+
+
+def one_speaker_decisions(rec: dict, quiet_s: float = WINDOW_S) -> dict[str, int]:
+    """Counts over the frames with a face: speech frames where the speaker's face / another face / no face
+    is chosen (chosen box centre inside the truth box = the speaker's), and "quiet" frames (no speech frame
+    in the last ``quiet_s``) where some face is chosen."""
+    box, sync = rec["box"], rec["sync_box"]
+    face = ~np.isnan(box[:, 0])
+    chosen = ~np.isnan(sync[:, 0])
+    cx, cy = (sync[:, 0] + sync[:, 2]) / 2, (sync[:, 1] + sync[:, 3]) / 2
+    on = chosen & (box[:, 0] <= cx) & (cx <= box[:, 2]) & (box[:, 1] <= cy) & (cy <= box[:, 3])
+    speech = rec["speech"] & face
+    k = max(1, int(round(quiet_s * float(rec["fps"]))))
+    recent = np.convolve(rec["speech"].astype(int), np.ones(k, int))[:len(box)] > 0
+    quiet = face & ~recent
+    return {"speech": int(speech.sum()), "speaker": int((on & speech).sum()),
+            "other": int((chosen & ~on & speech).sum()), "none": int((~chosen & speech).sum()),
+            "quiet": int(quiet.sum()), "quiet_chosen": int((chosen & quiet).sum())}
+
+
+def add_lip_sync(rec: dict, lips: dict, audio: np.ndarray, config=None, audio_delay_s: float = 0.0) -> dict:
+    n = len(rec["speech"])
+    trace = sync_trace(lips, audio, np.arange(n) / float(rec["fps"]), config, audio_delay_s)
+    return {**rec, "sync_box": trace["box"], "trace": trace}
+
+
+def clip_lip_sync(path: Path, rec: dict, engine: LipSyncEngine | None, key: str) -> tuple[dict, np.ndarray]:
+    n, fps = len(rec["speech"]), float(rec["fps"])
+    return lip_sync_inputs(engine, key, f"clips/{clip_id(path)}", lambda: video_frames(path),
+                           lambda: fit_audio(clip_audio(path)[0], n, fps))
+
+
+def composite_lip_sync(spec: CompositeSpec, rec: dict, truth: dict[Path, dict], engine: LipSyncEngine | None,
+                       key: str) -> tuple[dict, np.ndarray]:
+    """Lips cached per canvas (left, right clips: the same for either speaker and any seed that draws the
+    pair), audio per speaking clip and length (the composite's audio is that clip's, cut to the canvas)."""
+    n, fps = len(rec["speech"]), float(rec["fps"])
+    speaking = spec.left if spec.speaker == 0 else spec.right
+    names = (f"canvas/{clip_id(spec.left)}+{clip_id(spec.right)}", f"speech/{clip_id(speaking)}-{n}f")
+    return lip_sync_inputs(engine, key, names, lambda: iter(build_composite(spec, truth).frames),
+                           lambda: fit_audio(clip_audio(speaking)[0], n, fps))
+
+
+def sounding_lip_sync(clip: dict, rec: dict, engine: LipSyncEngine | None, key: str, config=None,
+                      audio_delay_s: float = 0.0) -> np.ndarray:
+    """(labelled frames, 4) the speaking face's box at each labelled frame of a sounding clip (NaN: none)."""
+    from lab.corpus.data_paths import require_data
+
+    path = require_data("video", "real", "sounding", clip["clip"])
+    n = int(rec["n"])
+    audio, fps = clip_audio(path)
+    lips, emb = lip_sync_inputs(engine, key, f"sounding/{path.stem}", lambda: video_frames(path),
+                                lambda: fit_audio(audio, n, fps))
+    trace = sync_trace(lips, emb, np.arange(n) / fps, config, audio_delay_s)
+    return trace["box"][[f["frame"] for f in clip["frames"]]]
+
+
 # ============================================================================ the table
 
 
 def evaluate(weights: Path | None = None, split: str = "test", threads: int = 1, pairs: int = COMPOSITE_PAIRS,
-             seed: int = COMPOSITE_SEED, log=print) -> list[str]:
-    """All three parts; returns the markdown lines of the table (raises DataMissingError without data)."""
+             seed: int = COMPOSITE_SEED, log=print, lip_sync: bool = True, sync_config=None,
+             audio_delay_s: float = 0.0) -> list[str]:
+    """All three parts; returns the markdown lines of the table (raises DataMissingError without data).
+    ``lip_sync``: also the speaking-face rows and their decision table (``sync_config``: a
+    `SpeakingFaceConfig`, default its defaults; ``audio_delay_s``: see the lip-sync section)."""
     from lab.localization.localization_metrics import Scores
 
     groups = one_speaker_clips(split)  # first: no data, no model loading
@@ -640,23 +890,39 @@ def evaluate(weights: Path | None = None, split: str = "test", threads: int = 1,
         require_data("video", "real", "sounding")
     key = model_key(weights)
     runner, faces = MapRunner(weights, threads), FaceEngine(threads)
+    sync_key = lip_sync_key() if lip_sync else ""
+    engine = LipSyncEngine(threads) if lip_sync else None
+    methods = (*METHODS, *LIP_SYNC_METHODS) if lip_sync else METHODS
+    decisions = {}
+
+    def tally(name: str, counts: dict[str, int]) -> None:
+        d = decisions.setdefault(name, {})
+        for k, v in counts.items():
+            d[k] = d.get(k, 0) + v
+
     # part 1
     truth: dict[Path, dict] = {}
     one: dict[str, dict[str, list[np.ndarray]]] = {}
     for group, clips in groups.items():
-        one[group] = {m: [] for m in METHODS}
+        one[group] = {m: [] for m in methods}
         for i, path in enumerate(clips):
             rec = clip_record(path, runner, faces, key)
             truth[path] = rec
+            if lip_sync:
+                rec = add_lip_sync(rec, *clip_lip_sync(path, rec, engine, sync_key), sync_config, audio_delay_s)
+                tally(group, one_speaker_decisions(rec))
             for m, h in one_speaker_hits(rec).items():
                 one[group][m].append(h)
             if (i + 1) % 10 == 0 or i + 1 == len(clips):
                 log(f"  one speaker, {group}: {i + 1}/{len(clips)} clips")
     # part 2
     rng = np.random.default_rng(seed)
-    two = {m: np.zeros(3, int) for m in (*METHODS, "random face")}
+    two = {m: np.zeros(3, int) for m in (*methods, "random face")}
     for i, spec in enumerate(specs):
         rec = composite_record(spec, truth, runner, faces, key, f"{split}-seed{seed}")
+        if lip_sync:
+            rec = add_lip_sync(rec, *composite_lip_sync(spec, rec, truth, engine, sync_key), sync_config,
+                               audio_delay_s)
         for m, v in window_scores(rec, rng).items():
             two[m] += v
         if (i + 1) % 10 == 0 or i + 1 == len(specs):
@@ -664,13 +930,27 @@ def evaluate(weights: Path | None = None, split: str = "test", threads: int = 1,
     # part 3
     snd = None
     if labels:
+        from engines.localization.speaking_face import face_bump, fuse
+
         recs = [sounding_record(c, runner, faces, key) for c in labels]
         sel = np.concatenate([r["audible"] for r in recs])
         gts = np.concatenate([r["gt"] for r in recs])[sel]
         maps = {"model": np.concatenate([r["model"] for r in recs])[sel],
                 "face channel alone": np.concatenate([r["face"] for r in recs])[sel]}
         maps["centre prior"] = np.repeat(centre_map()[None], len(gts), axis=0)
-        snd = {m: Scores.of(maps[m], gts) for m in METHODS}
+        if lip_sync:
+            fused, alone, chosen = [], [], []
+            for c, r in zip(labels, recs):
+                boxes = sounding_lip_sync(c, r, engine, sync_key, sync_config, audio_delay_s)
+                wh = (c["width"], c["height"])
+                for m, b in zip(r["model"], boxes):
+                    some = not np.isnan(b[0])
+                    fused.append(fuse(m, b if some else None, wh))
+                    alone.append(face_bump(b, wh, m.shape, 1.0) if some else centre_map())
+                    chosen.append(some)
+            maps[LIP_SYNC_METHODS[0]], maps[LIP_SYNC_METHODS[1]] = np.stack(fused)[sel], np.stack(alone)[sel]
+            decisions["sounding"] = {"frames": int(sel.sum()), "chosen": int(np.asarray(chosen)[sel].sum())}
+        snd = {m: Scores.of(maps[m], gts) for m in methods}
         snd_n = (int(sel.sum()), len(sel), len(recs))
 
     def pct(hits: list[np.ndarray]) -> tuple[str, int]:
@@ -682,13 +962,15 @@ def evaluate(weights: Path | None = None, split: str = "test", threads: int = 1,
     name_model = "shipped ONNX (supervised)" if weights is None else f"{weights} (torch)"
     head = ["method"]
     cols = {}
+    labels_of = {}
     for group in one:
         n_clips = len(groups[group])
         _, n = pct(one[group]["model"])
         label = "VoxCeleb test ids" if group == "voxceleb" and split == "test" else (
             "VoxCeleb validation ids" if group == "voxceleb" else "talking/")
+        labels_of[group] = label
         head.append(f"one speaker, {label}: peak on the face, % of {n} speech frames (mean of {n_clips} clips)")
-        cols[group] = {m: pct(one[group][m])[0] for m in METHODS}
+        cols[group] = {m: pct(one[group][m])[0] for m in methods}
     n_win = int(two["model"][2])
     head.append(f"two people, one speaks: on the speaker / on the silent one, % of {n_win} windows "
                 f"({len(specs)} composites)")
@@ -696,8 +978,9 @@ def evaluate(weights: Path | None = None, split: str = "test", threads: int = 1,
         head.append(f"sounding scenes: cIoU@0.5 / AUC / pointing ({snd_n[0]} of {snd_n[1]} labelled frames, "
                     f"{snd_n[2]} clips)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m in (*METHODS, "random face"):
-        row = [name_model if m == "model" else f"baseline: {m}"]
+    for m in (*methods, "random face"):
+        row = [name_model if m == "model" else (f"{name_model} {m[len('model '):]}" if m == LIP_SYNC_METHODS[0]
+                                                else m if m in LIP_SYNC_METHODS else f"baseline: {m}")]
         row += [cols[g].get(m, "—") for g in one]
         on, off, n = two[m]
         row.append(f"{on / n:.1%} / {off / n:.1%}" if n else "n/a")
@@ -710,6 +993,41 @@ def evaluate(weights: Path | None = None, split: str = "test", threads: int = 1,
     lines.append("| " + " | ".join(goal) + " |")
     if snd:
         ceiling = Scores.ceiling(gts)
-        lines.append(f"| ceiling of the LVS protocol on these boxes | | | | "
-                     f"{ceiling.ciou05:.3f} / {ceiling.auc:.3f} / 1.000 |")
+        lines.append("| ceiling of the LVS protocol on these boxes |" + " |" * (len(one) + 1) +
+                     f" {ceiling.ciou05:.3f} / {ceiling.auc:.3f} / 1.000 |")
+    if lip_sync:
+        lines += ["", *decision_lines(decisions, two[LIP_SYNC_METHODS[1]], labels_of, sync_config, audio_delay_s)]
+    return lines
+
+
+def decision_lines(decisions: dict, two_alone: np.ndarray, labels_of: dict[str, str], config,
+                   audio_delay_s: float) -> list[str]:
+    """The speaking face's own decisions (which face it picks), under the table."""
+    from dataclasses import asdict
+
+    from engines.localization.speaking_face import SpeakingFaceConfig
+
+    config = config or SpeakingFaceConfig()
+    on, off, n = (int(v) for v in two_alone)
+    lines = [f"Speaking-face decisions (`SpeakingFace`, {', '.join(f'{k}={v}' for k, v in asdict(config).items())}; "
+             f"audio groups up to the frame's time {audio_delay_s:+.2f} s, each heard with its 0.2 s look-ahead):",
+             "", "| footage | the speaking face | another face | no face |", "|---|---|---|---|",
+             f"| two people: 1 s windows (majority of their frames), of {n} | {on / n:.1%} | {off / n:.1%} "
+             f"(the silent one) | {(n - on - off) / n:.1%} (none or no majority) |"
+             if n else "| two people | n/a | | |"]
+    for group, d in decisions.items():
+        if group == "sounding" or not d.get("speech"):
+            continue
+        k = d["speech"]
+        lines.append(f"| one speaker, {labels_of[group]}: speech frames with a face, of {k} | {d['speaker'] / k:.1%} "
+                     f"| {d['other'] / k:.1%} | {d['none'] / k:.1%} |")
+    for group, d in decisions.items():
+        if group != "sounding" and d.get("quiet"):
+            lines.append(f"| one speaker, {labels_of[group]}: frames with a face and no speech in the last second, "
+                         f"of {d['quiet']} | — | {d['quiet_chosen'] / d['quiet']:.1%} chosen (any face) | "
+                         f"{1 - d['quiet_chosen'] / d['quiet']:.1%} |")
+    if "sounding" in decisions:
+        d = decisions["sounding"]
+        lines.append(f"| sounding scenes (no speech): scored labelled frames, of {d['frames']} | — | "
+                     f"{d['chosen'] / d['frames']:.1%} chosen (any face) | {1 - d['chosen'] / d['frames']:.1%} |")
     return lines

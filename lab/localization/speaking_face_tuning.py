@@ -1,0 +1,236 @@
+"""Choosing `SpeakingFaceConfig` (`engines/localization/speaking_face.py`) on the validation identities, and
+the real-footage table for other composite seeds.
+
+    python -m lab.localization.speaking_face_tuning tune                 grid on the validation split (id09, id13)
+    python -m lab.localization.speaking_face_tuning table --seed 1       the real-footage table, composites of seed 1
+    python -m lab.localization.speaking_face_tuning table --audio-delay -0.24   ... deciding at capture time
+    python -m lab.localization.speaking_face_tuning windows              composites' choice per window position
+
+``tune`` never touches test footage: the one-speaker clips and the two-people composites (`COMPOSITE_PAIRS`
+pairs, `COMPOSITE_SEED`) of `VALIDATION_IDS` only. Every input is cached by `real_footage` (truth, lips,
+audio embeddings), so the grid replays `SpeakingFace` on cached embeddings: one replay per (window_groups,
+min_groups), threshold and margin swept on the replay's top-two scores (`real_footage.decide`). It scores
+the speaking face's own decisions, no localizer map (the fused row follows them where a face is chosen).
+
+The objective: J = A − B + C − D − E, all shares of 1, where A = composite windows where the speaker's face
+is chosen (in most of the window's scored frames, the "lip sync alone" rule), B = those where the silent
+face is, C = one-speaker speech frames (with a face) where the speaker's face is chosen (a lone speaking
+face must be picked), D = one-speaker frames with a face and no speech in the last second where any face
+is (dropped when there are fewer than 50 such frames), E = frames of the one-speaker clips played with
+*another* validation identity's speech (each id09 clip with an id13 clip's audio and the reverse, looped
+to length: speech from off screen, the face silent) where a face is chosen. A first objective without E
+chose threshold 0, which picks the silent face for off-screen speech in 71 % of frames (validation; the
+validation sets hold no non-speech sound with a face in view, and D has only 69 frames, almost all in a
+clip's first frames where min_groups already forbids a choice), so E was added; both runs on validation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from lab.localization import real_footage as rf
+
+WINDOW_GROUPS = (13, 25, 50)  # 0.5, 1, 2 s of audio
+MIN_GROUPS = (4, 8, 12)
+THRESHOLDS = tuple(np.round(np.arange(0.0, 0.451, 0.05), 3))
+MARGINS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
+MIN_QUIET_FRAMES = 50
+
+
+def window_decisions(rec: dict, sync_box: np.ndarray) -> tuple[int, int, int]:
+    """(windows with the speaker's face chosen, with the silent face, windows): a window's face is the one
+    holding the chosen box's centre in more than half its scored frames (the "lip sync alone" row)."""
+    from lab.localization.localizer_real_video import inside
+
+    spk, out = rec["speaker"], [0, 0, 0]
+    for frames in rf.scored_windows(rec):
+        on = np.zeros(2, int)
+        for t in frames:
+            b = sync_box[t]
+            if not np.isnan(b[0]):
+                on += [inside(((b[0] + b[2]) / 2, (b[1] + b[3]) / 2), rec["boxes"][t, k]) for k in (0, 1)]
+        out[0] += int(on[spk] * 2 > len(frames))
+        out[1] += int(on[1 - spk] * 2 > len(frames))
+        out[2] += 1
+    return tuple(out)
+
+
+def inputs(split: str, pairs: int, seed: int, threads: int, log=print) -> tuple[list, list]:
+    """([(clip record, lips, audio)], [(composite record, lips, audio)]): truth only, no localizer maps."""
+    groups = rf.one_speaker_clips(split)
+    specs = rf.composite_specs(split, pairs, seed)
+    key, sync_key = rf.model_key(), rf.lip_sync_key()
+    faces, engine = rf.FaceEngine(threads), rf.LipSyncEngine(threads)
+    truth, clips, comps = {}, [], []
+    for path in (p for g in groups.values() for p in g):
+        rec = rf.clip_record(path, None, faces, key)
+        truth[path] = rec
+        clips.append(({**rec, "identity": path.parent.name}, *rf.clip_lip_sync(path, rec, engine, sync_key)))
+        if len(clips) % 10 == 0:
+            log(f"  one speaker: {len(clips)} clips")
+    for i, spec in enumerate(specs):
+        rec = rf.composite_record(spec, truth, None, faces, key, f"{split}-seed{seed}")
+        comps.append((rec, *rf.composite_lip_sync(spec, rec, truth, engine, sync_key)))
+        if (i + 1) % 10 == 0:
+            log(f"  two people: {i + 1}/{len(specs)} composites")
+    return clips, comps
+
+
+def off_screen(clips: list) -> list[tuple[dict, dict, np.ndarray]]:
+    """Each one-speaker clip's record and lips with the audio embeddings of a clip of the *other* identity
+    (k-th clip of one with the k-th, cyclically, of the other), looped to the clip's length."""
+    ids = sorted({rec["identity"] for rec, _, _ in clips})
+    by_id = {i: [audio for rec, _, audio in clips if rec["identity"] == i] for i in ids}
+    out, seen = [], {i: 0 for i in ids}
+    for rec, lips, _ in clips:
+        others = by_id[ids[1 - ids.index(rec["identity"])]]
+        audio = others[seen[rec["identity"]] % len(others)]
+        seen[rec["identity"]] += 1
+        n = len(rec["speech"])
+        out.append((rec, lips, np.concatenate([audio] * (n // len(audio) + 1))[:n]))
+    return out
+
+
+def sweep(clips: list, comps: list, log=print) -> list[dict]:
+    """One row per configuration of the grid: its figures and J."""
+    from engines.localization.speaking_face import SpeakingFaceConfig
+
+    def replay(items, config):
+        return [rf.sync_trace(lips, audio, np.arange(len(rec["speech"])) / float(rec["fps"]), config)
+                for rec, lips, audio in items]
+
+    muted = off_screen(clips)
+    rows = []
+    for wg, mg in itertools.product(WINDOW_GROUPS, MIN_GROUPS):
+        if mg > wg:
+            continue
+        config = replace(SpeakingFaceConfig(), window_groups=wg, min_groups=mg)
+        traces_one, traces_two, traces_off = replay(clips, config), replay(comps, config), replay(muted, config)
+        log(f"  replayed window_groups={wg} min_groups={mg}")
+        for th, mar in itertools.product(THRESHOLDS, MARGINS):
+            two = np.zeros(3, int)
+            for (rec, _, _), tr in zip(comps, traces_two):
+                two += window_decisions(rec, rf.decide(tr, th, mar))
+            one: dict[str, int] = {}
+            for (rec, _, _), tr in zip(clips, traces_one):
+                for k, v in rf.one_speaker_decisions({**rec, "sync_box": rf.decide(tr, th, mar)}).items():
+                    one[k] = one.get(k, 0) + v
+            off = np.zeros(2, int)
+            for (rec, _, _), tr in zip(muted, traces_off):
+                face = ~np.isnan(rec["box"][:, 0])
+                off += [int((face & ~np.isnan(rf.decide(tr, th, mar)[:, 0])).sum()), int(face.sum())]
+            a, b = two[0] / two[2], two[1] / two[2]
+            c = one["speaker"] / one["speech"]
+            d = one["quiet_chosen"] / one["quiet"] if one["quiet"] >= MIN_QUIET_FRAMES else 0.0
+            e = off[0] / off[1]
+            rows.append({"window_groups": wg, "min_groups": mg, "threshold": float(th), "margin": mar,
+                         "A": a, "B": b, "C": c, "D": d, "E": e, "quiet": one["quiet"], "windows": int(two[2]),
+                         "speech": one["speech"], "off_frames": int(off[1]), "J": a - b + c - d - e})
+    return rows
+
+
+def tune(args: argparse.Namespace) -> int:
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    clips, comps = inputs("validation", args.pairs, args.seed, args.threads, log)
+    rows = sweep(clips, comps, log)
+    best = max(rows, key=lambda r: r["J"])
+    fmt = ("| {window_groups} | {min_groups} | {threshold:.2f} | {margin:.3f} | {A:.1%} | {B:.1%} | {C:.1%} | "
+           "{D:.1%} | {E:.1%} | {J:.3f} |")
+    head = ["| window_groups | min_groups | threshold | margin | A: composite windows, speaker chosen | "
+            "B: silent face chosen | C: one-speaker speech frames, speaker chosen | D: quiet frames, a face "
+            "chosen | E: off-screen speech, a face chosen | J = A − B + C − D − E |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Validation split (id09, id13): {len(clips)} one-speaker clips ({best['speech']} speech frames with "
+             f"a face, {best['quiet']} quiet frames{'' if best['quiet'] >= MIN_QUIET_FRAMES else ': D dropped'}, "
+             f"{best['off_frames']} frames with a face under off-screen speech), "
+             f"{len(comps)} composites ({best['windows']} windows), seed {args.seed}.", "",
+             "Best 10 of the grid:", "", *head, *(fmt.format(**r) for r in sorted(rows, key=lambda r: -r["J"])[:10]),
+             "", "Best per (window_groups, min_groups):", "", *head]
+    for wg, mg in itertools.product(WINDOW_GROUPS, MIN_GROUPS):
+        sub = [r for r in rows if r["window_groups"] == wg and r["min_groups"] == mg]
+        if sub:
+            lines.append(fmt.format(**max(sub, key=lambda r: r["J"])))
+    lines += ["", "Best per threshold (any other value):", "", *head]
+    for th in THRESHOLDS:
+        lines.append(fmt.format(**max((r for r in rows if r["threshold"] == float(th)), key=lambda r: r["J"])))
+    lines += ["", f"Chosen: window_groups={best['window_groups']}, min_groups={best['min_groups']}, "
+              f"threshold={best['threshold']:.2f}, margin={best['margin']}"]
+    text = "\n".join(lines)
+    print(text)
+    out = args.out or Path("out/localization/speaking_face_tuning.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    return 0
+
+
+def table(args: argparse.Namespace) -> int:
+    lines = rf.evaluate(None, args.split, args.threads, pairs=args.pairs, seed=args.seed,
+                        log=lambda m: print(m, file=sys.stderr, flush=True), audio_delay_s=args.audio_delay)
+    text = "\n".join([f"Real footage, {args.split} split, composite seed {args.seed}, audio delay "
+                      f"{args.audio_delay:+.2f} s (lab/localization/speaking_face_tuning.py table):", "", *lines])
+    print(text)
+    name = f"real_footage_{args.split}_seed{args.seed}_delay{args.audio_delay:+.2f}.md"
+    out = args.out or Path("out/localization") / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    return 0
+
+
+def windows(args: argparse.Namespace) -> int:
+    """The speaking face's choice per window position in the composites (first second, second, …)."""
+    specs = rf.composite_specs(args.split, args.pairs, args.seed)
+    key, sync_key = rf.model_key(), rf.lip_sync_key()
+    faces, engine = rf.FaceEngine(args.threads), rf.LipSyncEngine(args.threads)
+    truth = {p: rf.clip_record(p, None, faces, key) for g in rf.one_speaker_clips(args.split).values() for p in g}
+    by: dict[int, list[int]] = {}
+    lengths = []
+    for spec in specs:
+        rec = rf.composite_record(spec, truth, None, faces, key, f"{args.split}-seed{args.seed}")
+        rec = rf.add_lip_sync(rec, *rf.composite_lip_sync(spec, rec, truth, engine, sync_key),
+                              audio_delay_s=args.audio_delay)
+        lengths.append(len(rec["speech"]) / rec["fps"])
+        per = max(1, int(round(rf.WINDOW_S * rec["fps"])))
+        for frames in rf.scored_windows(rec):
+            one = {**rec, "speech": np.zeros_like(rec["speech"])}
+            one["speech"][frames] = True
+            a, b, _ = window_decisions(one, rec["sync_box"])
+            row = by.setdefault(min(frames[0] // per, 4), [0, 0, 0])
+            row[0], row[1], row[2] = row[0] + a, row[1] + b, row[2] + 1
+    lines = [f"{len(specs)} composites ({args.split}, seed {args.seed}), {np.median(lengths):.1f} s long (median); "
+             f"lip-sync choice per 1 s window, audio delay {args.audio_delay:+.2f} s:", "",
+             "| window | the speaker's face | the silent face | windows |", "|---|---|---|---|"]
+    for w, (a, b, n) in sorted(by.items()):
+        lines.append(f"| {w + 1}{'+' if w == 4 else ''} | {a / n:.1%} | {b / n:.1%} | {n} |")
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lab.corpus.data_paths import DataMissingError
+
+    p = argparse.ArgumentParser(prog="python -m lab.localization.speaking_face_tuning",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=("tune", "table", "windows"))
+    p.add_argument("--split", choices=("test", "validation"), default="test", help="table: which identities")
+    p.add_argument("--seed", type=int, default=rf.COMPOSITE_SEED, help="the composites' pair draw")
+    p.add_argument("--pairs", type=int, default=rf.COMPOSITE_PAIRS)
+    p.add_argument("--audio-delay", type=float, default=0.0,
+                   help="table: audio groups up to the frame's time + this (s); -0.24 = the decision at capture time")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    try:
+        return {"tune": tune, "table": table, "windows": windows}[args.what](args)
+    except DataMissingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
