@@ -43,6 +43,7 @@ class MeshLipFrontEnd:
         self.embedding_dim = LIP_EMBEDDING_DIM
         self.states: dict[int, np.ndarray] = {}
         self.last_lips = np.zeros((0, LIP_VECTOR_DIM + 1), np.float32)
+        self.last_crops = np.zeros((0, CROP_H, CROP_W), np.float32)
 
     @staticmethod
     def _inputs(crops: np.ndarray, lips: np.ndarray, state: np.ndarray) -> dict[str, np.ndarray]:
@@ -75,12 +76,13 @@ class MeshLipFrontEnd:
         if not tracks:
             self.states.clear()
             self.last_lips = np.zeros((0, LIP_VECTOR_DIM + 1), np.float32)
+            self.last_crops = np.zeros((0, CROP_H, CROP_W), np.float32)
             return FaceFrame(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros((0, 0), np.float32),
                              np.zeros(0, bool))
         boxes = np.stack([t.box for t in tracks]).astype(np.float32)
         detected = np.array([t.detection >= 0 for t in tracks], bool)
         crops, lips = self.mouths(bgr, boxes, detected)
-        self.last_lips = lips  # the mesh's lip vectors of this frame (+ presence), for studies of mouth motion
+        self.last_lips, self.last_crops = lips, crops  # this frame's mesh lip vectors and mouth crops (studies)
         state = np.stack([self.states.get(i, np.zeros(self.state_shape, np.float32)) for i in ids])
         out = self.encoder.run(self._inputs(crops, lips, state))
         for k, i in enumerate(ids):
