@@ -3,6 +3,8 @@
     python -m lab.real_faces.side_by_side                      # test identities (id05 × id14), 20 pairs
     python -m lab.real_faces.side_by_side --split validation   # the identities models are chosen on
     python -m lab.real_faces.side_by_side --weights out/real_faces/separator/av/best.pt   # a checkpoint, not the shipped ONNX
+    git show 5bf4210:engines/weights/separator.pt > /tmp/first.pt && python -m lab.real_faces.side_by_side --weights /tmp/first.pt
+                                                                 # the first separator (generated faces, legacy lip features)
 
 Why this and not only `train_separator --evaluate`: that one feeds the separator lip embeddings cached
 from each clip's own face track; a user's video goes through the live front end first. Here each pair of
@@ -67,6 +69,12 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10((target @ target + 1e-12) / ((est - target) @ (est - target) + 1e-12)))
 
 
+def checkpoint_lip_dim(path: Path) -> int:
+    from engines.separation.separator_model import Checkpoint
+
+    return Checkpoint.load(path).config.lip_dim
+
+
 def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: int = SEED) -> dict:
     from engines.faces.mesh_lip_front_end import MeshLipFrontEnd
     from engines.loader import load
@@ -95,6 +103,9 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
 
         talkers = [_load_flac(f) for s in speakers(EVAL, include_espeak=False) for f in s.files[:2]]
         noise = (noise_clip, EVAL)
+    legacy = weights is not None and checkpoint_lip_dim(weights) == 16
+    if legacy:  # the first separator (generated faces) reads the hand-made 16 lip features
+        from engines.faces.lip_features import LipFrontEnd
     front = MeshLipFrontEnd()
     rows = []
     for a, b in pairs_of(split, pairs, seed):
@@ -109,7 +120,8 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
             nz = noise[0](noise[1], n, rng) if extra else None
             mix, refs = pair_mixture(units, other, nz, -5.0, 10.0)
             # a new video: new tracks and lip state, the loaded models kept
-            fresh = MeshLipFrontEnd(detector=front.detector, mesh=front.mesh, encoder=front.encoder)
+            fresh = LipFrontEnd() if legacy else MeshLipFrontEnd(detector=front.detector, mesh=front.mesh,
+                                                                 encoder=front.encoder)
             voices, _, boxes = separate_video(frames, mix, separator(), fresh)
             outs = by_side(voices, boxes, split_x, n)
             for k, (src, ref) in enumerate(zip((a, b) if left is fa else (b, a), refs)):

@@ -57,8 +57,9 @@ def separate_video(frames: list[np.ndarray], audio: np.ndarray, engine: Streamin
     per_frame, crops = [], []
     for f in frames:
         per_frame.append(front_end.process(f))
-        seen = front_end.last_lips[:, -1] > 0 if len(front_end.last_lips) else np.zeros(0, bool)
-        crops.append([c if ok else None for c, ok in zip(front_end.last_crops, seen)])
+        lips = getattr(front_end, "last_lips", None)  # (the legacy front end keeps no crops: no motion then)
+        seen = lips[:, -1] > 0 if lips is not None and len(lips) else np.zeros(0, bool)
+        crops.append([c if ok else None for c, ok in zip(getattr(front_end, "last_crops", []), seen)])
     spec = stft(audio)
     video_index = np.minimum(video_frame_of_stft_frame(len(spec)), len(frames) - 1)
     tracks = sorted({int(t) for f in per_frame for t in f.track_ids})
@@ -70,7 +71,7 @@ def separate_video(frames: list[np.ndarray], audio: np.ndarray, engine: Streamin
         for k, t in enumerate(f.track_ids):
             t = int(t)
             boxes[t][i] = f.boxes[k]
-            c = crops[i][k]
+            c = crops[i][k] if k < len(crops[i]) else None
             if c is not None and last.get(t) is not None:  # mean absolute change of the aligned mouth crop
                 motion[t][i] = float(np.mean(np.abs(c - last[t])))
             last[t] = c
