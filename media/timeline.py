@@ -57,6 +57,22 @@ class Timeline:
             self.audio_end.pop(stream, None)  # its count started again: the old end says nothing of it
         return max(anchor + first_sample, 0)
 
+    def span_s(self, stream: str, capture_ns: int, first_sample: int, n_samples: int) -> tuple[float, float] | None:
+        """Where ``n_samples`` of ``stream`` from ``first_sample`` lie on the timeline, in seconds, as
+        :meth:`place` would put them, but without anchoring the stream: for marking an audio gap (audio
+        that never came). None when neither an anchor nor a capture time places it."""
+        anchor = self._anchors.get(stream)
+        by_capture = round(self._since_origin_ns(capture_ns) * self.sample_rate_hz / 1e9) if capture_ns else None
+        if anchor is not None and (by_capture is None or
+                                   abs(anchor + first_sample - by_capture) <= REANCHOR_S * self.sample_rate_hz):
+            start = anchor + first_sample
+        elif by_capture is not None:
+            start = by_capture
+        else:
+            return None
+        start = max(start, 0)
+        return start / self.sample_rate_hz, (start + max(n_samples, 0)) / self.sample_rate_hz
+
     def admit(self, stream: str, capture_ns: int, first_sample: int | None = None, sample_rate_hz: int = 0) -> None:
         """Raise ValueError for what would poison the files or every later item: a time far ahead of
         the rest (or before the graph began), an audio jump the writers would fill with hours of

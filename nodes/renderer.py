@@ -128,6 +128,15 @@ class Renderer(Node):
             self.sinks.faces(self.timeline.seconds(msg.capture_ns), msg.track_ids.tolist(), msg.boxes,
                              (msg.frame_width, msg.frame_height))
 
+    def on_audio_gap(self, port: str, gap: Any) -> None:
+        """Audio of ``port`` that never arrived (the runtime counted and logged it): the MP4 marks it
+        where it lies on the files' clock (silence in the track, "AUDIO GAP" on its frames, the file's
+        comment). A gap the timeline cannot place yet (nothing anchors it) is left to the counts and log."""
+        span = self.timeline.span_s(port, gap.capture_ns, gap.first_sample, gap.samples) \
+            if port in ("audio", "voices") and gap.sample_rate_hz == self.params.sample_rate_hz else None
+        if span is not None and "mp4" in self.sinks:
+            self.sinks["mp4"].mark_audio_gap(MIXTURE if port == "audio" else port, *span)
+
     def _check(self, port: str, msg: Any) -> None:
         """Refuse what cannot be drawn or placed (`Timeline.admit`: stamps far off the timeline)."""
         if port == "heatmap" and min(msg.heatmap.shape) < 1:

@@ -15,7 +15,11 @@ thirty seconds into a run. The graph format::
         type: renderer
         inputs:
           video: camera/frames        # node/output, with the input's default policy
-          audio: {from: microphone/audio, policy: queue, size: 200}
+          audio: {from: microphone/audio, policy: queue, size: 200, max_bytes: 4MiB}
+
+``max_bytes`` bounds an input's queue in bytes as ``size`` does in messages, and an output's send
+pipe to each reader (``outputs: {frames: {max_bytes: 64MiB}}``); without it the message type's
+default applies (``pipeline.transport.DEFAULT_MAX_BYTES``). A number of bytes, or with KiB, MiB, GiB.
 
 A graph may span machines. ``hosts:`` names them; a node's ``host:`` says where it runs (nodes
 without one run on the default host: the one marked ``default: true``, else the first listed)::
@@ -62,6 +66,23 @@ DEFAULT_BASE_PORT = 27100
 
 class GraphError(ValueError):
     """A graph that cannot run; the message says where and why."""
+
+
+#: a port's byte budget (``max_bytes``): at least one small message's worth, at most what a box may hold
+MIN_BUDGET_BYTES, MAX_BUDGET_BYTES = 4096, 64 << 30
+_BYTE_UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+_BYTES_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
+
+
+def byte_budget(value: Any) -> int:
+    """``max_bytes`` as written in a graph (an integer, or ``"32MiB"``) → bytes; ValueError saying why not."""
+    match = _BYTES_RE.match(value) if isinstance(value, str) else None
+    if match:
+        value = int(match.group(1)) * _BYTE_UNITS[match.group(2) or ""]
+    if not isinstance(value, int) or isinstance(value, bool) or not MIN_BUDGET_BYTES <= value <= MAX_BUDGET_BYTES:
+        raise ValueError(f"max_bytes must be bytes in {MIN_BUDGET_BYTES}..{MAX_BUDGET_BYTES >> 30} GiB (a number, or "
+                         f"with KiB, MiB, GiB: 32MiB), got {value!r}")
+    return value
 
 
 @dataclass
@@ -113,6 +134,7 @@ class Connection:
     from_port: str
     policy: str
     size: int
+    max_bytes: int = 0  # the queue's byte budget; 0: the node's declaration, else the message type's default
 
 
 @dataclass
@@ -130,6 +152,8 @@ class NodeSpec:
     host: str = ""
     #: output port → its tcp port, for the outputs that a node on another host reads
     ports: dict[str, int] = field(default_factory=dict)
+    #: output port → the byte budget of its send pipe to each reader, where the graph sets one
+    output_bytes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -334,10 +358,20 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
         if not isinstance(outputs, dict):
             raise fail(f"{where} outputs", "expected a mapping of port → {endpoint: ...}")
         endpoints = {port: "" for port in cls.outputs}
+        output_bytes: dict[str, int] = {}
         for port, conf in outputs.items():
             if port not in cls.outputs:
                 raise fail(f"{where} outputs.{port}", f"{node_type} has no output {port!r}; it has {sorted(cls.outputs)}")
-            usage = "expected {endpoint: 'ipc://…' or 'tcp://host:port'} or, read on another host, {port: N}"
+            usage = ("expected {endpoint: 'ipc://…' or 'tcp://host:port'} or, read on another host, {port: N}; "
+                     "either may come with max_bytes: the send pipe's byte budget per reader")
+            if isinstance(conf, dict) and "max_bytes" in conf:
+                try:
+                    output_bytes[port] = byte_budget(conf["max_bytes"])
+                except ValueError as exc:
+                    raise fail(f"{where} outputs.{port}", str(exc)) from None
+                conf = {k: v for k, v in conf.items() if k != "max_bytes"}
+                if not conf:
+                    continue
             if not isinstance(conf, dict) or len(conf) != 1 or not set(conf) <= {"endpoint", "port"}:
                 raise fail(f"{where} outputs.{port}", usage)
             if "port" in conf:
@@ -353,7 +387,8 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
             endpoints[port] = endpoint
         classes[node_name] = cls
         nodes[node_name] = NodeSpec(node_name, node_type, registry[node_type], given,
-                                    endpoints=endpoints, subscribers={p: 0 for p in cls.outputs}, host=host)
+                                    endpoints=endpoints, subscribers={p: 0 for p in cls.outputs}, host=host,
+                                    output_bytes=output_bytes)
 
     for node_name, raw in raw_nodes.items():
         cls = classes[node_name]
@@ -368,10 +403,11 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
             if isinstance(conf, str):
                 conf = {"from": conf}
             if not isinstance(conf, dict) or not isinstance(conf.get("from"), str):
-                raise fail(where, "expected 'node/output' or {from: node/output, policy: latest|queue, size: N}")
-            extra = sorted(set(conf) - {"from", "policy", "size"})
+                raise fail(where, "expected 'node/output' or {from: node/output, policy: latest|queue, size: N, "
+                                  "max_bytes: 8MiB}")
+            extra = sorted(set(conf) - {"from", "policy", "size", "max_bytes"})
             if extra:
-                raise fail(where, f"unknown key(s) {extra} (allowed: from, policy, size)")
+                raise fail(where, f"unknown key(s) {extra} (allowed: from, policy, size, max_bytes)")
             src_node, _, src_port = conf["from"].partition("/")
             if src_node not in nodes:
                 raise fail(where, f"unknown source node {src_node!r} (nodes: {sorted(nodes)})")
@@ -390,7 +426,13 @@ def validate_graph(data: Any, registry: Mapping[str, str], source: str = "<graph
             size = conf.get("size", declared.size)
             if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 100_000:
                 raise fail(where, f"size must be an integer in 1..100000, got {size!r}")
-            nodes[node_name].inputs[port] = Connection(port, src_node, src_port, policy, size)
+            max_bytes = 0
+            if "max_bytes" in conf:
+                try:
+                    max_bytes = byte_budget(conf["max_bytes"])
+                except ValueError as exc:
+                    raise fail(where, str(exc)) from None
+            nodes[node_name].inputs[port] = Connection(port, src_node, src_port, policy, size, max_bytes)
             nodes[src_node].subscribers[src_port] += 1
         if cls.inputs and not nodes[node_name].inputs:
             raise fail(f"node {node_name!r} inputs", f"none wired; {nodes[node_name].type} reads {sorted(cls.inputs)}")

@@ -43,13 +43,16 @@ class Input:
 
     ``latest`` is for video: a slow consumer should see the newest frame, not a backlog.
     ``queue`` (bounded, drop-oldest) is for audio and features, where every chunk counts
-    but memory must not grow without bound. The graph YAML may override both.
+    but memory must not grow without bound. ``max_bytes`` bounds the queue in bytes as ``size``
+    does in messages (0: the message type's default, ``pipeline.transport.DEFAULT_MAX_BYTES``).
+    The graph YAML may override all three.
     """
 
     type: type[Message]
     policy: str = "queue"
     size: int = 16
     doc: str = ""
+    max_bytes: int = 0
     #: lossless mode only: hold a message here until each of these inputs has delivered one at
     #: least as new (or ended), so a node pairs the same moments of its streams however far
     #: one path lags the other (the separator's audio waits for the faces of its time)
@@ -58,8 +61,12 @@ class Input:
 
 @dataclass(frozen=True)
 class Output:
+    """An output port: the message type it sends. ``max_bytes``: what its send pipe to each reader may
+    hold (0: the message type's default); the graph YAML may override it."""
+
     type: type[Message]
     doc: str = ""
+    max_bytes: int = 0
 
 
 @dataclass
@@ -122,6 +129,11 @@ class Node:
 
     def tick(self) -> None:
         """Called every time round the loop (≈ every ``tick_s``), for timed work."""
+
+    def on_audio_gap(self, port: str, gap: Any) -> None:
+        """Input ``port`` carries audio and did not deliver some of it: ``gap`` (a
+        ``pipeline.transport.AudioGap``) says where in its stream and how long. The runtime has
+        counted and logs it; a node that writes audio out marks it (the renderer, in its MP4)."""
 
     def on_end(self) -> None:
         """All inputs reached end of stream: flush what is buffered before ``close``."""

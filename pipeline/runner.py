@@ -147,15 +147,21 @@ class Runtime:
         self.ctx = zmq.Context()
         self.log = logging.getLogger(f"earshot.{spec.name}")
         self.lossless = graph.settings.pace == "lossless"
-        self.publishers = {port: Publisher(self.ctx, ep, lossless=self.lossless, wait=self._wait_for_reader)
-                           for port, ep in spec.endpoints.items()}
-        src = graph.nodes
         self.node_cls = cls = import_node_class(spec.impl)
+        # byte budgets: the graph's, else the node's declaration, else the message type's default (0)
+        self.publishers = {
+            port: Publisher(self.ctx, ep, lossless=self.lossless, wait=self._wait_for_reader,
+                            kind=cls.outputs[port].type if port in cls.outputs else None,
+                            max_bytes=spec.output_bytes.get(port, 0) or
+                            (cls.outputs[port].max_bytes if port in cls.outputs else 0))
+            for port, ep in spec.endpoints.items()}
+        src = graph.nodes
         # each input takes only its declared type, and only from the node wired to it
         self.subscribers = {
             port: Subscriber(self.ctx, src[i.from_node].endpoints[i.from_port], policy=i.policy, size=i.size,
                              name=f"{spec.name}.{port}", lossless=self.lossless,
-                             accepts=cls.inputs[port].type if port in cls.inputs else None, upstream=i.from_node)
+                             accepts=cls.inputs[port].type if port in cls.inputs else None, upstream=i.from_node,
+                             max_bytes=i.max_bytes or (cls.inputs[port].max_bytes if port in cls.inputs else 0))
             for port, i in spec.inputs.items()
         }
         #: lossless file sources advance together (pipeline/media_clock.py)
@@ -324,8 +330,10 @@ class Runtime:
                     return
             else:
                 poller.poll(int(self.TICK_S * 1000))
-                for sub in self.subscribers.values():
+                for port, sub in self.subscribers.items():
                     sub.drain()
+                    if sub.gaps:
+                        self._hand_gaps(node, port, sub)
             if node.wants_telemetry:
                 self._drain_telemetry(node)
             self._deliver(node, compute)
@@ -333,6 +341,17 @@ class Runtime:
             self.heartbeat()
             if self.subscribers and all(sub.finished for sub in self.subscribers.values()):
                 return
+
+    def _hand_gaps(self, node: Node, port: str, sub: Subscriber) -> None:
+        """Tell the node where its audio input has holes (the renderer marks them in its MP4). The
+        transport has counted and will log them; a node failing here is counted like a bad message."""
+        for gap in sub.take_gaps():
+            try:
+                node.on_audio_gap(port, gap)
+            except Exception as exc:  # noqa: BLE001 - one marker's failure is not the node's
+                node.count("errors")
+                sub.refuse(type(exc).__name__, f"on_audio_gap: {type(exc).__name__}: {str(exc)[:200]}", error=True,
+                           exc=exc)
 
     def _held(self, node: Node, port: str, sub: Subscriber) -> bool:
         """Lossless: is the head of ``port`` ahead of an input it waits for? A wait longer than
@@ -386,9 +405,14 @@ class Runtime:
             s = sub.stats
             inputs[port] = {"received": s.received, "delivered": s.delivered, "dropped": s.dropped,
                             "lost": s.lost, "bad": s.bad, "errors": s.errors, "reasons": dict(s.reasons),
-                            "latency_ms": self.latency[port].summary()}
+                            "latency_ms": self.latency[port].summary(),
+                            "queued_bytes": sub.queued_bytes, "max_bytes": sub.max_bytes}
+            if sub.carries_audio:  # audio not delivered, in samples (lost ones estimated), and its bursts
+                inputs[port].update(gap_samples=s.gap_samples, gap_bursts=s.gap_bursts)
         out: dict[str, Any] = {"inputs": inputs,
-                               "outputs": {p: {"sent": pub.sent, "readers": pub.subscribers, "blocked_s": round(pub.blocked_s, 3)}
+                               "outputs": {p: {"sent": pub.sent, "readers": pub.subscribers,
+                                               "blocked_s": round(pub.blocked_s, 3), "hwm": pub.hwm,
+                                               "max_bytes": pub.max_bytes}
                                            for p, pub in self.publishers.items()}}
         if node is not None:
             out["counters"] = dict(node.counters)

@@ -9,7 +9,7 @@ has propagated).
 Drops happen in exactly two places, and both are counted:
 
 * in the receiver's own bounded queue (``latest`` keeps 1, ``queue`` keeps N and drops
-  the oldest) — counted as ``dropped``;
+  the oldest when its reader takes nothing) — counted as ``dropped``;
 * inside ZeroMQ when a high-water mark overflows — invisible to the socket API, so every
   publisher numbers its messages and the receiver counts the gaps as ``lost``.
 
@@ -17,6 +17,32 @@ Why not ``ZMQ_CONFLATE`` for ``latest``: it does not support multipart messages.
 the receiver drains everything readable each time round the loop and keeps the newest.
 (A receive thread was tried and dropped: its extra thread hop tripled the latency of small
 messages; a large receive HWM gets the same freshness from ZeroMQ's own I/O thread.)
+
+Memory is bounded in bytes, not messages (a message count means 6 GB of 1080p video on one
+stalled reader). Each input has a byte budget (``max_bytes``) and each output one per reader,
+by default from the port's message type (:data:`DEFAULT_MAX_BYTES`), set per port in the graph
+YAML. An input's queue holds at most ``size`` messages and ``max_bytes`` (it may go over by the one
+message that crossed the line; a single larger message is still taken), and its ZeroMQ receive pipe a
+quarter of ``max_bytes`` more. An output's send pipe to each reader holds at most ``max_bytes``. The
+high-water marks, which ZeroMQ counts in messages, are sized from the budget and the size of the
+messages: a writer's at its first message, a reader's from the type's typical size
+(:data:`TYPICAL_BYTES`), and both lowered when a bigger message comes (libzmq ≥ 4.2 applies a new mark
+to connected pipes; never raised, see there). A ``queue`` input stops reading from its socket while its
+queue is full, so what it cannot hold waits in ZeroMQ instead of being read and thrown away: a reader
+that was stopped (a SIGSTOP, a long stall) catches up on its backlog without a loss as long as the
+writer's pipe held it (``benchmarks/stall.py``: a renderer stopped 10 s loses no audio). Beyond the
+budgets, lossless mode blocks the writer (``XPUB_NODROP``) and realtime mode drops the newest at the
+writer, which the reader counts as ``lost``. The price: a ``queue`` reader that stays slower than its
+writer lags by up to its budgets before anything is dropped (where that is too long for live output,
+a smaller ``max_bytes`` or ``latest``). A reader that takes nothing at all between two drains gets the
+declared policy: each new message drops the oldest. ``latest`` reads everything and keeps the newest.
+
+Audio is never dropped silently. An input that carries audio (:data:`AUDIO_TYPES`) notes each
+message it drops and each sequence gap as an :class:`AudioGap` (where in the stream, how many
+samples); the runtime hands them to the node (``Node.on_audio_gap``: the renderer marks them in its
+MP4), they are counted (``dropped``/``lost``, and ``gap_samples``), and each burst of them is logged
+as ONE warning with its duration, once the burst is over (``GAP_QUIET_S`` without a drop; a burst
+that goes on is logged every ``LOG_EVERY_S``).
 
 What a reader refuses, it counts, by reason, and never lets through: a frame that does not
 decode (``bad``, reason ``malformed: <kind>``, ``non-finite`` or ``out of range``), a message of another type than
@@ -38,7 +64,8 @@ from typing import Literal
 import zmq
 
 from pipeline.keys import secure_socket
-from pipeline.messages import EndOfStream, Message, MessageError, decode, encode
+from pipeline.messages import (AudioChunk, EndOfStream, Message, MessageError, SeparatedAudio, Spectrogram, decode,
+                               encode)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +84,93 @@ MAX_REASONS = 32
 #: senders whose sequence an unwired input (no ``upstream``) follows at once
 MAX_SENDERS = 32
 
+MiB = 1 << 20
+#: the default byte budget of an input's queue and of an output's send pipe to each reader, by message
+#: type (a port or the graph YAML may set its own: ``max_bytes``). Video: 36 frames of 640×480 BGR (48 of
+#: 640×360, 5 of 1080p). The audio family: 10 ms AudioChunks of 16 kHz mono cost ~1.2 kB each in a pipe
+#: and ~2.3 kB in a queue (the decoded objects), so 8 MiB holds ~70 s in a writer's pipe: a reader
+#: stopped for seconds loses no audio. Anything else (features, maps, faces): 16 MiB.
+DEFAULT_MAX_BYTES: dict[str, int] = {"VideoFrame": 32 * MiB, "AudioChunk": 8 * MiB, "Spectrogram": 8 * MiB,
+                                     "SeparatedAudio": 8 * MiB}
+OTHER_MAX_BYTES = 16 * MiB
+#: what a typical message of a type weighs in a pipe (a 640×480 frame; 10 ms of 16 kHz audio, of its STFT, of
+#: two voices): sizes an input's receive pipe before its first message. High-water marks are only ever made
+#: smaller after that, as bigger messages come, never bigger: a pipe that is full when its mark is raised
+#: would not wake its writer (libzmq wakes it after every low-water-mark's worth of reads, a number raised
+#: with the mark), and the stream would stall.
+TYPICAL_BYTES: dict[str, int] = {"VideoFrame": 640 * 480 * 3 + 1024, "AudioChunk": 1300, "Spectrogram": 2800,
+                                 "SeparatedAudio": 2200}
+OTHER_TYPICAL_BYTES = 4096
+#: the message types that carry audio: a drop there is a hole in what people hear, logged and marked
+AUDIO_TYPES: tuple[type[Message], ...] = (AudioChunk, Spectrogram, SeparatedAudio)
+#: what a message costs beyond its frames' bytes: ZeroMQ's bookkeeping per frame, and in a queue the
+#: decoded Python objects (measured: ~1.1 kB for an AudioChunk), so small messages are not counted as free
+FRAME_OVERHEAD_BYTES = 128
+DECODED_OVERHEAD_BYTES = 1024
+#: an input's ZeroMQ receive pipe holds this share of its budget (on top of the queue)
+RECEIVE_PIPE_SHARE = 4
+#: high-water marks stay within these (messages): 2 so that one message can follow another, the top a
+#: sanity cap (bytes decide below it)
+MIN_HWM, MAX_HWM = 2, 100_000
+#: an audio input's burst of gaps is over after this long without another; then its one line is logged
+GAP_QUIET_S = 1.0
+#: gaps an input keeps for its node until taken (the runtime takes them after every drain)
+MAX_PENDING_GAPS = 256
+
+
+def default_max_bytes(kind: type[Message] | None) -> int:
+    """The byte budget of a port that carries ``kind`` when neither the node nor the graph sets one."""
+    return DEFAULT_MAX_BYTES.get(getattr(kind, "type_name", ""), OTHER_MAX_BYTES)
+
+
+def typical_bytes(kind: type[Message] | None) -> int:
+    return TYPICAL_BYTES.get(getattr(kind, "type_name", ""), OTHER_TYPICAL_BYTES)
+
+
+def message_bytes(frames: list) -> int:
+    """What one multipart message weighs in a ZeroMQ pipe: its frames plus their bookkeeping."""
+    total = 0
+    for f in frames:
+        size = getattr(f, "nbytes", None)
+        total += (len(f) if size is None else size) + FRAME_OVERHEAD_BYTES
+    return total
+
+
+def hwm_for(budget_bytes: int, message_bytes_: int, cap: int) -> int:
+    """The high-water mark (messages) that keeps a pipe of such messages within ``budget_bytes``."""
+    return max(MIN_HWM, min(cap, budget_bytes // max(1, message_bytes_)))
+
+
+@dataclass
+class AudioGap:
+    """Audio an input did not deliver: ``samples`` samples from ``first_sample`` (in the stream's own
+    count: ``first_sample``, or ``first_frame`` × hop for spectra) at ``sample_rate_hz``, the first of them
+    captured at ``capture_ns``. ``reason``: ``dropped`` (the input's queue policy) or ``lost`` (a sequence
+    gap: dropped before it, inside ZeroMQ or upstream; the length is then estimated from the message
+    after the gap). ``messages``: how many messages that was."""
+
+    first_sample: int
+    samples: int
+    sample_rate_hz: int
+    capture_ns: int
+    messages: int
+    reason: str
+
+    @property
+    def duration_ms(self) -> float:
+        return 1e3 * self.samples / self.sample_rate_hz if self.sample_rate_hz else 0.0
+
+
+def audio_span(msg: Message) -> tuple[int, int, int] | None:
+    """(first sample, samples, sample rate) of a message that carries audio; None for any other."""
+    if isinstance(msg, AudioChunk):
+        return msg.first_sample, int(msg.samples.shape[0]), msg.sample_rate_hz
+    if isinstance(msg, SeparatedAudio):
+        return msg.first_sample, int(msg.samples.shape[1]), msg.sample_rate_hz
+    if isinstance(msg, Spectrogram):
+        return msg.first_frame * msg.hop_length, int(msg.frames.shape[0]) * msg.hop_length, msg.sample_rate_hz
+    return None
+
 
 @dataclass
 class InputStats:
@@ -67,6 +181,8 @@ class InputStats:
     bad: int = 0  # refused before the node saw them: malformed, wrong type, foreign sender
     errors: int = 0  # delivered, but the node's on_message raised on them
     reasons: dict[str, int] = field(default_factory=dict)  # bad + errors, by reason
+    gap_samples: int = 0  # audio inputs: samples not delivered (dropped + lost; lost ones estimated)
+    gap_bursts: int = 0  # audio inputs: bursts of gaps logged
 
     def count(self, reason: str, error: bool = False) -> None:
         if error:
@@ -87,16 +203,25 @@ class Publisher:
 
     ``lossless``: a full reader blocks the send (XPUB_NODROP) instead of dropping; while blocked,
     ``wait`` is called (the runtime keeps heartbeating there) until it returns False (stopping).
+
+    ``max_bytes``: what the send pipe to each reader may hold (0: the default for ``kind``, the type
+    the port sends). The high-water mark is that over the size of the messages sent, at most ``hwm``
+    (lossless: at most LOSSLESS_HWM) and at least MIN_HWM; it follows the message size as it changes.
     """
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, *, hwm: int = 1000, bind: bool = True,
-                 lossless: bool = False, wait=None) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, *, hwm: int = MAX_HWM, bind: bool = True,
+                 lossless: bool = False, wait=None, max_bytes: int = 0,
+                 kind: type[Message] | None = None) -> None:
         self.endpoint = endpoint
         self.lossless = lossless
         self.wait = wait or (lambda: time.sleep(0.001) or True)
         self.blocked_s = 0.0  # time spent waiting for a slow reader (lossless)
+        self.max_bytes = max_bytes or default_max_bytes(kind)
+        self.hwm_cap = min(hwm, LOSSLESS_HWM) if lossless else hwm
+        self._sized_for = 0  # the largest message sent so far: the high-water mark is set for it
         self.socket = ctx.socket(zmq.XPUB)
-        self.socket.setsockopt(zmq.SNDHWM, LOSSLESS_HWM if lossless else hwm)
+        self.hwm = hwm_for(self.max_bytes, typical_bytes(kind), self.hwm_cap)  # until the first send
+        self.socket.setsockopt(zmq.SNDHWM, self.hwm)
         self.socket.setsockopt(zmq.XPUB_NODROP, int(lossless))
         self.socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every (un)subscribe, even duplicates
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -153,6 +278,7 @@ class Publisher:
         Lossless: waits for room, calling ``wait`` meanwhile; gives up only when it says stop."""
         frames = self._numbered(msg, source)
         self._seq += 1
+        self._fit(message_bytes(frames))
         large = any(f.nbytes >= ZERO_COPY_MIN_BYTES for f in frames[2:])
         t0 = None
         while True:
@@ -168,6 +294,18 @@ class Publisher:
                     break
         if t0 is not None:
             self.blocked_s += time.perf_counter() - t0
+
+    def _fit(self, nbytes: int) -> None:
+        """Keep the send pipe within the byte budget: the high-water mark is set for the first message
+        (nothing is in the pipes yet) and lowered when a bigger one comes, never raised after that
+        (see TYPICAL_BYTES)."""
+        if nbytes <= self._sized_for:
+            return
+        hwm = hwm_for(self.max_bytes, nbytes, self.hwm_cap)
+        if not self._sized_for or hwm < self.hwm:
+            self.hwm = hwm
+            self.socket.setsockopt(zmq.SNDHWM, hwm)  # applies to the readers already connected
+        self._sized_for = nbytes
 
     def send_reliably(self, msg: Message, source: str = "", timeout_s: float = 2.0) -> bool:
         """Send one message that must not be dropped (end of stream): wait for room instead.
@@ -216,19 +354,22 @@ class Subscriber:
     ``accepts``: the message type the port declares (others are refused); ``upstream``: the node
     wired to it (messages from any other are refused). ``None`` accepts any. With ``ctx`` None
     there is no socket: frames are handed to :meth:`accept` directly (tests, fuzzing).
+    ``max_bytes``: the queue's byte budget (0: the default for ``accepts``); ``size`` its bound in
+    messages; ``hwm`` a cap on the receive pipe in messages (bytes decide below it).
     """
 
     ctx: zmq.Context | None
     endpoint: str
     policy: Policy = "queue"
     size: int = 16
-    hwm: int = 1000
+    hwm: int = MAX_HWM
     name: str = ""
     #: never drop: read from the socket only while the queue has room, so a full queue pushes
     #: back through ZeroMQ to the writer (`latest` then becomes a short queue)
     lossless: bool = False
     accepts: type[Message] | None = None
     upstream: str | None = None
+    max_bytes: int = 0
     stats: InputStats = field(default_factory=InputStats)
 
     def __post_init__(self) -> None:
@@ -236,10 +377,22 @@ class Subscriber:
             raise ValueError(f"input {self.name!r}: unknown policy {self.policy!r} (latest | queue)")
         if self.size < 1:
             raise ValueError(f"input {self.name!r}: queue size must be ≥ 1, got {self.size}")
+        if self.max_bytes < 0:
+            raise ValueError(f"input {self.name!r}: max_bytes must be ≥ 0 (0: the type's default), "
+                             f"got {self.max_bytes}")
+        self.max_bytes = self.max_bytes or default_max_bytes(self.accepts)
         self.queue: deque[Message] = deque()
+        self._sizes: deque[int] = deque()  # what each queued message costs (bytes), beside it
+        self.queued_bytes = 0
+        self._taken = True  # something was popped since the last drain (or none happened yet)
         self.capacity = 1 if self.policy == "latest" else self.size
         if self.lossless:
-            self.capacity, self.hwm = (2 if self.policy == "latest" else self.size), LOSSLESS_HWM
+            self.capacity, self.hwm = (2 if self.policy == "latest" else self.size), min(self.hwm, LOSSLESS_HWM)
+        self.carries_audio = self.accepts is not None and issubclass(self.accepts, AUDIO_TYPES)
+        self.gaps: list[AudioGap] = []  # not yet handed to the node (take_gaps)
+        self._burst: dict | None = None  # the audio gaps since the last line logged about them
+        self._audio_end: dict[str, int] = {}  # audio inputs, per sender: the stream sample after its last message
+        self._last_span = (0, 0)  # (samples, rate) of the last audio message: sizes a gap an end-of-stream reveals
         self.ended = False
         self.end_reason = ""
         self._last_seq: dict[str, int] = {}
@@ -248,24 +401,41 @@ class Subscriber:
         self._unlogged = 0  # refusals since then
         self._traced: set[str] = set()  # exception types whose traceback was logged
         self.socket = None
+        self._sized_for = 0  # the largest message received so far
+        self.rcvhwm = hwm_for(self.max_bytes // RECEIVE_PIPE_SHARE, typical_bytes(self.accepts), self.hwm)
         if self.ctx is None:
             return
         self.socket = self.ctx.socket(zmq.SUB)
-        # A generous receive HWM on purpose: ZeroMQ's I/O thread keeps moving frames out of
-        # the kernel into this pipe while the node computes, so each drain sees everything
-        # up to *now* and `latest` really is the newest. With a small HWM the newest frames
-        # would wait in the kernel and the drain would hand over stale ones. Memory stays
-        # bounded by the HWM and by the heartbeat timeout that restarts a stalled node.
-        self.socket.setsockopt(zmq.RCVHWM, self.hwm)
+        # A generous receive pipe on purpose (a quarter of the input's byte budget): ZeroMQ's I/O
+        # thread keeps moving frames out of the kernel into it while the node computes, so each drain
+        # sees everything up to *now* and `latest` really is the newest. With a tiny one the newest
+        # frames would wait in the kernel and the drain would hand over stale ones.
+        self.socket.setsockopt(zmq.RCVHWM, self.rcvhwm)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         secure_socket(self.socket, self.endpoint, server=False)  # CURVE where the endpoint leaves the machine
         self.socket.connect(self.endpoint)
 
+    @property
+    def full(self) -> bool:
+        """The queue is at its bound: ``size`` messages, or ``max_bytes`` (which the last message may
+        have crossed)."""
+        return len(self.queue) >= self.capacity or self.queued_bytes >= self.max_bytes
+
     def drain(self) -> int:
-        """Read everything readable now into the bounded queue. Returns messages read."""
+        """Read what the queue can take now. Returns messages read.
+
+        ``latest`` (realtime) reads everything and keeps the newest. ``queue`` and lossless inputs read
+        while the queue has room and leave the rest in ZeroMQ (its pipes are bounded in bytes too):
+        lossless, the writer then blocks; realtime, a reader that keeps taking catches up without a
+        loss, and only past the writer's budget are the newest dropped (counted as ``lost``). A queue
+        still full from the last drain, with nothing taken from it since, has a reader that is not
+        reading at all: there the declared policy applies and each new message drops the oldest."""
+        self.log_gaps()
         n = 0
-        while not (self.lossless and len(self.queue) >= self.capacity):
+        read_all = not self.lossless and (self.policy == "latest" or (self.full and not self._taken))
+        self._taken = False
+        while read_all or not self.full:
             try:
                 frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -276,6 +446,7 @@ class Subscriber:
 
     def accept(self, frames: list) -> bool:
         """Decode one multipart message and queue it, or count why not. True if queued (or an end)."""
+        nbytes = message_bytes(frames)
         try:
             msg = decode(frames)
         except MessageError as exc:
@@ -286,20 +457,104 @@ class Subscriber:
             what = "an end-of-stream" if isinstance(msg, EndOfStream) else f"a {msg.type_name}"
             self.refuse("foreign sender", f"{what} from {msg.source[:40]!r}, this input is fed by {self.upstream!r}")
             return False
-        self._count_gap(msg)
+        lost = self._count_gap(msg)
         if isinstance(msg, EndOfStream):
             self.stats.received += 1
             self.ended, self.end_reason = True, msg.reason
+            if lost and self.carries_audio and self._last_span[1]:  # what it never got before the end
+                n, rate = self._last_span
+                end = self._audio_end.get(msg.source, 0)
+                self._note_gap(AudioGap(end, lost * n, rate, msg.capture_ns, lost, "lost"))
             return True
         if self.accepts is not None and not isinstance(msg, self.accepts):
             self.refuse(f"wrong type: {msg.type_name}", f"a {msg.type_name}, this input takes {self.accepts.type_name}")
             return False
         self.stats.received += 1
-        if len(self.queue) >= self.capacity:
-            self.queue.popleft()
+        if self.carries_audio:
+            self._audio_arrived(msg, lost)
+        self._fit(nbytes)
+        cost = nbytes + DECODED_OVERHEAD_BYTES
+        while self.queue and self.full:
+            old = self.queue.popleft()
+            self.queued_bytes -= self._sizes.popleft()
             self.stats.dropped += 1
+            if self.carries_audio:
+                first, n, rate = audio_span(old)
+                self._note_gap(AudioGap(first, n, rate, old.capture_ns, 1, "dropped"))
         self.queue.append(msg)
+        self._sizes.append(cost)
+        self.queued_bytes += cost
         return True
+
+    def _fit(self, nbytes: int) -> None:
+        """Keep the receive pipe within its share of the budget: lower its high-water mark when a message
+        bigger than any before comes (never raise it: see TYPICAL_BYTES)."""
+        if nbytes <= self._sized_for:
+            return
+        self._sized_for = nbytes
+        hwm = hwm_for(self.max_bytes // RECEIVE_PIPE_SHARE, nbytes, self.hwm)
+        if hwm < self.rcvhwm:
+            self.rcvhwm = hwm
+            if self.socket is not None:
+                self.socket.setsockopt(zmq.RCVHWM, hwm)  # applies to the connected pipe
+
+    # -- audio gaps ------------------------------------------------------------------------
+
+    def _audio_arrived(self, msg: Message, lost: int) -> None:
+        """Note where this sender's audio stands; a sequence gap before this message is a gap in it,
+        as long as the samples missing between the last message's end and this one's start (or, if
+        those do not say, ``lost`` messages of this one's length)."""
+        first, n, rate = audio_span(msg)
+        end = self._audio_end.get(msg.source)
+        self._audio_end[msg.source] = first + n
+        self._last_span = (n, rate)
+        if not lost:
+            return
+        missing = first - end if end is not None and 0 < first - end <= 4 * lost * max(n, 1) else lost * n
+        capture_ns = msg.capture_ns - round(missing * 1e9 / rate) if msg.capture_ns else 0
+        self._note_gap(AudioGap(first - missing, missing, rate, capture_ns, lost, "lost"))
+
+    def _note_gap(self, gap: AudioGap) -> None:
+        self.stats.gap_samples += gap.samples
+        last = self.gaps[-1] if self.gaps else None
+        if last is not None and last.reason == gap.reason and last.first_sample + last.samples == gap.first_sample:
+            last.samples += gap.samples  # the next chunk of the same hole
+            last.messages += gap.messages
+        else:
+            self.gaps.append(gap)
+            del self.gaps[:-MAX_PENDING_GAPS]  # nobody takes them (a test feeding accept()): keep the newest
+        now = time.monotonic()
+        burst = self._burst
+        if burst is None:
+            burst = self._burst = {"since": now, "samples": 0, "dropped": 0, "lost": 0, "rate": gap.sample_rate_hz}
+        burst["last"] = now
+        burst["samples"] += gap.samples
+        burst[gap.reason] += gap.messages
+
+    def take_gaps(self) -> list[AudioGap]:
+        """The audio gaps found since the last call (merged where one continues another), for the node."""
+        gaps, self.gaps = self.gaps, []
+        return gaps
+
+    def log_gaps(self, force: bool = False) -> None:
+        """Log the burst of audio gaps in ONE line once it is over (``GAP_QUIET_S`` without another),
+        or every LOG_EVERY_S while it goes on, or now (``force``: closing)."""
+        burst = self._burst
+        if burst is None:
+            return
+        now = time.monotonic()
+        if not (force or now - burst["last"] >= GAP_QUIET_S or now - burst["since"] >= LOG_EVERY_S):
+            return
+        self._burst = None
+        self.stats.gap_bursts += 1
+        rate, samples = burst["rate"], burst["samples"]
+        log.warning("input %s: audio gap of %.0f ms (%d samples at %d Hz) not delivered: %d message(s) dropped by "
+                    "the queue, %d lost before it (sequence gaps), over %.1f s%s", self.name,
+                    1e3 * samples / rate if rate else 0.0, samples, rate, burst["dropped"], burst["lost"],
+                    burst["last"] - burst["since"], "" if now - burst["last"] >= GAP_QUIET_S or force
+                    else "; still going on")
+
+    # -- refusals --------------------------------------------------------------------------
 
     def refuse(self, reason: str, detail: str, *, error: bool = False, exc: BaseException | None = None) -> None:
         """Count one refused (or, ``error``, failed) message under ``reason`` and log the first of a burst.
@@ -320,19 +575,24 @@ class Subscriber:
             return
         self._last_log, self._unlogged = now, 0
 
-    def _count_gap(self, msg: Message) -> None:
+    def _count_gap(self, msg: Message) -> int:
+        """Count a sequence gap before ``msg`` as ``lost``; returns how many messages it was."""
         last = self._last_seq.get(msg.source)
-        if last is not None and msg.seq > last + 1:
-            self.stats.lost += msg.seq - last - 1
+        lost = msg.seq - last - 1 if last is not None and msg.seq > last + 1 else 0
+        self.stats.lost += lost
         if last is None and len(self._last_seq) >= MAX_SENDERS:  # unwired input: do not grow per sender
             self._last_seq.clear()
+            self._audio_end.clear()
         # seq going backwards means the upstream node restarted: start counting afresh.
         self._last_seq[msg.source] = msg.seq
+        return lost
 
     def pop(self) -> Message | None:
         if not self.queue:
             return None
         self.stats.delivered += 1
+        self._taken = True
+        self.queued_bytes -= self._sizes.popleft()
         return self.queue.popleft()
 
     @property
@@ -340,5 +600,6 @@ class Subscriber:
         return self.ended and not self.queue
 
     def close(self) -> None:
+        self.log_gaps(force=True)
         if self.socket is not None:
             self.socket.close(linger=0)

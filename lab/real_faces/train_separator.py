@@ -327,16 +327,18 @@ def train(args) -> Path:
     return best_path
 
 
-def test_report(runs: list[str], encoder: Path, pairs: int = 40) -> dict:
+def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "test") -> dict:
     """The stage-3 figures: TEST_IDS pairs at 0 dB; then with a LibriSpeech test-other talker off screen
-    (−5 dB re. each face) and noise (eval part of the recordings, 10 dB SNR)."""
+    (−5 dB re. each face) and noise (eval part of the recordings, 10 dB SNR). ``split="validation"``: the
+    same on VALIDATION_IDS (whole clips, not training's 4 s crops), to choose between designs."""
     from lab.corpus.noise import noise_clip
     from lab.corpus.speech import EVAL, _load_flac, speakers
 
     torch.set_num_threads(1)
-    units = face_units(TEST_IDS, encoder)
-    by_id = {i: [u for u in units if u.identity == i] for i in TEST_IDS}
-    test = eval_pairs(by_id[TEST_IDS[0]], by_id[TEST_IDS[1]], pairs, seed=7)
+    ids = TEST_IDS if split == "test" else VALIDATION_IDS
+    units = face_units(ids, encoder)
+    by_id = {i: [u for u in units if u.identity == i] for i in ids}
+    test = eval_pairs(by_id[ids[0]], by_id[ids[1]], pairs, seed=7)
     rng = np.random.default_rng(11)
     talkers = [_load_flac(f) for s in speakers(EVAL, include_espeak=False) for f in s.files[:2]]
     extra, noise = [], []
@@ -362,6 +364,7 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40) -> dict:
                 report[run][f"test_offscreen_noise_{how}"] = evaluate_pairs(model, test, extra, noise, assign=how,
                                                                             audio_model=audio_model)
     print(json.dumps(report, indent=1))
+    (RUN_DIR / f"report-{split}.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
@@ -387,12 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-seconds", type=float, default=600.0, help="validate every so many seconds")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--evaluate", nargs="*", default=None, metavar="RUN", help="test report of these runs' best.pt")
+    p.add_argument("--split", choices=("test", "validation"), default="test", help="with --evaluate: whose pairs")
     args = p.parse_args(argv)
     if args.init is None:
         args.init = AV_WEIGHTS if args.mode == "av" else AUDIO_ONLY_WEIGHTS
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.evaluate is not None:
-        test_report(args.evaluate or [args.run], args.encoder)
+        test_report(args.evaluate or [args.run], args.encoder, split=args.split)
         return 0
     train(args)
     return 0

@@ -22,6 +22,14 @@ audio block it is given (an audio track on the AAC frame grid, so the silence be
 whole frames), instead of padding silence from the run's start. Only the final join reads every
 part once, a copy at disk speed.
 
+Audio that never reached the renderer (an input's queue dropped it, or it was lost before: see
+``pipeline.transport``) is marked, not hidden (:meth:`Mp4Sink.mark_audio_gap`): the track holds
+silence there (the writer fills any hole in the samples with it), the frames of that stretch and of
+the second after it carry a red "AUDIO GAP" banner and border (a gap is known only once the audio
+after it arrives, so the frames of the gap itself may be written already: the second after shows
+it), and the file's ``comment`` metadata lists every gap (track, start–end s on the file's clock).
+The gaps are noted in the part's ``.jsonl`` like the rest, so a restart keeps them.
+
 The parts live beside the MP4 in ``.NAME.parts/``, tagged with the run's id (``EARSHOT_RUN_ID``,
 which the node runner sets): a restarted renderer adds a part to its run's; a new run first removes
 what an earlier run left there (one that was killed before it could join them).
@@ -55,6 +63,12 @@ RUN_ID_ENV = "EARSHOT_RUN_ID"
 #: any track, a voice that is not speaking, has none: a kill would lose all of that).
 FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "500000",
               "flush_packets": "1", "max_interleave_delta": "100000"}
+#: frames are marked "AUDIO GAP" from a gap's start to this long after its end (it is known only then)
+GAP_MARK_HOLD_S = 1.0
+#: the gaps a sink keeps in memory to mark frames by (all of them go to the part's notes)
+RECENT_GAPS = 32
+#: the gaps listed in the file's comment, the rest counted
+LISTED_GAPS = 50
 
 
 class Mp4Sink(Sink):
@@ -77,8 +91,12 @@ class Mp4Sink(Sink):
         self.closed = False
         self.pending: list[tuple[Mapping[str, np.ndarray], int]] = []
         self.index_of: dict[str, int] = {MIXTURE: 0}  # track → audio stream in the file
-        self.counts = {"audio_dropped_before_video": 0, "voices_not_in_mp4": 0}
+        self.counts = {"audio_dropped_before_video": 0, "voices_not_in_mp4": 0, "audio_gaps": 0,
+                       "frames_marked_audio_gap": 0}
+        self.audio_gap_s = 0.0
         self.frames_in_file = 0  # after the join: the video frames of the whole run
+        self.gaps: list[tuple[float, float]] = []  # the latest audio gaps (start, end s), to mark frames by
+        self.unnoted: list[dict] = []  # gaps marked before this process's part was opened
 
     def video(self, frame: DrawnFrame) -> None:
         if self.writer is None:
@@ -90,7 +108,26 @@ class Mp4Sink(Sink):
             for tracks, first_sample in self.pending:
                 self.audio(tracks, first_sample)
             self.pending.clear()
-        self.writer.write_frame(frame.image, time_s=frame.time_s)
+            for note in self.unnoted:
+                self.writer.note(note)
+            self.unnoted.clear()
+        image = frame.image
+        if frame.time_s is not None and any(start <= frame.time_s <= end + GAP_MARK_HOLD_S for start, end in self.gaps):
+            image = mark_audio_gap(image)
+            self.counts["frames_marked_audio_gap"] += 1
+        self.writer.write_frame(image, time_s=frame.time_s)
+
+    def mark_audio_gap(self, track: str, start_s: float, end_s: float) -> None:
+        """Audio of ``track`` (the mixture, ``voices``) from ``start_s`` to ``end_s`` on the file's clock
+        never arrived: it is silence in the file; mark the frames there and list it in the file."""
+        self.counts["audio_gaps"] += 1
+        self.audio_gap_s += end_s - start_s
+        self.gaps = [*self.gaps[-(RECENT_GAPS - 1):], (start_s, end_s)]
+        note = {"audio_gap": [round(start_s, 3), round(end_s, 3)], "track": track}
+        if self.writer is not None:
+            self.writer.note(note)
+        else:
+            self.unnoted = [*self.unnoted[-(RECENT_GAPS - 1):], note]
 
     def audio(self, tracks: Mapping[str, np.ndarray], first_sample: int) -> None:
         if self.writer is None:
@@ -127,7 +164,8 @@ class Mp4Sink(Sink):
         return [self.path] if self.frames_in_file and self.path.exists() else []
 
     def stats(self) -> dict[str, float]:
-        out: dict[str, float] = {"frames_written": self.writer.frames_written if self.writer else 0, **self.counts}
+        out: dict[str, float] = {"frames_written": self.writer.frames_written if self.writer else 0, **self.counts,
+                                 "audio_gap_s": round(self.audio_gap_s, 3)}
         if self.frames_in_file:
             out["frames_in_file"] = self.frames_in_file
         for track, index in self.index_of.items():
@@ -254,7 +292,10 @@ class Parts:
         out.parent.mkdir(parents=True, exist_ok=True)
         joining = out.with_name(f".{out.name}.joining")
         joined, left_out, frames = 0, [], 0
+        gaps = [e for part in self.list() for e in _lines(timing_of(part)) if "audio_gap" in e]
         with av.open(str(joining), "w", format="mp4") as dst:
+            if gaps:
+                dst.metadata["comment"] = gaps_comment(gaps)
             streams: list[Any] | None = None
             headers: list[bytes | None] = []
             tracks = _Tracks()
@@ -367,6 +408,31 @@ class _Tracks:
             self.last_dts[stream.index] = end
             end += frame
         self.audio_end[stream.index] = end
+
+
+def mark_audio_gap(image: np.ndarray) -> np.ndarray:
+    """A copy of a frame with a red border and a red "AUDIO GAP" banner (the frame itself is shared
+    with the other sinks, which must not see the mark)."""
+    import cv2
+
+    marked = image.copy()
+    h, w = marked.shape[:2]
+    red = (0, 0, 255)
+    t = max(4, min(h, w) // 40)  # a border inside the frame, thick enough to survive 4:2:0 chroma
+    cv2.rectangle(marked, (t // 2, t // 2), (w - 1 - t // 2, h - 1 - t // 2), red, t)
+    scale = max(0.4, min(h, w) / 400)
+    (tw, th), _ = cv2.getTextSize("AUDIO GAP", cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+    x, y = max(0, (w - tw) // 2), max(th + 4, h // 8)
+    cv2.rectangle(marked, (x - 6, y - th - 6), (min(w - 1, x + tw + 6), y + 6), red, -1)
+    cv2.putText(marked, "AUDIO GAP", (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA)
+    return marked
+
+
+def gaps_comment(gaps: list[dict]) -> str:
+    """The MP4's comment: every audio gap noted in the parts, as ``track start–end s``."""
+    listed = [f"{e.get('track', '?')} {e['audio_gap'][0]:.2f}-{e['audio_gap'][1]:.2f} s" for e in gaps[:LISTED_GAPS]]
+    more = f"; and {len(gaps) - LISTED_GAPS} more" if len(gaps) > LISTED_GAPS else ""
+    return f"Earshot: audio gaps (silence here, audio that never reached the renderer): {'; '.join(listed)}{more}"
 
 
 def whole_fragments(part: Path) -> int:
