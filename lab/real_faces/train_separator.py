@@ -324,7 +324,20 @@ def train(args) -> Path:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                             "elapsed": time.monotonic() - start}, state_path)
     bar.close()
+    save_last(args.run)
     return best_path
+
+
+def save_last(run: str) -> Path:
+    """``last.pt``: the model where a run's training ended (from its ``state.pt``), beside ``best.pt``, so
+    the end of the annealed schedule can be compared with the best validation point."""
+    out = RUN_DIR / run
+    info = dict(Checkpoint.load(out / "best.pt").info)
+    raw = torch.load(out / "state.pt", weights_only=False)
+    config = Checkpoint.load(out / "best.pt").config
+    info.update(step=raw["step"], train_minutes=round(raw["elapsed"] / 60, 1), validation=None, last=True)
+    Checkpoint(config, {k: v.detach().clone() for k, v in raw["model"].items()}, info).save(out / "last.pt")
+    return out / "last.pt"
 
 
 def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "test") -> dict:
@@ -349,19 +362,20 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
         noise.append(noise_clip(EVAL, n, rng))
     report = {}
     for run in runs:
-        ck = Checkpoint.load(RUN_DIR / run / "best.pt")
+        name, _, which = run.partition(":")  # "av" → its best.pt; "av:last" → the model where training ended
+        ck = Checkpoint.load(RUN_DIR / name / f"{which or 'best'}.pt")
         model = ck.model()
         report[run] = {"info": {k: ck.info.get(k) for k in ("step", "train_minutes", "mode")},
                        "validation": ck.info.get("validation"),
-                       "test_0db": evaluate_pairs(model, test),
-                       "test_offscreen_noise": evaluate_pairs(model, test, extra, noise)}
+                       f"{split}_0db": evaluate_pairs(model, test),
+                       f"{split}_offscreen_noise": evaluate_pairs(model, test, extra, noise)}
         if not model.config.lip_dim:  # separate, then assign each output to a face by lip sync (stage 2)
             from lab.real_faces.train_sync import load_pair
 
             _, audio_model = load_pair(encoder)
             for how in ("sync", "sync-clip"):
-                report[run][f"test_0db_{how}"] = evaluate_pairs(model, test, assign=how, audio_model=audio_model)
-                report[run][f"test_offscreen_noise_{how}"] = evaluate_pairs(model, test, extra, noise, assign=how,
+                report[run][f"{split}_0db_{how}"] = evaluate_pairs(model, test, assign=how, audio_model=audio_model)
+                report[run][f"{split}_offscreen_noise_{how}"] = evaluate_pairs(model, test, extra, noise, assign=how,
                                                                             audio_model=audio_model)
     print(json.dumps(report, indent=1))
     (RUN_DIR / f"report-{split}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -391,10 +405,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--evaluate", nargs="*", default=None, metavar="RUN", help="test report of these runs' best.pt")
     p.add_argument("--split", choices=("test", "validation"), default="test", help="with --evaluate: whose pairs")
+    p.add_argument("--save-last", metavar="RUN", default=None, help="write RUN/last.pt from its state.pt and exit")
     args = p.parse_args(argv)
     if args.init is None:
         args.init = AV_WEIGHTS if args.mode == "av" else AUDIO_ONLY_WEIGHTS
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.save_last:
+        print(save_last(args.save_last))
+        return 0
     if args.evaluate is not None:
         test_report(args.evaluate or [args.run], args.encoder, split=args.split)
         return 0
