@@ -20,6 +20,7 @@ numbers go on counting, and a device's frame times go on from its first grab (``
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,12 +79,20 @@ class Camera(Node):
 
     @classmethod
     def preflight(cls, params: Params) -> None:
-        """Before the graph starts (pipeline.supervisor.preflight): a file must open, have video and decode."""
+        """Before the graph starts (pipeline.supervisor.preflight): a file must open, have video and decode;
+        a local camera must exist. A camera that exists and then fails or is unplugged is retried (`open`);
+        one that was never there is a configuration mistake, said in one line before anything starts."""
         if not is_device(params.source):
             try:
                 video_frames(params.source).close()
             except MediaError as exc:
                 raise ConfigError(str(exc)) from None
+        elif "://" not in params.source and sys.platform.startswith("linux"):  # V4L2: cameras are /dev/videoN
+            node = Path(f"/dev/video{params.source}" if params.source.isdigit() else params.source)
+            if not node.exists():
+                present = sorted(str(p) for p in Path("/dev").glob("video*"))
+                raise ConfigError(f"camera {params.source!r}: {node} does not exist on this machine "
+                                  f"(cameras: {', '.join(present) if present else 'none found'})")
 
     def open(self) -> None:
         p = self.params

@@ -84,6 +84,19 @@ class Microphone(Node):
                 audio_chunks(params.source, params.sample_rate_hz, chunk_samples).close()
             except MediaError as exc:
                 raise ConfigError(str(exc)) from None
+        elif not is_file(params.source) and params.source != "default":
+            # a device named or numbered that is not there is a mistake, said before anything starts; the
+            # default device (a sound server may still be starting) and a device that fails later are retried
+            from media.audio_device import _portaudio, find_device
+
+            try:
+                pa = _portaudio()
+                try:
+                    find_device(pa, params.source)
+                finally:
+                    pa.terminate()
+            except AudioDeviceError as exc:
+                raise ConfigError(f"microphone {params.source!r}: {exc}") from None
 
     def open(self) -> None:
         p = self.params

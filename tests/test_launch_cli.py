@@ -146,12 +146,13 @@ def test_a_bad_input_stops_before_the_graph_in_one_line(case: str, tmp_path: Pat
 
 
 def test_a_run_on_your_own_video_writes_under_out(tmp_path: Path) -> None:
-    """`launch.py CONFIG --input FILE --out DIR --duration S`: both sources read FILE, every file lands in DIR."""
+    """`launch.py CONFIG --input FILE --out DIR`: both sources read FILE, every file lands in DIR. A file given
+    on the command line runs lossless to its end (a wall-clock --duration would cut it short on a loaded
+    machine: --duration has its own tests above), so every voice covers the whole clip."""
     out = tmp_path / "results"
-    proc = run_launch("configs/voices.yaml", "--input", str(DEMO_CLIP), "--out", str(out), "--duration", "6",
-                      timeout=120)
+    proc = run_launch("configs/voices.yaml", "--input", str(DEMO_CLIP), "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     wrote = [line.split("wrote ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("[earshot] wrote ")]
     assert wrote and all(Path(path).is_relative_to(out) for path in wrote), wrote
     voices = sorted((out / "voices").glob("voice_*.wav"))
-    assert voices and all(sf.info(str(v)).duration > 1.0 for v in voices), proc.stdout[-2000:]
+    assert voices and all(sf.info(str(v)).duration > 8.5 for v in voices), proc.stdout[-2000:]  # the clip: 9 s
