@@ -20,6 +20,9 @@ Running a graph takes these options, with or without CONFIG, before or after it:
                               (e.g. DIR/demo.mp4 and DIR/voices/ for the renderer)
     --set NODE.PARAM=VALUE    any node parameter, VALUE in YAML (repeatable)
     --duration S              stop after S seconds
+    --progress                a lossless run over files: a progress bar on stderr (frames of N, speed ×
+                              real time) even when stderr is not a terminal (there it is shown anyway;
+                              without one, a line every 10 s says the same)
     --record FILE.mcap        also write every message of every output to an MCAP file (Foxglove
                               opens it; configs/replay.yaml feeds it back into the renderer)
     --pace realtime|lossless  lossless (the default for --input FILE, and in configs/demo.yaml):
@@ -236,7 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif graph.hosts:
             say(f"graph {graph.name!r} names hosts {sorted(graph.hosts)}: running all its nodes on this machine "
                 "(--host NAME runs one host's share)")
-        supervisor = Supervisor(graph, on_event=say, record_to=args.record)
+        supervisor = Supervisor(graph, on_event=say, record_to=args.record, show_progress=args.progress or None)
     except (GraphError, UsageError, CannotRun) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -305,6 +308,8 @@ def parse_args(argv: list[str], invoked_from: Path) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a node parameter (YAML value), e.g. --set camera.width=320")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--progress", action="store_true",
+                   help="lossless runs over files: a progress bar on stderr even when it is not a terminal")
     p.add_argument("--record", metavar="FILE.mcap", default=None,
                    help="also record every topic of the graph to this MCAP file (replay it with configs/replay.yaml)")
     p.add_argument("--pace", choices=("realtime", "lossless"), default=None,

@@ -50,7 +50,7 @@ import zmq
 from pipeline import keys
 from pipeline.graph import GraphSpec, import_node_class
 from pipeline.messages import Control, Heartbeat, MessageError, decode, encode
-from pipeline import media_clock
+from pipeline import media_clock, progress
 from pipeline.runner import MEDIA_CLOCK_FILE, telemetry_endpoints
 
 log = logging.getLogger("earshot.supervisor")
@@ -156,7 +156,9 @@ class NodeProcess:
 class Supervisor:
     def __init__(self, graph: GraphSpec, run_dir: str | Path | None = None,
                  on_event: Callable[[str], None] | None = None, node_env: dict[str, str] | None = None,
-                 record_to: str | Path | None = None) -> None:
+                 record_to: str | Path | None = None, show_progress: bool | None = None) -> None:
+        """``show_progress``: a lossless run over files shows a tqdm bar on stderr (True), lines every
+        10 s through ``on_event`` (False), or a bar only when stderr is a terminal (None)."""
         self.graph = graph
         self.record_to = Path(record_to).resolve() if record_to else None
         self.recorder: subprocess.Popen | None = None
@@ -174,6 +176,11 @@ class Supervisor:
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"{graph.name[:12]}-", dir=base))
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.on_event = on_event or (lambda text: log.info("%s", text))
+        tracked = progress.for_graph(graph)
+        bar = sys.stderr.isatty() if show_progress is None else show_progress
+        self.progress = tracked and progress.ProgressDisplay(tracked, bar, self.on_event)
+        if self.progress:  # event lines must not tear the bar
+            self.on_event = self.progress.around(self.on_event)
         self.node_env = node_env or {}
         self.nodes = {name: NodeProcess(name) for name in graph.nodes if graph.runs_here(name)}
         #: how long a node may take to send its first heartbeat: a publisher waits up to
@@ -291,6 +298,8 @@ class Supervisor:
         for node in self.nodes.values():
             self._check(node, now)
         self._maybe_start()
+        if self.progress:
+            self.progress.tick()
 
     def _on_heartbeat(self, frames: list) -> None:
         try:
@@ -306,6 +315,8 @@ class Supervisor:
         node.last_beat = time.monotonic()
         node.stats = beat.stats
         node.said = beat.state
+        if self.progress:
+            self.progress.progress.observe(beat.node, beat.stats, node.last_beat)
         if node.state in ("starting", "ready", "running") and beat.state in ("ready", "running"):
             node.state = beat.state
             if beat.state == "ready" and self.epoch_ns:
@@ -319,6 +330,8 @@ class Supervisor:
             self.epoch_ns = time.monotonic_ns() + 50_000_000  # a little slack for every node to hear it
             self._send_start()
             self.on_event(f"graph {self.graph.name!r}: all nodes ready, started")
+            if self.progress:
+                self.progress.start()
 
     def _send_start(self) -> None:
         self.telemetry_out.send_multipart(encode(Control(command="start", epoch_ns=self.epoch_ns)))
@@ -412,6 +425,8 @@ class Supervisor:
         # the last heartbeats carry the artifacts a node wrote while closing
         while self.telemetry_in is not None and self.telemetry_in.poll(50):
             self._on_heartbeat(self.telemetry_in.recv_multipart(copy=False))
+        if self.progress:  # its last state, from those last heartbeats, before the closing summary
+            self.progress.close()
         for sock in (self.telemetry_in, self.telemetry_out):
             if sock is not None:
                 sock.close(linger=0)
