@@ -23,9 +23,11 @@ The journal goes once ``voices.json`` is written.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import uuid
+from array import array
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,9 @@ class WavSink(Sink):
         self.sample_rate_hz = sample_rate_hz
         self.run_id = run_id or os.environ.get(RUN_ID_ENV) or uuid.uuid4().hex
         self.wavs: dict[str, Any] = {}  # track → WavWriter
-        self.boxes: dict[str, list[list[float | None]]] = {}  # track → [[time_s, x, y, w, h], ...]
+        # track → flat time_s, x, y, w, h, time_s, … (NaN: no time): 40 B a row, held for the whole run
+        # (a list of lists cost ~210 B a row: 22 MiB an hour at 25 fps with two faces, benchmarks/soak.py)
+        self.boxes: dict[str, array] = {}
         self.frame_size = (0, 0)
         self.closed = False
         self.journal: Any = None  # the open journal, once the sink was first used
@@ -80,7 +84,7 @@ class WavSink(Sink):
         rows = []
         for track_id, (x1, y1, x2, y2) in zip(track_ids, np.asarray(boxes_xyxy, np.float64).tolist()):
             row = [t, round(x1, 1), round(y1, 1), round(x2 - x1, 1), round(y2 - y1, 1)]
-            self.boxes.setdefault(voice_track(track_id), []).append(row)
+            self._keep(voice_track(track_id), row)
             rows.append([voice_track(track_id), *row])
         self._note({"size": list(frame_size), "boxes": rows})
 
@@ -124,15 +128,23 @@ class WavSink(Sink):
             elif "boxes" in entry:
                 self.frame_size = tuple(entry["size"])
                 for track, *row in entry["boxes"]:
-                    self.boxes.setdefault(track, []).append(row)
+                    self._keep(track, row)
         if self.wavs:
             log.info("restarted: going on with %s", ", ".join(f"{t}.wav" for t in sorted(self.wavs)))
+
+    def _keep(self, track: str, row: list) -> None:
+        self.boxes.setdefault(track, array("d")).extend(math.nan if v is None else v for v in row)
+
+    def _rows(self, track: str) -> list[list[float | None]]:
+        flat = self.boxes.get(track, array("d")).tolist()
+        rows = [flat[i:i + 5] for i in range(0, len(flat), 5)]
+        return [[None if math.isnan(r[0]) else r[0], *r[1:]] for r in rows]
 
     def _note(self, entry: dict) -> None:
         self.journal.write(json.dumps(entry, separators=(",", ":")) + "\n")  # a line per write(): a kill keeps it
 
     def sidecar(self) -> dict[str, Any]:
-        voices = {track.removeprefix("voice_"): {"wav": wav.path.name, "boxes": self.boxes.get(track, [])}
+        voices = {track.removeprefix("voice_"): {"wav": wav.path.name, "boxes": self._rows(track)}
                   for track, wav in sorted(self.wavs.items(), key=lambda item: int(item[0].removeprefix("voice_")))}
         return {"sample_rate_hz": self.sample_rate_hz, "frame_width": self.frame_size[0],
                 "frame_height": self.frame_size[1], "columns": ["time_s", "x", "y", "w", "h"], "voices": voices}
