@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.proc_stats import status_mib  # noqa: E402
 from nodes import NODE_TYPES  # noqa: E402
 from pipeline.graph import load_graph  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
@@ -32,13 +33,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def peak_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> int:
@@ -65,7 +59,7 @@ def main() -> int:
             if not start_cpu and sup.epoch_ns and time.monotonic() > deadline - args.seconds:
                 start_cpu, t_start = {n: cpu_s(pid) for n, pid in live.items()}, time.monotonic()
             for n, pid in live.items():
-                peaks[n] = max(peaks.get(n, 0.0), peak_mib(pid))
+                peaks[n] = max(peaks.get(n, 0.0), status_mib(pid, "VmHWM") or 0.0)
         live = {n: p.proc.pid for n, p in sup.nodes.items() if p.proc is not None and p.proc.poll() is None}
         wall = time.monotonic() - t_start
         shares = {n: (cpu_s(pid) - start_cpu.get(n, 0.0)) / wall * 100 for n, pid in live.items()}

@@ -40,18 +40,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.proc_stats import wait_for  # noqa: E402
 from nodes import NODE_TYPES  # noqa: E402
 from pipeline.graph import load_graph  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
-
-
-def wait_for(predicate, timeout_s: float, step_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return False
 
 
 def produced(stats: dict) -> int:
@@ -162,7 +154,7 @@ def main() -> int:
     rows = []
     renderer_killed_s: float | None = None
     try:
-        if not wait_for(lambda: sup.epoch_ns and all(produced(n.stats) > 0 for n in sup.nodes.values()), 180):
+        if not wait_for(lambda: sup.epoch_ns and all(produced(n.stats) > 0 for n in sup.nodes.values()), 180, 0.02):
             print("the graph did not get going in 180 s:", *events[-10:], sep="\n  ")
             return 1
         print(f"graph running after {time.monotonic() - t0:.1f} s (models loaded); killing "
@@ -189,10 +181,10 @@ def main() -> int:
                     marks.setdefault("ready", now)
                 return node.state == "running" and produced(node.stats) > 0
 
-            resumed_s = time.monotonic() - killed if wait_for(back, 60) else float("nan")
+            resumed_s = time.monotonic() - killed if wait_for(back, 60, 0.02) else float("nan")
             spawned_s, ready_s = (marks.get(k, float("nan")) - killed for k in ("spawned", "ready"))
             # every reader's count moves once it has taken the new process's first message
-            wait_for(lambda: all(lost(sup, *r) > lost_before[r] for r in readers), 15)
+            wait_for(lambda: all(lost(sup, *r) > lost_before[r] for r in readers), 15, 0.02)
             time.sleep(1.0)
             losses = {f"{n}.{p}": lost(sup, n, p) - lost_before[(n, p)] for n, p in readers}
             rows.append((name, spawned_s, ready_s, resumed_s, losses))

@@ -29,22 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.proc_stats import status_mib  # noqa: E402
 from nodes import NODE_TYPES  # noqa: E402
 from pipeline.graph import load_graph  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
 
 SAMPLE_S = 10.0
 WINDOW_FROM = 0.2  # the growth window starts at 20 % of the run: minute 2 of 10
-
-
-def rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def load_text() -> str:
@@ -108,7 +99,7 @@ def main() -> int:
             t = time.monotonic() - t0
             for name, node in list(sup.nodes.items()):
                 proc = node.proc
-                if proc is not None and proc.poll() is None and (rss := rss_mib(proc.pid)) is not None:
+                if proc is not None and proc.poll() is None and (rss := status_mib(proc.pid)) is not None:
                     samples[name].append((t, proc.pid, rss))
             if tick % round(60 / SAMPLE_S) == 0:
                 loads.append((t / 60, os.getloadavg()[0]))

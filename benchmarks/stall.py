@@ -48,28 +48,10 @@ sys.path.insert(0, str(ROOT))
 from nodes import NODE_TYPES  # noqa: E402
 from pipeline.graph import load_graph  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
+from benchmarks.proc_stats import status_mib, wait_for  # noqa: E402
 
 #: the audio inputs' counters this reads (pipeline.transport: audio inputs report gap_samples)
 AUDIO_KEYS = ("dropped", "lost", "gap_samples")
-
-
-def wait_for(predicate, timeout_s: float, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return False
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class RssSampler(threading.Thread):
@@ -85,7 +67,7 @@ class RssSampler(threading.Thread):
             for name, node in list(self.sup.nodes.items()):
                 if node.proc is not None:
                     peak = self.peaks.setdefault(name, {})
-                    peak[self.phase] = max(peak.get(self.phase, 0.0), rss_mib(node.proc.pid))
+                    peak[self.phase] = max(peak.get(self.phase, 0.0), status_mib(node.proc.pid) or 0.0)
             time.sleep(0.05)
 
 

@@ -23,17 +23,9 @@ from pipeline.transport import (DECODED_OVERHEAD_BYTES, AudioGap, Publisher, Sub
                                 message_bytes)
 from tests.graphs import Background, load, write_graph
 from tests.runtime_nodes import read_records
+from tests.test_runtime import wait_for
 
 SR = 16000
-
-
-def wait_for(predicate, timeout_s: float = 20.0, interval_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return False
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from media.sinks.sink import MIXTURE, DrawnFrame, Sink, seconds
+from media.sinks.sink import MIXTURE, DrawnFrame, Sink, json_lines, seconds
 from media.writers import Mp4Writer
 
 log = logging.getLogger("earshot.sinks.mp4")
@@ -273,11 +273,11 @@ class Parts:
 
     def track_indices(self) -> dict[str, int]:
         """Which audio stream each track (the mixture, a voice) took in this run's earlier parts."""
-        return {e["track"]: e["index"] for part in self.list() for e in _lines(timing_of(part)) if "track" in e}
+        return {e["track"]: e["index"] for part in self.list() for e in json_lines(timing_of(part)) if "track" in e}
 
     def frame_size(self) -> tuple[int, int] | None:
         """(height, width) of the first part, which every later part keeps."""
-        for line in _lines(timing_of(self.part(0))):
+        for line in json_lines(timing_of(self.part(0))):
             if "width" in line:
                 return line["height"], line["width"]
         return None
@@ -292,7 +292,7 @@ class Parts:
         out.parent.mkdir(parents=True, exist_ok=True)
         joining = out.with_name(f".{out.name}.joining")
         joined, left_out, frames = 0, [], 0
-        gaps = [e for part in self.list() for e in _lines(timing_of(part)) if "audio_gap" in e]
+        gaps = [e for part in self.list() for e in json_lines(timing_of(part)) if "audio_gap" in e]
         with av.open(str(joining), "w", format="mp4") as dst:
             if gaps:
                 dst.metadata["comment"] = gaps_comment(gaps)
@@ -301,7 +301,7 @@ class Parts:
             tracks = _Tracks()
             for part in self.list():
                 first = {}  # stream → its first two packets' timing, as they went to the muxer
-                for entry in _lines(timing_of(part)):
+                for entry in json_lines(timing_of(part)):
                     if "stream" in entry:
                         first.setdefault(entry["stream"], []).append(entry)
                 whole = whole_fragments(part)
@@ -482,17 +482,3 @@ def av_errors() -> tuple[type[BaseException], ...]:
 
     return (av.FFmpegError, EOFError)
 
-
-def _lines(path: Path) -> list[dict]:
-    """The JSON lines of a part's timing; a last line cut by a kill is left out."""
-    entries = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return entries
-    for line in text.splitlines():
-        try:
-            entries.append(json.loads(line))
-        except ValueError:
-            continue
-    return entries

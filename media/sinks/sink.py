@@ -25,6 +25,7 @@ microphone sinks play (read at each audio block).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -211,3 +212,18 @@ class Sinks(Sink):
 def seconds(samples: int, sample_rate_hz: int) -> float:
     return round(samples / sample_rate_hz, 3)
 
+
+def json_lines(path: Path) -> list[dict]:
+    """The JSON lines of a file a sink appends to as it goes (a journal, a part's timing); a last line cut
+    by a kill is left out, a missing file is empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    entries = []
+    for line in text.splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries

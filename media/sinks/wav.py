@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from media.sinks.sink import MIXTURE, Sink, seconds, voice_track
+from media.sinks.sink import MIXTURE, Sink, json_lines, seconds, voice_track
 from media.writers import WavWriter  # (soundfile itself is imported only when a WAV is opened)
 
 log = logging.getLogger("earshot.sinks.wav")
@@ -111,7 +111,7 @@ class WavSink(Sink):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / JOURNAL
-        entries = _lines(path)
+        entries = json_lines(path)
         if entries and entries[0].get("run") == self.run_id:
             self._go_on(entries[1:])
             self.journal = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -191,16 +191,3 @@ class AppendingWav(WavWriter):
         return self.samples_written - self.samples_padded - self.samples_before
 
 
-def _lines(path: Path) -> list[dict]:
-    """A journal's JSON lines; a last line cut by a kill is left out."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return []
-    entries = []
-    for line in text.splitlines():
-        try:
-            entries.append(json.loads(line))
-        except ValueError:
-            continue
-    return entries
