@@ -332,9 +332,9 @@ def save_last(run: str) -> Path:
     """``last.pt``: the model where a run's training ended (from its ``state.pt``), beside ``best.pt``, so
     the end of the annealed schedule can be compared with the best validation point."""
     out = RUN_DIR / run
-    info = dict(Checkpoint.load(out / "best.pt").info)
+    best = Checkpoint.load(out / "best.pt")
+    info, config = dict(best.info), best.config
     raw = torch.load(out / "state.pt", weights_only=False)
-    config = Checkpoint.load(out / "best.pt").config
     info.update(step=raw["step"], train_minutes=round(raw["elapsed"] / 60, 1), validation=None, last=True)
     Checkpoint(config, {k: v.detach().clone() for k, v in raw["model"].items()}, info).save(out / "last.pt")
     return out / "last.pt"
