@@ -1,6 +1,6 @@
 """One-way hop latency through `pipeline.transport`, beside raw pyzmq in the same run.
 
-    python benchmarks/transport.py [--count 400]
+    python benchmarks/transport.py [--count 400] [--rounds 3]
 
 The sender stamps ``time.monotonic_ns()`` (one clock for all processes on Linux); a
 receiver in another process reads it back and reports now − stamp. "earshot" is the full
@@ -105,19 +105,25 @@ def run(kind: str, make, count: int, gap_s: float, tmp: str) -> np.ndarray:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per path and size, raw and earshot taking turns")
     args = parser.parse_args()
-    print(f"one-way hop latency over ipc, {args.count} messages each, {os.cpu_count()} cores, "
-          f"pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}")
+    print(f"one-way hop latency over ipc, {args.count} messages each, best of {args.rounds} rounds, "
+          f"{os.cpu_count()} cores, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'payload':<12} {'raw p50':>9} {'raw p99':>9} {'earshot p50':>12} {'earshot p99':>12} {'ratio p50':>10}")
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name, make in SIZES.items():
             gap = 0.002 if name == "64 B" else 0.01
-            # interleave so both see the same machine state; keep the better of two rounds
-            raw = min((run("raw", make, args.count, gap, tmp) for _ in range(2)), key=np.median)
-            ours = min((run("earshot", make, args.count, gap, tmp) for _ in range(2)), key=np.median)
+            # the two paths take turns, so both see the same machine; each keeps its least disturbed round
+            runs: dict[str, list[np.ndarray]] = {"raw": [], "earshot": []}
+            for r in range(args.rounds):
+                for kind in (("raw", "earshot") if r % 2 == 0 else ("earshot", "raw")):
+                    runs[kind].append(run(kind, make, args.count, gap, tmp))
+            raw, ours = (min(runs[k], key=np.median) for k in ("raw", "earshot"))
             r50, r99 = np.percentile(raw, [50, 99])
             e50, e99 = np.percentile(ours, [50, 99])
             print(f"{name:<12} {r50:>7.0f}µs {r99:>7.0f}µs {e50:>10.0f}µs {e99:>10.0f}µs {e50 / r50:>9.2f}×")
+    print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 

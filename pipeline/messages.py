@@ -169,6 +169,8 @@ def sample_rate() -> Any:
 
 
 _REGISTRY: dict[str, type[Message]] = {}
+#: the same by topic (the first frame of a message), for the hot path
+_REGISTRY_BY_TOPIC: dict[bytes, type[Message]] = {}
 
 
 @dataclass(kw_only=True)
@@ -191,6 +193,7 @@ class Message:
         super().__init_subclass__(**kwargs)
         cls.type_name = cls.__name__
         _REGISTRY[cls.__name__] = cls
+        _REGISTRY_BY_TOPIC[cls.__name__.encode()] = cls
 
     # -- schema -------------------------------------------------------------------------
 
@@ -459,27 +462,66 @@ _SCALAR_CHECKS: dict[Any, tuple[type, ...]] = {
 }
 
 
+#: the quoted, escaped JSON string json.dumps writes (C); the encoder json.dumps would use
+_JSON_STR = json.encoder.encode_basestring_ascii
+_JSON_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _json_scalar(value: Any) -> str:
+    """One scalar as json.dumps writes it, without building an encoder per call (the hot path
+    sends ints, finite floats and plain strings; anything else goes through json itself)."""
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is str:
+        return _JSON_STR(value)
+    if kind is float and value - value == 0.0:  # finite: what json.dumps writes via float.__repr__
+        return float.__repr__(value)
+    return _JSON_DUMPS(value)
+
+
+@functools.cache
+def _wire_plan(cls: type[Message]) -> tuple[bytes, str, tuple[tuple[str, str], ...], tuple[tuple[str, ArraySpec, str], ...]]:
+    """What every header of ``cls`` shares, spelled once: its topic, the header's opening, each scalar
+    field's key and each buffer description's opening (issue 17: the header costs a few string joins,
+    not a json.dumps of a fresh dict). The bytes are exactly what json.dumps of the header dict writes."""
+    head = f'{{"v":{SCHEMA_VERSION},"type":{_JSON_STR(cls.type_name)},"seq":'
+    keys = tuple((name, ("{" if i == 0 else ",") + _JSON_STR(name) + ":") for i, name in enumerate(cls.scalar_fields()))
+    arrays = tuple((name, spec, ("" if i == 0 else ",") + '{"name":' + _JSON_STR(name) + ',"dtype":"')
+                   for i, (name, spec) in enumerate(cls.array_fields().items()))
+    return cls.type_name.encode(), head, keys, arrays
+
+
 def encode(msg: Message) -> list[Any]:
-    """Message → multipart frames. Arrays go as themselves (buffer protocol, no copy here)."""
-    msg.validate()
+    """Message → multipart frames. Arrays go as themselves (buffer protocol, no copy here).
+
+    Validates as :meth:`Message.validate` does (array types, dtypes and ranks, the type's cross-field
+    check) and writes the header JSON from the type's cached plan."""
+    topic, head, keys, arrays = _wire_plan(type(msg))
+    parts = [head, _json_scalar(msg.seq), ',"source":', _json_scalar(msg.source), ',"capture_ns":',
+             _json_scalar(msg.capture_ns), ',"fields":']
+    if keys:
+        for name, key in keys:
+            parts += (key, _json_scalar(getattr(msg, name)))
+        parts.append("}")
+    else:
+        parts.append("{}")
+    parts.append(',"buffers":[')
     buffers: list[np.ndarray] = []
-    specs = []
-    for name in msg.array_fields():
+    for name, spec, opening in arrays:
         a = getattr(msg, name)
+        if not isinstance(a, np.ndarray):
+            raise MessageError(f"{msg.type_name}.{name}: expected numpy array, got {type(a).__name__}")
+        dtype = a.dtype.name
+        if dtype not in spec.dtypes or a.ndim not in spec.ndims:
+            spec.check(msg.type_name, name, a)  # raises, saying which
         if not a.flags.c_contiguous:
             a = np.ascontiguousarray(a)
-        specs.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape)})
+        parts += (opening, dtype, '","shape":[', ",".join(map(str, a.shape)), "]}")
         buffers.append(a)
-    header = {
-        "v": SCHEMA_VERSION,
-        "type": msg.type_name,
-        "seq": msg.seq,
-        "source": msg.source,
-        "capture_ns": msg.capture_ns,
-        "fields": {name: getattr(msg, name) for name in msg.scalar_fields()},
-        "buffers": specs,
-    }
-    return [msg.type_name.encode(), json.dumps(header, separators=(",", ":")).encode(), *buffers]
+    parts.append("]}")
+    msg.check()
+    return [topic, "".join(parts).encode(), *buffers]
 
 
 def _bounded_int(text: str) -> int:
@@ -495,6 +537,10 @@ def _no_constant(text: str) -> Any:
 
 
 _HEADER_JSON = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_no_constant)
+#: the same without a Python call per integer: taken when the header holds no run of 20 digits anywhere
+#: (so no integer literal longer than the bound can be in it), which is every header an encoder writes
+_FAST_HEADER_JSON = json.JSONDecoder(parse_constant=_no_constant)
+_LONG_DIGITS = re.compile(rb"\d{20}")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
@@ -515,11 +561,109 @@ def _check_depth(raw: bytes) -> None:
 def decode(frames: list[bytes] | list[Any]) -> Message:
     """Multipart frames → validated Message. Every failure, whatever the bytes, is a MessageError saying why."""
     try:
-        return _decode(frames)
+        return _decode_fast(frames) or _decode(frames)
     except MessageError:
         raise
     except Exception as exc:  # a check above missed a case: still one frame's problem, not the node's
         raise MessageError(f"undecodable frame ({type(exc).__name__}: {str(exc)[:120]})", "header") from None
+
+
+@functools.cache
+def _fast_rules(cls: type[Message]) -> tuple[tuple[tuple[str, Any, float, float, tuple[str, ...]], ...], dict[str, ArraySpec]]:
+    """Per scalar field (name, JSON type, lo, hi, choices) as `_decode_fast` checks it: a field passes
+    only if `_decode` would take it as is (a float field's bounds are finite, so NaN and ±inf fail)."""
+    rules = []
+    for name, allowed, is_float, bounds in _scalar_rules(cls):
+        lo = -math.inf if bounds is None or bounds.lo is None else bounds.lo
+        hi = math.inf if bounds is None or bounds.hi is None else bounds.hi
+        kind = float if is_float else allowed[0]
+        if is_float:
+            lo, hi = max(lo, -1.7e308), min(hi, 1.7e308)
+        rules.append((name, kind, lo, hi, bounds.choices if bounds is not None else ()))
+    return tuple(rules), cls.array_fields()
+
+
+def _decode_fast(frames: list[bytes] | list[Any]) -> Message | None:
+    """The common case, cheaply: a well-formed frame from an Earshot encoder. Returns the message, or
+    None as soon as anything is unusual, and then `_decode` (the careful path, which says what is wrong)
+    decides. It takes only what `_decode` takes, with the same checks on the same values; it just
+    spends fewer Python steps on a message that passes them (issue 17: per-message cost on the hot
+    path). Values are always checked: the non-finite test of float buffers, the byte ceilings."""
+    if len(frames) < 2:
+        return None
+    topic, raw = frames[0], frames[1]
+    topic = topic if type(topic) is bytes else _as_bytes(topic)
+    raw = raw if type(raw) is bytes else _as_bytes(raw)
+    cls = _REGISTRY_BY_TOPIC.get(topic)
+    if (cls is None or len(raw) > MAX_HEADER_BYTES or raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+            or _LONG_DIGITS.search(raw) is not None):
+        return None
+    try:
+        header = _FAST_HEADER_JSON.decode(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, MessageError, ValueError, RecursionError):
+        return None
+    if type(header) is not dict or header.get("v") != SCHEMA_VERSION or header.get("type") != cls.type_name:
+        return None
+    seq, capture_ns, source = header.get("seq"), header.get("capture_ns"), header.get("source")
+    if (type(seq) is not int or type(capture_ns) is not int or type(source) is not str
+            or not 0 <= seq <= INT64_MAX or not INT64_MIN <= capture_ns <= INT64_MAX or len(source) > MAX_STR_CHARS):
+        return None
+    fields = header.get("fields")
+    rules, arrays = _fast_rules(cls)
+    if type(fields) is not dict or len(fields) != len(rules):
+        return None
+    kwargs: dict[str, Any] = {}
+    for name, kind, lo, hi, choices in rules:
+        value = fields.get(name, _MISSING)
+        vkind = type(value)
+        if kind is int:
+            if vkind is not int or not lo <= value <= hi:
+                return None
+        elif kind is float:
+            if (vkind is not float and vkind is not int) or not lo <= value <= hi:
+                return None
+            value = float(value)
+        elif kind is str:
+            if vkind is not str or len(value) > MAX_STR_CHARS or (choices and value not in choices):
+                return None
+        elif vkind is not kind:
+            return None
+        kwargs[name] = value
+    specs = header.get("buffers")
+    if type(specs) is not list or len(specs) != len(arrays) or len(frames) != 2 + len(specs):
+        return None
+    declared = 0
+    for spec, frame in zip(specs, frames[2:]):
+        if type(spec) is not dict:
+            return None
+        name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
+        rule = arrays.get(name) if type(name) is str else None
+        if (rule is None or name in kwargs or type(dtype) is not str or dtype not in rule.dtypes
+                or type(shape) is not list or len(shape) not in rule.ndims):
+            return None
+        nbytes = ceiling = _ITEMSIZE[dtype]
+        for d in shape:
+            if type(d) is not int or d < 0:
+                return None
+            nbytes *= d
+            ceiling *= d or 1  # as `_decode_buffer` counts a zero dimension
+        declared += nbytes
+        buf = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+        if ceiling > cls.max_bytes or declared > cls.max_bytes or buf.nbytes != nbytes:
+            return None
+        if not nbytes:
+            kwargs[name] = np.zeros(shape, dtype)
+            continue
+        arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        if dtype in _FLOAT_DTYPES:
+            _check_values(cls.type_name, name, arr, rule.max_abs)
+        kwargs[name] = arr
+    msg = cls(seq=seq, capture_ns=capture_ns, source=source, **kwargs)
+    msg.check()
+    return msg
+
+
+_MISSING = object()
 
 
 def _decode(frames: list[bytes] | list[Any]) -> Message:

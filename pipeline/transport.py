@@ -278,8 +278,13 @@ class Publisher:
         Lossless: waits for room, calling ``wait`` meanwhile; gives up only when it says stop."""
         frames = self._numbered(msg, source)
         self._seq += 1
-        self._fit(message_bytes(frames))
-        large = any(f.nbytes >= ZERO_COPY_MIN_BYTES for f in frames[2:])
+        nbytes = len(frames[0]) + len(frames[1]) + FRAME_OVERHEAD_BYTES * len(frames)  # = message_bytes(frames)
+        large = False
+        for array in frames[2:]:
+            nbytes += array.nbytes
+            large = large or array.nbytes >= ZERO_COPY_MIN_BYTES
+        if nbytes > self._sized_for:
+            self._fit(nbytes)
         t0 = None
         while True:
             try:
@@ -435,11 +440,21 @@ class Subscriber:
         n = 0
         read_all = not self.lossless and (self.policy == "latest" or (self.full and not self._taken))
         self._taken = False
+        sock = self.socket
         while read_all or not self.full:
+            # ask before reading: a NOBLOCK read of an empty socket raises zmq.Again, and building that
+            # exception costs more than the read (issue 17: per-message cost)
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return n
             try:
-                frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                frames = [sock.recv(zmq.NOBLOCK), sock.recv(zmq.NOBLOCK) if sock.getsockopt(zmq.RCVMORE) else None]
             except zmq.Again:
                 return n
+            if frames[1] is None:
+                frames.pop()
+            else:  # topic and header as bytes (decoding reads them whole); the arrays without a copy
+                while sock.getsockopt(zmq.RCVMORE):
+                    frames.append(sock.recv(zmq.NOBLOCK, copy=False))
             n += 1
             self.accept(frames)
         return n
@@ -472,7 +487,8 @@ class Subscriber:
         self.stats.received += 1
         if self.carries_audio:
             self._audio_arrived(msg, lost)
-        self._fit(nbytes)
+        if nbytes > self._sized_for:
+            self._fit(nbytes)
         cost = nbytes + DECODED_OVERHEAD_BYTES
         while self.queue and self.full:
             old = self.queue.popleft()

@@ -2,7 +2,9 @@
 
 Random frames, valid messages with mutated headers (any JSON where any value was), deep nesting,
 integers of thousands of digits, shapes and dtypes that lie. A message that does decode must be
-one the schema allows: it re-encodes and decodes to itself.
+one the schema allows: it re-encodes and decodes to itself. And the hot path (``_decode_fast``) never
+takes what the careful path (``_decode``) refuses: where it returns a message, the careful path returns
+the same one; where it refuses, so does the careful path.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.messages import Message, MessageError, decode, encode
+from pipeline.messages import Message, MessageError, _decode, _decode_fast, decode, encode
 from tests.test_messages import examples, wire
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -28,8 +30,34 @@ json_values = st.recursive(
 )
 
 
+def same_message(a: Message, b: Message) -> bool:
+    wa, wb = encode(a), encode(b)
+    return wa[:2] == wb[:2] and all(x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True)
+                                    for x, y in zip(wa[2:], wb[2:]))
+
+
+def fast_agrees_with_careful(frames: list) -> None:
+    try:
+        fast = _decode_fast(frames)
+    except MessageError:
+        fast = "refused"
+    if fast is None:
+        return  # the careful path decides alone
+    try:
+        careful = _decode(frames)
+    except MessageError:
+        assert fast == "refused", f"the fast path took a message the careful path refuses: {frames[:2]!r:.300}"
+        return
+    except Exception:  # decode() turns these into MessageError; the fast path must refuse too
+        assert fast == "refused"
+        return
+    assert fast != "refused", f"the fast path refused a message the careful path takes: {frames[:2]!r:.300}"
+    assert same_message(fast, careful)
+
+
 def decodes_or_refuses(frames: list) -> Message | None:
     """The property, with what a decoded message must satisfy."""
+    fast_agrees_with_careful(frames)
     try:
         msg = decode(frames)
     except MessageError as exc:
@@ -137,3 +165,11 @@ def test_non_finite_or_absurd_floats_never_pass(frames: list[bytes], value: floa
             msg = decodes_or_refuses([frames[0], frames[1], *buffers])
             assert msg is None or (value == 1e30 and spec["dtype"] != "float16" and "Audio" not in header["type"])
             return
+
+
+def test_the_fast_path_takes_every_valid_example() -> None:
+    """Else the agreement above would hold vacuously: every message an encoder writes goes the fast way."""
+    for frames in VALID:
+        msg = _decode_fast(frames)
+        assert msg is not None, frames[1]
+        assert same_message(msg, _decode(frames))
