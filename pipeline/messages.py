@@ -654,11 +654,13 @@ def _decode_fast(frames: list[bytes] | list[Any]) -> Message | None:
         if not nbytes:
             kwargs[name] = np.zeros(shape, dtype)
             continue
-        arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        arr = np.ndarray(shape, dtype, buf)  # a read-only view of the frame, as np.frombuffer gives
         if dtype in _FLOAT_DTYPES:
             _check_values(cls.type_name, name, arr, rule.max_abs)
         kwargs[name] = arr
-    msg = cls(seq=seq, capture_ns=capture_ns, source=source, **kwargs)
+    # every field is set from the header, checked above: the dataclass __init__ would only copy them
+    msg = object.__new__(cls)
+    msg.__dict__.update(kwargs, seq=seq, capture_ns=capture_ns, source=source)
     msg.check()
     return msg
 

@@ -112,6 +112,9 @@ RECEIVE_PIPE_SHARE = 4
 #: high-water marks stay within these (messages): 2 so that one message can follow another, the top a
 #: sanity cap (bytes decide below it)
 MIN_HWM, MAX_HWM = 2, 100_000
+#: a drain that emptied its receive pipe waits up to this long, at most this many times, for ZeroMQ's I/O
+#: thread to refill it from the backlog in the kernel (see Subscriber.drain)
+REFILL_WAIT_MS, MAX_REFILL_WAITS = 1, 8
 #: an audio input's burst of gaps is over after this long without another; then its one line is logged
 GAP_QUIET_S = 1.0
 #: gaps an input keeps for its node until taken (the runtime takes them after every drain)
@@ -441,11 +444,18 @@ class Subscriber:
         read_all = not self.lossless and (self.policy == "latest" or (self.full and not self._taken))
         self._taken = False
         sock = self.socket
+        refills = 0
         while read_all or not self.full:
             # ask before reading: a NOBLOCK read of an empty socket raises zmq.Again, and building that
             # exception costs more than the read (issue 17: per-message cost)
             if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return n
+                # A drain that emptied a whole receive pipe's worth has a backlog behind it: ZeroMQ's I/O
+                # thread refills the pipe from the kernel only once it has room, a moment later. Wait for
+                # that moment (a little, a few times), so a `latest` input really ends on the newest.
+                if n < self.rcvhwm * (refills + 1) or refills >= MAX_REFILL_WAITS or not sock.poll(REFILL_WAIT_MS):
+                    return n
+                refills += 1
+                continue
             try:
                 frames = [sock.recv(zmq.NOBLOCK), sock.recv(zmq.NOBLOCK) if sock.getsockopt(zmq.RCVMORE) else None]
             except zmq.Again:
