@@ -10,7 +10,6 @@ the heartbeat counters. Last, the real virtual microphone on the PulseAudio stan
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -163,25 +162,68 @@ def test_a_chosen_face_without_a_voice_plays_silence_and_the_mixture_rule_is_unc
 
 
 class FakePacat:
-    """The virtual microphone's writer, without PulseAudio: what it would send, as float32 bytes."""
+    """The virtual microphone's writer without PulseAudio: a real process on the other end of a real pipe
+    (``cat``, which takes everything at once; ``sleep``, which takes nothing, as a stalled sound server)."""
 
-    def __init__(self) -> None:
-        self.stdin = io.BytesIO()
+    def __init__(self, command: tuple[str, ...] = ("cat",)) -> None:
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.stdin, self.chunks = self.proc.stdin, []
+        self.reader = threading.Thread(target=lambda: self.chunks.extend(iter(lambda: self.proc.stdout.read1(65536), b"")),
+                                       daemon=True)
+        self.reader.start()
 
-    def poll(self) -> None:
-        return None
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def heard(self) -> np.ndarray:
+        """Close the pipe and return everything that came out of it."""
+        self.stdin.close()
+        self.reader.join(10)
+        self.proc.wait(10)
+        return np.frombuffer(b"".join(self.chunks), "<f4")
 
 
 def test_the_virtual_microphone_follows_the_choice_too() -> None:
     choice, tracks = VoiceChoice("face 3"), voices(1.0)
-    mic = VirtualMicSink("earshot_test", SR, play_track=3, choice=choice)
+    mic = VirtualMicSink("earshot_test", SR, play_track=3, choice=choice, max_backlog_ms=2000)
     mic.proc = FakePacat()  # (not opened: no PulseAudio needed for its mix)
+    mic._bound_pipe()
     play(mic, tracks, {50: lambda: choice.clicked(7)})
-    heard = np.frombuffer(mic.proc.stdin.getvalue(), "<f4")
+    heard = mic.proc.heard()
     assert np.array_equal(heard[:50 * BLOCK], tracks[3][:50 * BLOCK])
     assert np.array_equal(heard[50 * BLOCK + mic.fade_samples:], tracks[7][50 * BLOCK + mic.fade_samples:])
-    assert mic.stats()["voice_switches"] == 1
+    assert mic.stats()["voice_switches"] == 1 and mic.stats()["dropped_s"] == 0
     mic.proc = None
+
+
+def test_a_stalled_sound_server_costs_dropped_blocks_not_a_late_call(caplog: pytest.LogCaptureFixture) -> None:
+    """A pacat that takes nothing (a sound server that stalls, as a fresh null sink does for ~2 s): the
+    renderer's writes never block, at most ``max_backlog_ms`` waits in the pipe, the rest is dropped,
+    counted, and logged in one line — the call would hear the next voice on time, not seconds late."""
+    tracks = voices(1.0)
+    mic = VirtualMicSink("earshot_test", SR, play_track=3, max_backlog_ms=60)
+    mic.proc = FakePacat(("sleep", "30"))
+    mic._bound_pipe()
+    start = time.monotonic()
+    play(mic, tracks)
+    took = time.monotonic() - start
+    backlog = mic.backlog_bytes()
+    stats = mic.stats()
+    mic.proc.kill()
+    mic.proc = None
+    mic.close()
+    assert took < 0.5, f"1 s of blocks took {took:.2f} s to hand over: the writes blocked"
+    assert 0 < backlog <= mic.max_backlog_bytes
+    assert stats["audio_s_played"] == pytest.approx(backlog / 4 / SR, abs=1e-3)
+    assert stats["audio_s_played"] + stats["dropped_s"] == pytest.approx(1.0, abs=1e-3)
+    lines = [r.getMessage() for r in caplog.records if "fell behind" in r.getMessage()]
+    assert len(lines) == 1 and "ms of audio dropped" in lines[0], lines
 
 
 def test_a_click_in_the_renderers_view_changes_what_its_speakers_play(monkeypatch: pytest.MonkeyPatch) -> None:
