@@ -132,10 +132,9 @@ def typical_bytes(kind: type[Message] | None) -> int:
 
 def message_bytes(frames: list) -> int:
     """What one multipart message weighs in a ZeroMQ pipe: its frames plus their bookkeeping."""
-    total = 0
-    for f in frames:
-        size = getattr(f, "nbytes", None)
-        total += (len(f) if size is None else size) + FRAME_OVERHEAD_BYTES
+    total = FRAME_OVERHEAD_BYTES * len(frames)
+    for f in frames:  # bytes and zmq.Frame know their length; arrays and memoryviews their nbytes
+        total += len(f) if isinstance(f, (bytes, zmq.Frame)) else f.nbytes
     return total
 
 
