@@ -119,10 +119,29 @@ def build_model(mode: str, emb_dim: int, init: Path | None, hidden: int) -> Caus
         own = model.state_dict()
         copied = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
         own.update({k: src[k].float() for k in copied})
+        if mode == "av" and cfg.lip_dim:
+            copied += widen_audio_only(src, own, cfg)
         model.load_state_dict(own)
         log.info("initialised %d/%d tensors from %s (%s left fresh)", len(copied), len(own), init,
                  sorted(set(own) - set(copied)))
     return model
+
+
+def widen_audio_only(src: dict, own: dict, cfg: SeparatorConfig) -> list[str]:
+    """Start an AV model from an audio-only one of the same size (``--init`` an ``--mode audio-only`` run):
+    the GRU's first layer gets the audio columns, its visual columns start at zero (so at first the face
+    changes nothing and the output is the audio-only model's first mask), and the head keeps the first of
+    the audio-only model's masks. Names of the tensors so filled."""
+    done = []
+    key = "gru.weight_ih_l0"
+    if key in src and key in own and src[key].shape[1] == cfg.audio_dim and own[key].shape[1] == cfg.audio_dim + cfg.visual_dim:
+        own[key] = torch.cat([src[key].float(), torch.zeros(src[key].shape[0], cfg.visual_dim)], dim=1)
+        done.append(key)
+    for key in ("head.2.weight", "head.2.bias"):
+        if key in src and key in own and src[key].shape[0] % own[key].shape[0] == 0 and src[key].shape[0] > own[key].shape[0]:
+            own[key] = src[key].float()[: own[key].shape[0]].clone()  # rows are (mask, freq, re/im): mask 0's
+            done.append(key)
+    return done
 
 
 def separate(model: CausalSeparator, mixture: np.ndarray, embs: list[np.ndarray]) -> np.ndarray:
