@@ -10,9 +10,10 @@ the graph settle, and goes on to the next. Per node it prints:
 
 * resumed: from the kill to the first output of the new process (a node without outputs, the
   renderer: the first input it took), as seen in the heartbeats, so within ``heartbeat_s`` (0.2 s).
-  Goal: ≤ 2 s. Split into: spawned (the supervisor noticed the death and waited its restart
-  backoff, 0.5 s), ready (Python started, imports, the node's ``open()`` loading its models, the
-  handshake) and first output;
+  Goal: ≤ 2 s. Split into: spawned (the supervisor noticed the death, at once: it wakes on the
+  process's exit, and a first restart in the window has no backoff), ready (the process forked from
+  the supervisor's fork server, which imported the runtime once: the node's own imports, its ``open()``
+  loading its models, the handshake) and first output (told in a heartbeat at once);
 * lost downstream: what each reader of its outputs counted as ``lost`` meanwhile (sequence gaps:
   what the dead process never sent, at the rate it sent before), read once every reader's count
   moved (a renderer behind real time reports a few seconds late) or after 15 s;

@@ -95,7 +95,7 @@ class Settings:
     drain_timeout_s: float = 5.0  # a finished node waits this long for readers to take the rest
     max_restarts: int = 5  # per node within restart_window_s; one more crash fails the graph
     restart_window_s: float = 60.0  # restarts older than this no longer count (nor double the backoff)
-    restart_backoff_s: float = 0.5  # doubles per recent restart of the same node
+    restart_backoff_s: float = 0.5  # a node's first fall is restarted at once; from its second, this, doubling
     restart_backoff_max_s: float = 10.0
     #: tcp endpoints on non-loopback addresses need this, and so does a node param that names an
     #: address to listen on (``host``, ``*_host``: the renderer's browser view), which then also

@@ -46,6 +46,13 @@ CARRY_DIR = "carried"
 RUN_ID_ENV = "EARSHOT_RUN_ID"
 
 
+#: how soon an input on this machine (ipc) tries again to reach a writer that went away (a node being
+#: restarted), doubling up to the max: ZeroMQ's default (0.1 s plus up to 0.1 s of jitter, every time)
+#: made a restarted node wait ~0.1 s more for its readers before it could say ready. Inputs across
+#: hosts (tcp) keep ZeroMQ's defaults: a quick retry there is traffic to another machine.
+IPC_RECONNECT_IVL_MS, IPC_RECONNECT_IVL_MAX_MS = 10, 50
+
+
 def telemetry_endpoints(run_dir: str | Path) -> tuple[str, str]:
     return f"ipc://{Path(run_dir) / 'telemetry.in'}", f"ipc://{Path(run_dir) / 'telemetry.out'}"
 
@@ -157,13 +164,19 @@ class Runtime:
             for port, ep in spec.endpoints.items()}
         src = graph.nodes
         # each input takes only its declared type, and only from the node wired to it
-        self.subscribers = {
-            port: Subscriber(self.ctx, src[i.from_node].endpoints[i.from_port], policy=i.policy, size=i.size,
-                             name=f"{spec.name}.{port}", lossless=self.lossless,
-                             accepts=cls.inputs[port].type if port in cls.inputs else None, upstream=i.from_node,
-                             max_bytes=i.max_bytes or (cls.inputs[port].max_bytes if port in cls.inputs else 0))
-            for port, i in spec.inputs.items()
-        }
+        self.subscribers = {}
+        for port, i in spec.inputs.items():
+            endpoint = src[i.from_node].endpoints[i.from_port]
+            local = endpoint.startswith("ipc://")
+            # the context's defaults reach the socket the Subscriber makes and connects right away
+            self.ctx.setsockopt(zmq.RECONNECT_IVL, IPC_RECONNECT_IVL_MS if local else 100)
+            self.ctx.setsockopt(zmq.RECONNECT_IVL_MAX, IPC_RECONNECT_IVL_MAX_MS if local else 0)
+            self.subscribers[port] = Subscriber(
+                self.ctx, endpoint, policy=i.policy, size=i.size, name=f"{spec.name}.{port}", lossless=self.lossless,
+                accepts=cls.inputs[port].type if port in cls.inputs else None, upstream=i.from_node,
+                max_bytes=i.max_bytes or (cls.inputs[port].max_bytes if port in cls.inputs else 0))
+        for option in (zmq.RECONNECT_IVL, zmq.RECONNECT_IVL_MAX):  # the other sockets: ZeroMQ's defaults
+            self.ctx.sockopts.pop(option, None)
         #: lossless file sources advance together (pipeline/media_clock.py)
         self.clock = MediaClock(Path(run_dir) / MEDIA_CLOCK_FILE, graph.sources, spec.name) \
             if self.lossless and not spec.inputs else None
@@ -186,6 +199,9 @@ class Runtime:
         self.state = "starting"
         self._parent = os.getppid()
         self._last_beat = 0.0
+        #: the first output sent (a sink: the first input taken) is told to the supervisor at once, not
+        #: at the next beat: a restarted node is seen back as soon as it is (kill -9 recovery, issue 15)
+        self._told_first = False
         self.node: Node | None = None
 
     # -- called by the node ----------------------------------------------------------------
@@ -338,7 +354,7 @@ class Runtime:
                 self._drain_telemetry(node)
             self._deliver(node, compute)
             node.tick()
-            self.heartbeat()
+            self.heartbeat(force=not self._told_first and self._produced())
             if self.subscribers and all(sub.finished for sub in self.subscribers.values()):
                 return
 
@@ -397,6 +413,15 @@ class Runtime:
                 node.telemetry[msg.node] = msg.stats
 
     # -- heartbeats ----------------------------------------------------------------------
+
+    def _produced(self) -> bool:
+        """This process sent its first message (a node without outputs: took its first input)."""
+        if self.publishers:
+            done = any(pub.sent for pub in self.publishers.values())
+        else:
+            done = any(sub.stats.delivered for sub in self.subscribers.values())
+        self._told_first = done
+        return done
 
     def stats(self) -> dict[str, Any]:
         node = self.node
@@ -503,6 +528,106 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         logging.getLogger(f"earshot.{node_name}").exception("node %s crashed", node_name)
         return 1
+
+
+# -- the fork server -----------------------------------------------------------------------------
+
+#: how the supervisor starts the fork server (`pipeline.supervisor.ForkServer`): argv[1] is its end of
+#: the socket pair
+SERVE_FORKS = "import sys; from pipeline.runner import serve_forks; sys.exit(serve_forks(int(sys.argv[1])))"
+
+
+def serve_forks(fd: int) -> int:
+    """The fork server: a process that has imported what every node's process needs (Python itself,
+    numpy, ZeroMQ, the runtime: ~0.25 s of CPU, more than a second on a loaded machine) once, and forks
+    a node's process from there on request, so a node restarted after a crash or a kill -9 starts from
+    its own imports and ``open()`` (issue 15). Every node is forked from it, at the start too.
+
+    It talks to the supervisor over ``fd``, one end of a SOCK_SEQPACKET pair, one JSON message each way:
+    in, ``{"node", "run_dir", "env", "cwd"}``; out, ``{"pid"}`` with a pidfd of the child (SCM_RIGHTS,
+    so the supervisor signals that process and no other), and ``{"exited", "code"}`` once the child has
+    exited (the code as ``subprocess`` gives it: negative for a signal). It reaps its children as they
+    exit, and ends when the supervisor closes its end (or dies: it gets SIGTERM then, and its children
+    SIGTERM from it). It holds no ZeroMQ context and no thread of its own, so a fork of it is clean.
+    """
+    import ctypes  # noqa: F401 - imported here, once: each child uses it (_die_with_parent)
+    import random  # noqa: F401 - the same: each child reseeds it
+    import select
+    import socket
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the nodes and the supervisor to act on
+    sock = socket.socket(fileno=fd)
+    children: dict[int, int] = {}  # pidfd → pid
+    sock.send(json.dumps({"ready": os.getpid()}).encode())
+    while True:
+        readable, _, _ = select.select([sock, *children], [], [])
+        for ready in readable:
+            if ready is sock:
+                data = sock.recv(1 << 20)
+                if not data:  # the supervisor is done with us
+                    return 0
+                request = json.loads(data)
+                server = os.getpid()
+                pid = os.fork()
+                if pid == 0:
+                    _forked_node(request, sock, list(children), server)  # does not return
+                pidfd = os.pidfd_open(pid)
+                children[pidfd] = pid
+                socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [pidfd])
+            else:
+                pid = children.pop(ready)
+                _, status = os.waitpid(pid, 0)
+                os.close(ready)
+                sock.send(json.dumps({"exited": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+
+
+def _forked_node(request: dict, sock: Any, pidfds: list[int], server: int) -> None:
+    """In a child of the fork server: become the node's process, as ``python -m pipeline.runner RUN_DIR
+    NODE`` would be with the request's environment and working directory, and exit with its code."""
+    code = 1
+    try:
+        sock.close()
+        for pidfd in pidfds:
+            os.close(pidfd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _die_with_parent(server)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        import random
+
+        import numpy as np
+
+        random.seed()  # not the fork server's state, shared by every node forked from it
+        np.random.seed()
+        sys.argv = [__file__, request["run_dir"], request["node"]]
+        code = main([request["run_dir"], request["node"]])
+    except SystemExit as exc:  # a node's ConfigError (2), or a sys.exit anywhere in it
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except BaseException:  # noqa: BLE001 - as the interpreter would: say it, exit 1
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:  # what an interpreter's exit does: atexit handlers (logging's flush among them), then the streams
+            import atexit
+
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code if 0 <= code <= 255 else 1)
+
+
+def _die_with_parent(server: int) -> None:
+    """Linux: SIGTERM when the fork server (which dies with the supervisor) goes, so no node is orphaned."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != server:  # it went before the line above: nobody would tell us
+        os._exit(1)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,24 @@ the restart policy:
   configured (a file that does not decode, a video without the audio it was asked for): no
   restart can fix that, so the graph stops at once and :attr:`Supervisor.failure` is the one line
   saying which node, which file and why (the node's last heartbeat carries it);
-* any other exit, or no heartbeat for ``heartbeat_timeout_s`` → restart after a backoff
-  that doubles per recent restart of that node, up to ``max_restarts`` within
-  ``restart_window_s``; past that the graph cannot run, everything is stopped and the reason
-  is returned. Restarts older than the window no longer count: six crashes hours apart are
-  six recoveries, not a failed graph;
+* any other exit, or no heartbeat for ``heartbeat_timeout_s`` → restart, up to ``max_restarts``
+  within ``restart_window_s``; past that the graph cannot run, everything is stopped and the
+  reason is returned. The first fall of a node with no restart in the window is restarted at
+  once (a one-off crash or kill -9 should cost only the new process's start, issue 15); each
+  further one waits a backoff, ``restart_backoff_s`` and doubling per recent restart (up to
+  ``restart_backoff_max_s``), so a crash loop does not hammer the machine. Restarts older than
+  the window no longer count: six crashes hours apart are six recoveries, not a failed graph;
 * SIGINT/SIGTERM → every node gets SIGTERM, stragglers SIGKILL, the run dir is removed.
+
+A death is noticed at once: the supervisor's wait wakes on a node's exit (the fork server's word
+of it, or the process's pidfd, Linux ≥ 5.3) instead of at its next look round (elsewhere it looks
+every 0.1 s, as before).
+
+Node processes are forked from a fork server (:class:`ForkServer`, ``pipeline.runner.serve_forks``)
+that has imported Python, numpy, ZeroMQ and the runtime once, so a restarted node pays only for its
+own imports and ``open()``: on a loaded 2-core machine those shared imports alone took about a second
+of a restart (issue 15). Where there is no fork server (not Linux, or ``EARSHOT_FORK_SERVER=0``), or
+it cannot start, each node is its own ``python -m pipeline.runner`` as before.
 
 The run directory holds the ``graph.json`` that nodes re-read when they restart, so it lives
 under a base directory of the user's own (created 0700; refused if anyone else owns it or may
@@ -33,12 +45,15 @@ import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -51,7 +66,7 @@ from pipeline import keys
 from pipeline.graph import GraphSpec, import_node_class
 from pipeline.messages import Control, Heartbeat, MessageError, decode, encode
 from pipeline import media_clock, progress
-from pipeline.runner import MEDIA_CLOCK_FILE, telemetry_endpoints
+from pipeline.runner import MEDIA_CLOCK_FILE, SERVE_FORKS, telemetry_endpoints
 
 log = logging.getLogger("earshot.supervisor")
 
@@ -65,6 +80,8 @@ FINISHED, FAILED, CONFIG_ERROR, INTERRUPTED = 0, 1, CONFIG_ERROR_EXIT, 130
 #: environment of every node: the run's token for remote views (``media.web_view``) and
 #: whether the graph allows listening beyond loopback (``settings.allow_remote``)
 TOKEN_ENV, ALLOW_REMOTE_ENV = "EARSHOT_WEB_TOKEN", "EARSHOT_ALLOW_REMOTE"
+#: "0": start every node as its own interpreter, not from the fork server
+FORK_SERVER_ENV = "EARSHOT_FORK_SERVER"
 
 
 class ConfigError(SystemExit):
@@ -149,7 +166,7 @@ def secure_run_base() -> Path:
 @dataclass
 class NodeProcess:
     name: str
-    proc: subprocess.Popen | None = None
+    proc: Any = None  # subprocess.Popen, or a ForkedProcess (the fork server's child)
     state: str = "starting"  # starting | ready | running | finished | restarting | failed
     restarts: int = 0  # in the whole run, for the summary
     recent: deque = field(default_factory=deque)  # monotonic times of the restarts within the window
@@ -158,6 +175,142 @@ class NodeProcess:
     stats: dict[str, Any] = field(default_factory=dict)
     said: str = ""  # the state its last heartbeat reported ("failed" in the one it sends as it exits)
     exit_code: int | None = None
+    pidfd: int | None = None  # readable once proc exits (pidfd_open); None where the OS has none
+
+    def forget_pidfd(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+class ForkServerGone(RuntimeError):
+    """The fork server exited or stopped answering."""
+
+
+class ForkServer:
+    """The supervisor's end of ``pipeline.runner.serve_forks``: asks it for node processes, hears when
+    they exit. Thread-safe (a test or benchmark may poll a node's process from its own thread)."""
+
+    def __init__(self, env: dict[str, str], cwd: str, timeout_s: float = 60.0) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", SERVE_FORKS, str(theirs.fileno())], env=env, cwd=cwd,
+                                         stdin=subprocess.DEVNULL, pass_fds=[theirs.fileno()],
+                                         preexec_fn=_die_with_parent)
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = mine
+        self.lock = threading.RLock()
+        self.dead = False
+        self.codes: dict[int, int] = {}  # pid → exit code, of children not yet asked about
+        self.spawned: deque = deque()  # (pid, pidfd) answers not yet taken
+        self.ready = False
+        self.collect(timeout_s, until=lambda: self.ready)
+        if not self.ready:
+            self.close()
+            raise ForkServerGone(f"the fork server did not start in {timeout_s:.0f} s")
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def collect(self, timeout_s: float = 0.0, until: Callable[[], bool] | None = None) -> None:
+        """Take what the server said, waiting up to ``timeout_s`` for a first word (or for ``until``)."""
+        deadline = time.monotonic() + timeout_s
+        with self.lock:
+            while not self.dead and not (until and until()):
+                left = max(0.0, deadline - time.monotonic())
+                if not select.select([self.sock], [], [], left)[0]:
+                    return
+                try:
+                    data, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 1)
+                except OSError:
+                    data, fds = b"", []
+                if not data:
+                    self.dead = True
+                    return
+                said = json.loads(data)
+                if "pid" in said:
+                    self.spawned.append((said["pid"], fds[0]))
+                elif "exited" in said:
+                    self.codes[said["exited"]] = said["code"]
+                elif "ready" in said:
+                    self.ready = True
+                if until is None:
+                    deadline = 0.0  # a word came: take what else is there, without waiting
+
+    def spawn(self, name: str, run_dir: str, env: dict[str, str], cwd: str, timeout_s: float = 30.0) -> "ForkedProcess":
+        with self.lock:
+            if self.dead:
+                raise ForkServerGone("the fork server has exited")
+            try:
+                self.sock.send(json.dumps({"node": name, "run_dir": run_dir, "env": env, "cwd": cwd}).encode())
+            except OSError as exc:
+                self.dead = True
+                raise ForkServerGone(f"the fork server is gone: {exc}") from None
+            self.collect(timeout_s, until=lambda: bool(self.spawned))
+            if not self.spawned:
+                raise ForkServerGone(f"the fork server did not fork {name!r} in {timeout_s:.0f} s")
+            pid, pidfd = self.spawned.popleft()
+        return ForkedProcess(self, pid, pidfd, ["pipeline.runner", run_dir, name])
+
+    def close(self) -> None:
+        """No more nodes: the server exits when its socket closes (SIGKILL if it does not)."""
+        with self.lock:  # not while another thread reads it
+            self.sock.close()
+            self.dead = True
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class ForkedProcess:
+    """A node's process forked by the fork server: what the supervisor uses of ``subprocess.Popen``
+    (pid, poll, wait, send_signal, terminate, kill, returncode). Signals go through a pidfd, so they
+    reach this process and never one that got its pid after it was reaped."""
+
+    def __init__(self, server: ForkServer, pid: int, pidfd: int, args: list[str]) -> None:
+        self.server, self.pid, self.pidfd, self.args = server, pid, pidfd, args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.server.collect()
+            code = self.server.codes.pop(self.pid, None)
+            if code is None and self.server.dead and self.pidfd is not None and \
+                    select.select([self.pidfd], [], [], 0)[0]:
+                code = 1  # it exited after the server went: nobody reaped it for us, its code is lost
+            if code is not None:
+                self.returncode = code
+                os.close(self.pidfd)
+                self.pidfd = None
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self.server.collect(left)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None and self.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 class Supervisor:
@@ -203,6 +356,7 @@ class Supervisor:
         self.web_token = secrets.token_urlsafe(18)
         self.ctx = zmq.Context()
         self.telemetry_in = self.telemetry_out = None
+        self.forks: ForkServer | None = None
 
     # -- start ---------------------------------------------------------------------------
 
@@ -229,6 +383,7 @@ class Supervisor:
             self.recorder = subprocess.Popen([sys.executable, "-m", "pipeline.recording", str(self.run_dir),
                                               str(self.record_to)], stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
                                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        self._start_fork_server()
         for node in self.nodes.values():
             self._spawn(node)
         where = f" on host {self.graph.host!r}" if self.graph.host else ""
@@ -237,15 +392,46 @@ class Supervisor:
         for line in self._tcp_edges():
             self.on_event(line)
 
-    def _spawn(self, node: NodeProcess) -> None:
+    def _env(self, node: NodeProcess | None) -> dict[str, str]:
+        """A node's environment (``None``: the fork server's, all but the node's own identity)."""
         env = {**MALLOC_ENV, **os.environ, **self.node_env, "PYTHONUNBUFFERED": "1", TOKEN_ENV: self.web_token,
                ALLOW_REMOTE_ENV: "1" if self.graph.settings.allow_remote else "0",
-               keys.PLAN_ENV: str(self.run_dir / "curve.json"), keys.IDENTITY_ENV: keys.identity(self.graph, node.name)}
+               keys.PLAN_ENV: str(self.run_dir / "curve.json")}
+        if node is not None:
+            env[keys.IDENTITY_ENV] = keys.identity(self.graph, node.name)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        node.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.runner", str(self.run_dir), node.name],
-            env=env, cwd=os.getcwd(), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        return env
+
+    def _start_fork_server(self) -> None:
+        if os.environ.get(FORK_SERVER_ENV, "1") == "0" or not hasattr(os, "pidfd_open") or \
+                not hasattr(socket, "send_fds") or not sys.platform.startswith("linux"):
+            return
+        try:
+            self.forks = ForkServer(self._env(None), os.getcwd(), timeout_s=self.graph.settings.start_timeout_s)
+        except (OSError, ForkServerGone) as exc:
+            log.warning("no fork server (%s): each node starts its own interpreter", exc)
+            self.forks = None
+
+    def _spawn(self, node: NodeProcess) -> None:
+        env = self._env(node)
+        node.forget_pidfd()
+        if self.forks is not None and self.forks.dead and not self.stopping:
+            log.warning("the fork server exited; starting another")
+            self.forks.close()
+            self._start_fork_server()
+        proc: subprocess.Popen | ForkedProcess | None = None
+        if self.forks is not None:
+            try:
+                proc = self.forks.spawn(node.name, str(self.run_dir), env, os.getcwd())
+            except ForkServerGone as exc:
+                log.warning("%s: starting node %r as its own interpreter", exc, node.name)
+        if proc is None:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.runner", str(self.run_dir), node.name],
+                env=env, cwd=os.getcwd(), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            node.pidfd = _pidfd(proc.pid)
+        node.proc = proc
         node.state = "starting"
         node.last_beat = time.monotonic()
         node.exit_code = None
@@ -298,7 +484,24 @@ class Supervisor:
         return FAILED
 
     def poll(self, wait_s: float) -> None:
-        if self.telemetry_in.poll(int(wait_s * 1000)):
+        """Wait up to ``wait_s`` for heartbeats, a node's exit or a restart falling due; then handle
+        the beats and look at every node."""
+        due = [n.restart_at for n in self.nodes.values() if n.state == "restarting"]
+        if due:
+            wait_s = min(wait_s, max(0.0, min(due) - time.monotonic()))
+        poller = zmq.Poller()
+        poller.register(self.telemetry_in, zmq.POLLIN)
+        if self.forks is not None and not self.forks.dead:
+            poller.register(self.forks.fileno(), zmq.POLLIN)  # it says when a node of ours exited
+        for node in self.nodes.values():
+            if node.pidfd is not None:
+                poller.register(node.pidfd, zmq.POLLIN)
+            elif isinstance(node.proc, ForkedProcess) and node.proc.server.dead and node.proc.pidfd is not None:
+                poller.register(node.proc.pidfd, zmq.POLLIN)  # its server is gone: its pidfd is all there is
+        ready = dict(poller.poll(int(wait_s * 1000)))
+        if self.forks is not None and self.forks.fileno() in ready:
+            self.forks.collect()
+        if self.telemetry_in in ready:
             while self.telemetry_in.poll(0):
                 self._on_heartbeat(self.telemetry_in.recv_multipart(copy=False))
         now = time.monotonic()
@@ -344,12 +547,13 @@ class Supervisor:
         self.telemetry_out.send_multipart(encode(Control(command="start", epoch_ns=self.epoch_ns)))
 
     def _check(self, node: NodeProcess, now: float) -> None:
+        self._look(node, now)
+        if node.state == "restarting" and now >= node.restart_at and not self.stopping:
+            self._spawn(node)  # in the same pass as the fall when no backoff is due
+
+    def _look(self, node: NodeProcess, now: float) -> None:
         settings = self.graph.settings
-        if node.state == "restarting":
-            if now >= node.restart_at:
-                self._spawn(node)
-            return
-        if node.state in ("finished", "failed") or node.proc is None:
+        if node.state in ("restarting", "finished", "failed") or node.proc is None:
             return
         code = node.proc.poll()
         if code is None:
@@ -358,8 +562,10 @@ class Supervisor:
                 self.on_event(f"node {node.name!r}: no heartbeat for {now - node.last_beat:.1f} s; killing it")
                 node.proc.kill()
                 node.proc.wait()
+                node.forget_pidfd()
                 self._fallen(node, "hung", now)
             return
+        node.forget_pidfd()  # it exited: nothing more to wake on
         node.exit_code = code
         if code == 0 and not self.stopping:
             node.state = "finished"
@@ -392,13 +598,13 @@ class Supervisor:
                             f"{settings.restart_window_s:g} s already; giving up")
             self.on_event(self.failure)
             return
-        delay = min(settings.restart_backoff_s * 2 ** len(node.recent), settings.restart_backoff_max_s)
+        delay = restart_delay(len(node.recent), settings.restart_backoff_s, settings.restart_backoff_max_s)
         node.recent.append(now)
         node.restarts += 1
         node.state = "restarting"
         node.restart_at = now + delay
         self.on_event(f"node {node.name!r} {why}; restart {len(node.recent)}/{settings.max_restarts} "
-                      f"in {delay:.1f} s")
+                      + (f"in {delay:.1f} s" if delay else "now"))
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -423,6 +629,10 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for node in self.nodes.values():
+            node.forget_pidfd()
+        if self.forks is not None:
+            self.forks.close()
         if self.recorder is not None:  # it stops by itself once every output ended; a stopped graph's do not
             try:
                 self.recorder.wait(2.0)
@@ -477,13 +687,39 @@ def _describe(code: int) -> str:
     return f"code {code}"
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGTERM a node when the supervisor dies, so none is orphaned."""
+def restart_delay(recent: int, backoff_s: float, max_s: float) -> float:
+    """How long a node that fell waits for its restart, given how many times it was restarted within
+    the window already: the first fall none (a one-off crash or kill -9 costs only the new process's
+    start), then ``backoff_s`` doubling per further recent restart, at most ``max_s``."""
+    if recent <= 0:
+        return 0.0
+    return min(backoff_s * 2 ** (recent - 1), max_s)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A file descriptor that polls readable once ``pid`` exits (Linux ≥ 5.3), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _load_prctl():  # -> the libc prctl function, or None
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+#: resolved once here: the child between fork and exec should not import or dlopen anything (the
+#: supervisor may have other threads, holding the import lock at the fork)
+_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGTERM a node when the supervisor dies, so none is orphaned."""
+    if _PRCTL is not None:
         PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)

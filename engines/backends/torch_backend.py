@@ -24,12 +24,13 @@ WARMUP_RUNS = 3
 
 
 def _has_cuda_driver() -> bool:
-    """libcuda by name (ldconfig) or by dlopen (containers often mount it outside ldconfig's cache)."""
+    """Whether libcuda loads: a dlopen of ``libcuda.so.1``, as the CUDA runtime itself does (it finds
+    the driver in ldconfig's cache, on LD_LIBRARY_PATH, and where containers mount it outside the
+    cache). Not ``ctypes.util.find_library``: it runs ``ldconfig -p`` in a subprocess, ~50 ms of CPU
+    in every node that opens a model on "auto" (more on a loaded machine; issue 15), and it only
+    adds drivers that are listed but cannot load, on which torch would find no CUDA either."""
     import ctypes
-    import ctypes.util
 
-    if ctypes.util.find_library("cuda") is not None:
-        return True
     try:
         ctypes.CDLL("libcuda.so.1")
         return True

@@ -9,7 +9,6 @@ training samples are cut with (`lab/localization/localization_samples.py`).
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from engines.dsp import StftConfig, log_mel, stft
@@ -25,6 +24,8 @@ WINDOW_FRAMES = 1 + (WINDOW_SAMPLES - STFT.n_fft) // STFT.hop_length
 
 def resize_frame(frame_bgr: np.ndarray) -> np.ndarray:
     """Any frame → 224² BGR uint8: what the visual encoder node does to a camera frame."""
+    import cv2  # here: the audio side (the audio encoder node) reads this module and needs no OpenCV
+
     return cv2.resize(frame_bgr, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
 
 
