@@ -26,8 +26,11 @@ message that crossed the line; a single larger message is still taken), and its 
 quarter of ``max_bytes`` more. An output's send pipe to each reader holds at most ``max_bytes``. The
 high-water marks, which ZeroMQ counts in messages, are sized from the budget and the size of the
 messages: a writer's at its first message, a reader's from the type's typical size
-(:data:`TYPICAL_BYTES`), and both lowered when a bigger message comes (libzmq ≥ 4.2 applies a new mark
-to connected pipes; never raised, see there). A ``queue`` input stops reading from its socket while its
+(:data:`TYPICAL_BYTES`), and never changed after that: libzmq 4.3 stalls a connected pipe for good when
+its mark is moved under traffic (lowered below the reads its reader has not yet acknowledged, or raised
+while it is full; ``tests/test_backpressure_bytes.py`` shows it). So a port whose messages grow past the
+size its marks were set for (a silence fill after a restart, more faces) may hold more than its budget in
+its pipes, up to the mark times the larger size; the writer logs that once. A ``queue`` input stops reading from its socket while its
 queue is full, so what it cannot hold waits in ZeroMQ instead of being read and thrown away: a reader
 that was stopped (a SIGSTOP, a long stall) catches up on its backlog without a loss as long as the
 writer's pipe held it (``benchmarks/stall.py``: a renderer stopped 10 s loses no audio). Beyond the
@@ -94,10 +97,10 @@ DEFAULT_MAX_BYTES: dict[str, int] = {"VideoFrame": 32 * MiB, "AudioChunk": 8 * M
                                      "SeparatedAudio": 8 * MiB}
 OTHER_MAX_BYTES = 16 * MiB
 #: what a typical message of a type weighs in a pipe (a 640×480 frame; 10 ms of 16 kHz audio, of its STFT, of
-#: two voices): sizes an input's receive pipe before its first message. High-water marks are only ever made
-#: smaller after that, as bigger messages come, never bigger: a pipe that is full when its mark is raised
-#: would not wake its writer (libzmq wakes it after every low-water-mark's worth of reads, a number raised
-#: with the mark), and the stream would stall.
+#: two voices): sizes an input's receive pipe, once. High-water marks are never moved on a live pipe: libzmq
+#: tells a writer what its reader took only every low-water mark's worth of reads (half the mark the pipe
+#: started with), so a mark lowered below the unacknowledged count, or raised on a full pipe, leaves the
+#: writer waiting for a word that never comes, and the stream stalls for good.
 TYPICAL_BYTES: dict[str, int] = {"VideoFrame": 640 * 480 * 3 + 1024, "AudioChunk": 1300, "Spectrogram": 2800,
                                  "SeparatedAudio": 2200}
 OTHER_TYPICAL_BYTES = 4096
@@ -220,7 +223,8 @@ class Publisher:
         self.blocked_s = 0.0  # time spent waiting for a slow reader (lossless)
         self.max_bytes = max_bytes or default_max_bytes(kind)
         self.hwm_cap = min(hwm, LOSSLESS_HWM) if lossless else hwm
-        self._sized_for = 0  # the largest message sent so far: the high-water mark is set for it
+        self._sized_for = 0  # the size of the first message sent: the high-water mark is set for it
+        self._oversize_said = False
         self.socket = ctx.socket(zmq.XPUB)
         self.hwm = hwm_for(self.max_bytes, typical_bytes(kind), self.hwm_cap)  # until the first send
         self.socket.setsockopt(zmq.SNDHWM, self.hwm)
@@ -303,16 +307,20 @@ class Publisher:
             self.blocked_s += time.perf_counter() - t0
 
     def _fit(self, nbytes: int) -> None:
-        """Keep the send pipe within the byte budget: the high-water mark is set for the first message
-        (nothing is in the pipes yet) and lowered when a bigger one comes, never raised after that
-        (see TYPICAL_BYTES)."""
+        """Keep the send pipes within the byte budget: the high-water mark is set for the first message,
+        when nothing has gone into any pipe (so moving it is safe), and never moved after that (see
+        TYPICAL_BYTES). A message much bigger than the first is said once: the budget may be exceeded."""
         if nbytes <= self._sized_for:
             return
-        hwm = hwm_for(self.max_bytes, nbytes, self.hwm_cap)
-        if not self._sized_for or hwm < self.hwm:
-            self.hwm = hwm
-            self.socket.setsockopt(zmq.SNDHWM, hwm)  # applies to the readers already connected
-        self._sized_for = nbytes
+        if not self._sized_for:
+            self.hwm = hwm_for(self.max_bytes, nbytes, self.hwm_cap)
+            self.socket.setsockopt(zmq.SNDHWM, self.hwm)  # nothing written yet: applies safely to every pipe
+            self._sized_for = nbytes
+        elif self.hwm * nbytes > 2 * self.max_bytes and not self._oversize_said:
+            self._oversize_said = True
+            log.warning("output %s: a message of %d bytes, its pipes were sized for %d: each may hold up to %.1f MiB "
+                        "(budget %.1f MiB) while a reader is behind; the mark is not moved on a live pipe",
+                        self.endpoint, nbytes, self._sized_for, self.hwm * nbytes / MiB, self.max_bytes / MiB)
 
     def send_reliably(self, msg: Message, source: str = "", timeout_s: float = 2.0) -> bool:
         """Send one message that must not be dropped (end of stream): wait for room instead.
@@ -408,7 +416,6 @@ class Subscriber:
         self._unlogged = 0  # refusals since then
         self._traced: set[str] = set()  # exception types whose traceback was logged
         self.socket = None
-        self._sized_for = 0  # the largest message received so far
         self.rcvhwm = hwm_for(self.max_bytes // RECEIVE_PIPE_SHARE, typical_bytes(self.accepts), self.hwm)
         if self.ctx is None:
             return
@@ -496,8 +503,6 @@ class Subscriber:
         self.stats.received += 1
         if self.carries_audio:
             self._audio_arrived(msg, lost)
-        if nbytes > self._sized_for:
-            self._fit(nbytes)
         cost = nbytes + DECODED_OVERHEAD_BYTES
         while self.queue and self.full:
             old = self.queue.popleft()
@@ -510,18 +515,6 @@ class Subscriber:
         self._sizes.append(cost)
         self.queued_bytes += cost
         return True
-
-    def _fit(self, nbytes: int) -> None:
-        """Keep the receive pipe within its share of the budget: lower its high-water mark when a message
-        bigger than any before comes (never raise it: see TYPICAL_BYTES)."""
-        if nbytes <= self._sized_for:
-            return
-        self._sized_for = nbytes
-        hwm = hwm_for(self.max_bytes // RECEIVE_PIPE_SHARE, nbytes, self.hwm)
-        if hwm < self.rcvhwm:
-            self.rcvhwm = hwm
-            if self.socket is not None:
-                self.socket.setsockopt(zmq.RCVHWM, hwm)  # applies to the connected pipe
 
     # -- audio gaps ------------------------------------------------------------------------
 

@@ -349,3 +349,35 @@ def test_the_renderer_marks_an_audio_gap_in_its_mp4(tmp_path: Path) -> None:
     assert counters["mp4.frames_marked_audio_gap"] == len(marked)
     rms = lambda a, b: float(np.sqrt(np.mean(audio[int(a * SR):int(b * SR)] ** 2)))  # noqa: E731
     assert rms(0.9, 1.1) < 0.01 < rms(0.3, 0.7), (rms(0.9, 1.1), rms(0.3, 0.7))
+
+
+def test_messages_that_grow_under_traffic_keep_flowing(ctx, tmp_path, caplog) -> None:
+    """The marks are never moved on a live pipe. libzmq 4.3 acknowledges reads to the writer only every
+    half-mark's worth, so a mark lowered below what is unacknowledged stalls the pipe for good: after a
+    microphone restart the stft's silence-filled spectra (47× bigger) once stopped every reader of it
+    until the stft itself restarted. Here: 2,000 small chunks read, then chunks 40× bigger."""
+    pub = Publisher(ctx, f"ipc://{tmp_path}/grow", kind=AudioChunk)
+    sub = Subscriber(ctx, pub.endpoint, name="t.audio", size=100_000, max_bytes=64 << 20, accepts=AudioChunk)
+    assert pub.wait_for_subscribers(1, 5)
+    got: list[int] = []
+
+    def take(until: int) -> bool:
+        sub.drain()
+        while (msg := sub.pop()) is not None:
+            got.append(msg.first_sample)
+        return len(got) >= until
+
+    for i in range(2000):
+        pub.send(chunk(i, 160))
+        if i % 100 == 99:
+            assert wait_for(lambda: take(i + 1), 5), len(got)
+    hwm, rcvhwm = pub.socket.getsockopt(zmq.SNDHWM), sub.socket.getsockopt(zmq.RCVHWM)  # set at the first message
+    for i in range(2000, 2200):
+        pub.send(chunk(i, 6400))  # 400 ms each: 40× the size the marks were set for
+        assert wait_for(lambda: take(i + 1), 5), f"stalled after {len(got)} messages"
+    assert got == [160 * i for i in range(2000)] + [6400 * i for i in range(2000, 2200)]
+    assert (pub.socket.getsockopt(zmq.SNDHWM), sub.socket.getsockopt(zmq.RCVHWM)) == (hwm, rcvhwm)
+    assert sub.stats.lost == sub.stats.dropped == 0
+    assert any("the mark is not moved on a live pipe" in r.getMessage() for r in caplog.records)
+    sub.close()
+    pub.close(0)

@@ -310,3 +310,19 @@ def test_the_renderer_places_a_restarted_senders_audio_by_its_capture_time() -> 
     assert timeline.place("voices", at(30.0), first_sample=0) == 30 * SR
     timeline.placed("voices", 0, 160)
     assert timeline.place("voices", at(30.01), first_sample=160) == 30 * SR + 160
+
+
+def test_an_audio_gap_noted_in_a_part_does_not_hide_its_tracks(tmp_path: Path) -> None:
+    """A restarted renderer reads which stream each track took from the earlier parts' notes; an audio
+    gap's note names a track too (without a stream index) and once made it refuse every frame."""
+    import json
+
+    from media.sinks.mp4 import Parts, timing_of
+
+    parts = Parts(tmp_path / "out.mp4", "run-1")
+    parts.start()
+    lines = [{"track": "mixture", "index": 1}, {"track": "voice_1", "index": 2},
+             {"audio_gap": [1.0, 1.5], "track": "mixture"}]
+    timing_of(parts.part(0)).write_text("".join(json.dumps(e) + "\n" for e in lines))
+    parts.part(0).write_bytes(b"")
+    assert parts.track_indices() == {"mixture": 1, "voice_1": 2}

@@ -273,7 +273,8 @@ class Parts:
 
     def track_indices(self) -> dict[str, int]:
         """Which audio stream each track (the mixture, a voice) took in this run's earlier parts."""
-        return {e["track"]: e["index"] for part in self.list() for e in json_lines(timing_of(part)) if "track" in e}
+        return {e["track"]: e["index"] for part in self.list() for e in json_lines(timing_of(part))
+                if "track" in e and "index" in e}  # (an audio gap's note names a track too, without an index)
 
     def frame_size(self) -> tuple[int, int] | None:
         """(height, width) of the first part, which every later part keeps."""
