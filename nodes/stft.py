@@ -9,6 +9,11 @@ whole run and downstream nodes can map frames back to samples and time.
 Each message's ``capture_ns`` is the capture time of the newest sample its last frame
 contains (chunk capture time + sample offset): the moment all of its data existed, so
 now − capture_ns is the pipeline's own delay.
+
+A restarted process keeps the numbering (``carried``: ``s0``): its first frame is the one of the
+run's frame grid where the first chunk it gets falls (the samples before it on that frame, missed
+while it was down, are silence), so frame ``t`` still starts at ``s0 + t · hop`` and the frames
+it never made are a gap in ``first_frame`` that readers see.
 """
 
 from __future__ import annotations
@@ -54,11 +59,15 @@ class Stft(Node):
         "logmel": Output(Spectrogram, doc="float32 (T, n_mels) natural-log mel power, for the audio encoder"),
     }
 
+    #: ``s0_plus_1``: the stream sample of frame 0's start, plus one (0: none yet), kept across a restart
+    carries = ("s0_plus_1",)
+
     def open(self) -> None:
         self.cfg = self.params.config()
         self.engine = StreamingStft(self.cfg)
         self.filterbank = self.cfg.mel_filterbank
         self.first_sample: int | None = None  # stream sample index of the engine's sample 0
+        self.frame_offset = 0  # the run's number of the engine's frame 0 (not 0 after a restart)
 
     def on_message(self, port: str, chunk: AudioChunk) -> None:
         if chunk.sample_rate_hz != self.cfg.sample_rate_hz:
@@ -67,7 +76,7 @@ class Stft(Node):
             raise BadInput(f"audio with 0 channels, shape {chunk.samples.shape}")
         samples = chunk.samples.mean(axis=1) if chunk.samples.ndim == 2 else chunk.samples
         if self.first_sample is None:
-            self.first_sample = chunk.first_sample
+            self._anchor(chunk.first_sample)
         expected = self.first_sample + self.engine.samples_in
         if chunk.first_sample - expected > MAX_GAP_S * self.cfg.sample_rate_hz:
             raise BadInput(f"audio jumps {chunk.first_sample - expected} samples ahead of the stream, "
@@ -78,7 +87,7 @@ class Stft(Node):
         elif chunk.first_sample < expected:
             self.count("overlap_samples", min(expected - chunk.first_sample, samples.size))
             samples = samples[expected - chunk.first_sample:]
-        first_frame = self.engine.frames_out
+        first_frame = self.frame_offset + self.engine.frames_out
         frames = self.engine.push(samples)
         if not len(frames):
             return
@@ -90,3 +99,15 @@ class Stft(Node):
                         first_frame=first_frame, capture_ns=capture_ns)
         self.send("spectrum", Spectrogram(frames=frames.astype(np.complex64), kind="complex", **geometry))
         self.send("logmel", Spectrogram(frames=log_mel(frames, self.filterbank), kind="logmel", **geometry))
+
+    def _anchor(self, first_sample: int) -> None:
+        """Place the engine's sample 0 on the run's frame grid: at this chunk at the run's start, else (a
+        restarted process) at the start of the grid frame this chunk falls in."""
+        s0 = self.carried["s0_plus_1"] - 1
+        if s0 < 0 or first_sample < s0:  # the run's start (or a stream that started over): a new grid
+            self.carried["s0_plus_1"] = first_sample + 1
+            self.first_sample, self.frame_offset = first_sample, 0
+            return
+        self.frame_offset = (first_sample - s0) // self.cfg.hop_length
+        self.first_sample = s0 + self.frame_offset * self.cfg.hop_length  # ≤ first_sample: the rest is a gap
+        self.log.info("restarted: frames go on at %d (stream sample %d)", self.frame_offset, self.first_sample)

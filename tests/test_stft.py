@@ -198,6 +198,44 @@ def test_stft_node_frames_capture_times_and_gaps() -> None:
         assert m.capture_ns == t0 + last_sample * 62_500
 
 
+def test_a_restarted_stft_node_keeps_the_runs_frame_numbers() -> None:
+    """kill -9 and a new process (its ``carried`` kept by the runtime): the frames it makes have the
+    numbers, and the values, that the process before would have given them; the ones it never made are
+    a gap in ``first_frame``. Chunks of 100 samples, so the restart lands off the hop grid."""
+    from nodes.stft import Stft
+    from pipeline.harness import Harness
+    from pipeline.messages import AudioChunk
+
+    x = noise(SR, seed=12).astype(np.float32)
+    offset = 48_000  # the stream was already running when this graph started
+
+    def chunk(start: int) -> AudioChunk:
+        return AudioChunk(samples=x[start:start + 100], first_sample=offset + start, capture_ns=10**9 + start * 62_500)
+
+    with Harness(Stft) as whole:
+        for start in range(0, SR, 100):
+            whole.feed("audio", chunk(start))
+    reference = {m.first_frame + i: f for m in whole.outputs["spectrum"] for i, f in enumerate(m.frames)}
+    with Harness(Stft) as before:
+        for start in range(0, 5000, 100):
+            before.feed("audio", chunk(start))
+    last_before = max(m.first_frame + len(m.frames) for m in before.outputs["spectrum"])
+    after = Harness(Stft)
+    after.node.carried.update(before.node.carried)  # what pipeline.runner.Carry hands a restarted process
+    with after:
+        for start in range(8300, SR, 100):  # 330 ms missed while it was down
+            after.feed("audio", chunk(start))
+    out = after.outputs["spectrum"]
+    first = out[0].first_frame
+    assert first == (8300 // 160) > last_before  # the grid frame the first chunk falls in; a gap before it
+    assert [m.first_frame for m in out] == list(first + np.cumsum([0] + [len(m.frames) for m in out[:-1]]))
+    frames = {m.first_frame + i: f for m in out for i, f in enumerate(m.frames)}
+    settled = [t for t in frames if t * 160 >= 8300]  # frames wholly after the restart point
+    assert len(settled) > 40
+    for t in settled:
+        np.testing.assert_allclose(frames[t], reference[t], atol=1e-5 * np.abs(reference[t]).max())
+
+
 def test_stft_node_rejects_wrong_rate_and_bad_params() -> None:
     from nodes.stft import Stft
     from pipeline.harness import Harness
