@@ -55,6 +55,27 @@ def test_a_nan_cell_does_not_win_the_peak() -> None:
     assert (x // 10, y // 10) == (3, 2) and np.isfinite(value)
 
 
+def test_a_restarted_renderer_goes_on_in_the_same_record_and_a_new_run_starts_it_anew(tmp_path: Path) -> None:
+    def drawn(i: int) -> DrawnFrame:
+        return DrawnFrame(np.zeros((H, W, 3), np.uint8), i / 25, index=i)
+
+    path = tmp_path / "out" / "demo.jsonl"
+    first = FrameRecordSink(path, run_id="run-1")
+    for i in range(3):
+        first.video(drawn(i))
+    first.file.close()  # a kill -9: no close(), the lines written so far are on disk
+    again = FrameRecordSink(path, run_id="run-1")
+    for i in range(3, 5):
+        again.video(drawn(i))
+    again.close()
+    assert [line["frame"] for line in lines(path)] == [0, 1, 2, 3, 4]
+    assert again.frames_before == 3 and not (tmp_path / "out" / ".demo.jsonl.run").exists()
+    fresh = FrameRecordSink(path, run_id="run-2")
+    fresh.video(drawn(9))
+    fresh.close()
+    assert [line["frame"] for line in lines(path)] == [9]
+
+
 def test_a_sink_that_saw_no_frame_leaves_no_file(tmp_path: Path) -> None:
     sink = FrameRecordSink(tmp_path / "none.jsonl")
     assert sink.close() == [] and not (tmp_path / "none.jsonl").exists()

@@ -12,6 +12,10 @@ heatmap, or no finite value in it). ``faces`` are the fresh face boxes, in the s
 ``speaking`` is the track the heatmap names as the speaking face (null: nobody, or no fresh
 heatmap), ``speaking_score`` its lip-sync score. Only what the frame shows is recorded: a stale
 heatmap or stale faces (older than the renderer's ``stale_ms``) count as absent.
+
+A renderer restarted within a run (a crash, a kill -9) goes on in the same file: a marker beside it,
+``.NAME.run``, holds the run's id (``EARSHOT_RUN_ID``, set by the node runner) while the run writes it,
+so a new process of the same run appends and a new run starts the file anew.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import uuid
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +34,8 @@ import numpy as np
 from media.sinks.sink import DrawnFrame, Sink
 
 log = logging.getLogger("earshot.sinks.frame_record")
+
+RUN_ID_ENV = "EARSHOT_RUN_ID"
 
 
 def peak_xy(heatmap: np.ndarray, width: int, height: int) -> tuple[int, int, float] | None:
@@ -75,18 +83,35 @@ class FrameRecordSink(Sink):
 
     name = "record"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, run_id: str | None = None) -> None:
         self.path = Path(path)
+        self.marker = self.path.parent / f".{self.path.name}.run"
+        self.run_id = run_id or os.environ.get(RUN_ID_ENV) or uuid.uuid4().hex
         self.file: IO[str] | None = None
         self.frames_written = 0
+        self.frames_before = 0  # written by earlier processes of this run
         self.closed = False
+
+    def _open(self) -> IO[str]:
+        """This run's file: appended to when an earlier process of the run wrote it, else started anew."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            ours = self.marker.read_text() == self.run_id and self.path.exists()
+        except OSError:
+            ours = False
+        if ours:
+            with open(self.path, "rb") as f:
+                self.frames_before = sum(1 for _ in f)
+            log.info("restarted: going on with %s after its %d frames", self.path, self.frames_before)
+        else:
+            self.marker.write_text(self.run_id)
+        return open(self.path, "a" if ours else "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def video(self, frame: DrawnFrame) -> None:
         if self.closed:
             return
         if self.file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self.file = self._open()
         # allow_nan=False: should a non-finite number slip past frame_line, fail loudly, never write bad JSON
         self.file.write(json.dumps(frame_line(frame), allow_nan=False, separators=(",", ":")) + "\n")
         self.frames_written += 1
@@ -98,7 +123,8 @@ class FrameRecordSink(Sink):
         if self.file is None:
             return []
         self.file.close()
-        log.info("wrote %s (%d frames)", self.path, self.frames_written)
+        self.marker.unlink(missing_ok=True)  # the run is over: its file is whole
+        log.info("wrote %s (%d frames)", self.path, self.frames_before + self.frames_written)
         return [self.path] if self.path.exists() else []
 
     def stats(self) -> dict[str, float]:
