@@ -550,7 +550,6 @@ def serve_forks(fd: int) -> int:
     exit, and ends when the supervisor closes its end (or dies: it gets SIGTERM then, and its children
     SIGTERM from it). It holds no ZeroMQ context and no thread of its own, so a fork of it is clean.
     """
-    import ctypes  # noqa: F401 - imported here, once: each child uses it (_die_with_parent)
     import random  # noqa: F401 - the same: each child reseeds it
     import select
     import socket
@@ -590,7 +589,7 @@ def _forked_node(request: dict, sock: Any, pidfds: list[int], server: int) -> No
         for pidfd in pidfds:
             os.close(pidfd)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _die_with_parent(server)
+        die_with_parent(server)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -620,13 +619,28 @@ def _forked_node(request: dict, sock: Any, pidfds: list[int], server: int) -> No
             os._exit(code if 0 <= code <= 255 else 1)
 
 
-def _die_with_parent(server: int) -> None:
-    """Linux: SIGTERM when the fork server (which dies with the supervisor) goes, so no node is orphaned."""
-    import ctypes
+def _load_prctl():  # -> the libc prctl function, or None
+    try:
+        import ctypes  # already loaded with numpy: this costs a lookup, not an import
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != server:  # it went before the line above: nobody would tell us
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+#: resolved once, at import: a child between fork and exec (the supervisor's preexec_fn) should not import
+#: or dlopen anything (the supervisor may have other threads, holding the import lock at the fork)
+_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Linux: have the kernel SIGTERM this process when its parent dies (the supervisor, or the fork server,
+    which dies with the supervisor), so no node is orphaned. ``parent``: the pid it must still have; if it
+    went before the call, nobody would tell us: exit."""
+    if _PRCTL is not None:
+        PR_SET_PDEATHSIG = 1
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent:
         os._exit(1)
 
 

@@ -66,7 +66,7 @@ from pipeline import keys
 from pipeline.graph import GraphSpec, import_node_class
 from pipeline.messages import Control, Heartbeat, MessageError, decode, encode
 from pipeline import media_clock, progress
-from pipeline.runner import MEDIA_CLOCK_FILE, SERVE_FORKS, telemetry_endpoints
+from pipeline.runner import MEDIA_CLOCK_FILE, SERVE_FORKS, die_with_parent, telemetry_endpoints
 
 log = logging.getLogger("earshot.supervisor")
 
@@ -196,7 +196,7 @@ class ForkServer:
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", SERVE_FORKS, str(theirs.fileno())], env=env, cwd=cwd,
                                          stdin=subprocess.DEVNULL, pass_fds=[theirs.fileno()],
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
         except BaseException:
             mine.close()
             raise
@@ -381,7 +381,7 @@ class Supervisor:
         if self.record_to:
             self.record_to.parent.mkdir(parents=True, exist_ok=True)
             self.recorder = subprocess.Popen([sys.executable, "-m", "pipeline.recording", str(self.run_dir),
-                                              str(self.record_to)], stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                              str(self.record_to)], stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
                                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         self._start_fork_server()
         for node in self.nodes.values():
@@ -429,7 +429,7 @@ class Supervisor:
         if proc is None:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pipeline.runner", str(self.run_dir), node.name],
-                env=env, cwd=os.getcwd(), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                env=env, cwd=os.getcwd(), stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
             node.pidfd = _pidfd(proc.pid)
         node.proc = proc
         node.state = "starting"
@@ -704,22 +704,3 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def _load_prctl():  # -> the libc prctl function, or None
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-#: resolved once here: the child between fork and exec should not import or dlopen anything (the
-#: supervisor may have other threads, holding the import lock at the fork)
-_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
-
-
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGTERM a node when the supervisor dies, so none is orphaned."""
-    if _PRCTL is not None:
-        PR_SET_PDEATHSIG = 1
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
