@@ -284,11 +284,8 @@ class Publisher:
         Lossless: waits for room, calling ``wait`` meanwhile; gives up only when it says stop."""
         frames = self._numbered(msg, source)
         self._seq += 1
-        nbytes = len(frames[0]) + len(frames[1]) + FRAME_OVERHEAD_BYTES * len(frames)  # = message_bytes(frames)
-        large = False
-        for array in frames[2:]:
-            nbytes += array.nbytes
-            large = large or array.nbytes >= ZERO_COPY_MIN_BYTES
+        nbytes = message_bytes(frames)
+        large = any(array.nbytes >= ZERO_COPY_MIN_BYTES for array in frames[2:])
         if nbytes > self._sized_for:
             self._fit(nbytes)
         t0 = None
