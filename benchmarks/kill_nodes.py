@@ -34,14 +34,13 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.proc_stats import wait_for  # noqa: E402
+from benchmarks.proc_stats import run_in_background, wait_for  # noqa: E402
 from nodes import NODE_TYPES  # noqa: E402
 from pipeline.graph import load_graph  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
@@ -145,12 +144,7 @@ def main() -> int:
     if unknown:
         ap.error(f"no node(s) {unknown} in {args.config}; it has {sorted(graph.nodes)}")
 
-    events: list[str] = []
-    sup = Supervisor(graph, on_event=events.append)
-    sup.start()
-    code: list[int] = []
-    thread = threading.Thread(target=lambda: code.append(sup.run()), daemon=True)
-    thread.start()
+    sup, events, code, thread = run_in_background(graph)
     t0 = time.monotonic()
     rows = []
     renderer_killed_s: float | None = None

@@ -28,17 +28,15 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.proc_stats import status_mib  # noqa: E402
+from benchmarks.proc_stats import run_in_background, status_mib  # noqa: E402
 from nodes import NODE_TYPES  # noqa: E402
 from pipeline.graph import load_graph  # noqa: E402
-from pipeline.supervisor import Supervisor  # noqa: E402
 
 SAMPLE_S = 10.0
 WINDOW_FROM = 0.2  # the growth window starts at 20 % of the run: minute 2 of 10
@@ -76,13 +74,8 @@ def main() -> int:
     saved_stderr = os.dup(2)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log_fd, 2)
-    events: list[str] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))  # stop the graph on the way out, as Ctrl-C does
-    sup = Supervisor(graph, on_event=events.append)
-    sup.start()
-    code: list[int] = []
-    thread = threading.Thread(target=lambda: code.append(sup.run()), daemon=True)
-    thread.start()
+    sup, events, code, thread = run_in_background(graph)
     #: node → [(seconds since the graph's start, pid, RSS MiB)]
     samples: dict[str, list[tuple[float, int, float]]] = {name: [] for name in sup.nodes}
     loads: list[tuple[float, float]] = []  # (minute, 1-min load average)
@@ -142,9 +135,8 @@ def main() -> int:
             continue
         at = min(s, key=lambda x: abs(x[0] - window_s))
         end = s[-1]
-        floor_at = min(x[2] for x in s if window_s <= x[0] < window_s + FLOOR_S) if any(
-            window_s <= x[0] < window_s + FLOOR_S for x in s) else at[2]
-        floor_end = min(x[2] for x in s if x[0] >= s[-1][0] - FLOOR_S)
+        floor_at = min([x[2] for x in s if window_s <= x[0] < window_s + FLOOR_S] or [at[2]])
+        floor_end = min(x[2] for x in s if x[0] >= end[0] - FLOOR_S)
         growth = floor_end - floor_at
         pct = growth / floor_at * 100
         restarted = len({pid for _, pid, _ in s}) > 1 or sup.nodes[name].restarts

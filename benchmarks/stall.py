@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from nodes import NODE_TYPES  # noqa: E402
 from pipeline.graph import load_graph  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
-from benchmarks.proc_stats import status_mib, wait_for  # noqa: E402
+from benchmarks.proc_stats import run_in_background, status_mib, wait_for  # noqa: E402
 
 #: the audio inputs' counters this reads (pipeline.transport: audio inputs report gap_samples)
 AUDIO_KEYS = ("dropped", "lost", "gap_samples")
@@ -135,12 +135,7 @@ def main() -> int:
     saved_stderr = os.dup(2)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log_fd, 2)
-    events: list[str] = []
-    sup = Supervisor(graph, on_event=events.append)
-    sup.start()
-    code: list[int] = []
-    thread = threading.Thread(target=lambda: code.append(sup.run()), daemon=True)
-    thread.start()
+    sup, events, code, thread = run_in_background(graph)
     sampler = RssSampler(sup)
     sampler.start()
     t0 = time.monotonic()
