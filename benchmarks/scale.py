@@ -53,8 +53,9 @@ def read(endpoints: list[str], core: int | None, seconds: float, out: mp.Queue) 
     ctx = zmq.Context()
     subs = [Subscriber(ctx, e, policy="queue", size=64, name=f"s{i}", accepts=None) for i, e in enumerate(endpoints)]
     poller = zmq.Poller()
-    for s in subs:
-        poller.register(s.socket, zmq.POLLIN)
+    by_socket = {s.socket: s for s in subs}
+    for sock in by_socket:
+        poller.register(sock, zmq.POLLIN)
     out.put("ready")
     lat: list[int] = []
     frames = 0
@@ -62,7 +63,7 @@ def read(endpoints: list[str], core: int | None, seconds: float, out: mp.Queue) 
     c0 = cpu_s()
     while not all(s.finished for s in subs) and time.monotonic() < deadline:
         for sock, _ in poller.poll(20):
-            sub = subs[[s.socket for s in subs].index(sock)]
+            sub = by_socket[sock]
             sub.drain()
             while (msg := sub.pop()) is not None:
                 if isinstance(msg, VideoFrame):

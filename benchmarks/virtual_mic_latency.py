@@ -176,7 +176,7 @@ def main() -> int:
             mic.audio({voice_track(0): block}, first_sample=k * BLOCK)
             longest_call = max(longest_call, time.monotonic() - t)
             time.sleep(max(0.0, start + (k + 1) / 100 - time.monotonic()))
-        queued = np.array([mic.backlog_bytes()], np.int32)  # bytes not yet taken by pacat
+        queued = mic.backlog_bytes()  # bytes not yet taken by pacat
         time.sleep(1.5)  # the last click's way through
         dropped_s = mic.stats()["dropped_s"]
     finally:
@@ -203,7 +203,7 @@ def main() -> int:
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     for r in recorders:
         print(summary(r.name, match(sent, r.onsets()), len(sent)) + f"; median chunk {sizes[r.name]:.1f} ms")
-    print(f"waiting in the pipe to pacat at the last block: {queued[0] / 4 / SR * 1000:.0f} ms of audio; "
+    print(f"waiting in the pipe to pacat at the last block: {queued / 4 / SR * 1000:.0f} ms of audio; "
           f"longest mic.audio call {longest_call * 1000:.1f} ms; dropped by the sink (the server fell behind) "
           f"{dropped_s:.2f} s")
     return 0
