@@ -263,6 +263,11 @@ def test_sync_trace_picks_the_synchronous_face_and_matches_decide():
     assert np.array_equal(np.isnan(same[:, 0]), trace["speaker"] == -1)
     assert np.allclose(same[late], trace["box"][late])
     assert np.isnan(rf.decide(trace, 2.0, 0.0)).all(), "a cosine never reaches 2"
+    # the pair rule (lab only, rejected on validation): under any threshold, a lead of 0.2 over the other face
+    lead = rf.decide(trace, 2.0, 0.0, pair_margin=0.2, pair_floor=0.0)
+    gap = trace["best"] - trace["second"]
+    chosen = (trace["scored"] > 1) & (trace["best"] >= 0.0) & (gap >= 0.2)
+    assert np.array_equal(~np.isnan(lead[:, 0]), chosen) and chosen[late].all()
 
 
 @pytest.mark.parametrize("delay_s", [0.0, -0.24])

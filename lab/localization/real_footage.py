@@ -782,7 +782,8 @@ def sync_trace(lips: dict, audio: np.ndarray, frame_s: np.ndarray, config=None, 
                          ).astype(np.int64)
     out = {"speaker": np.full(n, -1, np.int64), "box": np.full((n, 4), np.nan, np.float32),
            "best_track": np.full(n, -1, np.int64), "best": np.full(n, np.nan, np.float32),
-           "second": np.full(n, -1.0, np.float32), "best_box": np.full((n, 4), np.nan, np.float32)}
+           "second": np.full(n, -1.0, np.float32), "best_box": np.full((n, 4), np.nan, np.float32),
+           "scored": np.zeros(n, np.int64)}
     g = 0
     for t in range(n):
         now = int(round(frame_s[t] * 1e9))
@@ -798,6 +799,7 @@ def sync_trace(lips: dict, audio: np.ndarray, frame_s: np.ndarray, config=None, 
         if tid in here:
             out["box"][t] = here[tid]
         ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+        out["scored"][t] = len(ranked)
         if ranked:
             out["best_track"][t], out["best"][t] = ranked[0]
             if len(ranked) > 1:
@@ -807,11 +809,19 @@ def sync_trace(lips: dict, audio: np.ndarray, frame_s: np.ndarray, config=None, 
     return out
 
 
-def decide(trace: dict[str, np.ndarray], threshold: float, margin: float) -> np.ndarray:
-    """(n, 4) the speaking face's box per frame for another threshold/margin (`SpeakingFace.speaker`'s rule
-    on the trace's top two scores), NaN where none is chosen."""
+def decide(trace: dict[str, np.ndarray], threshold: float, margin: float, pair_margin: float = np.inf,
+           pair_floor: float = -1.0) -> np.ndarray:
+    """(n, 4) the speaking face's box per frame for other thresholds/margins (`SpeakingFace.speaker`'s rule
+    on the trace's top two scores), NaN where none is chosen.
+
+    ``pair_margin`` / ``pair_floor``: a rule tried in session 8 and *not* in `SpeakingFace` — where two faces or
+    more are scored, the best is also chosen under the threshold when it leads the second by ``pair_margin``
+    and reaches ``pair_floor``. Validation rejected it: two moving mouths under off-screen speech lead each
+    other by that much too (`speaking_face_tuning`, F)."""
     best = np.nan_to_num(trace["best"], nan=-np.inf)
-    ok = (best >= threshold) & (best - trace["second"] >= margin)
+    gap = best - trace["second"]
+    ok = (best >= threshold) & ((trace["scored"] == 1) | (gap >= margin))
+    ok |= (trace["scored"] > 1) & (best >= pair_floor) & (gap >= pair_margin)
     return np.where(ok[:, None], trace["best_box"], np.nan).astype(np.float32)
 
 

@@ -66,7 +66,8 @@ class RealMixtureSampler:
 
     def __init__(self, units: list[FaceUnit], speech: list[np.ndarray], seed: int = 0, crop_s: float = 2.0,
                  noise=None, noise_prob: float = 0.5, snr_db=(0.0, 20.0), sir_db=(-6.0, 6.0),
-                 visible_prob: float = 0.75, weights: np.ndarray | None = None) -> None:
+                 visible_prob: float = 0.75, weights: np.ndarray | None = None,
+                 alone: np.ndarray | None = None) -> None:
         self.units, self.speech = units, speech
         self.rng = np.random.default_rng(seed)
         self.frames = int(round(crop_s * 25))
@@ -77,6 +78,8 @@ class RealMixtureSampler:
         w = np.array([u.frames for u in units], np.float64) if weights is None else np.asarray(weights, np.float64)
         self.p = w / w.sum()
         self.identity = np.array([u.identity for u in units])
+        # units heard only by themselves (with noise): never mixed with a second voice, never an interferer
+        self.alone = np.zeros(len(units), bool) if alone is None else np.asarray(alone, bool)
 
     def sample(self, batch: int) -> dict[str, np.ndarray]:
         rng, tv = self.rng, self.frames
@@ -92,8 +95,10 @@ class RealMixtureSampler:
             sources[b, 0] = target
             row_mix.append(b), row_src.append(0), row_emb.append(emb)
             k_vox, k_libri = self.LAYOUTS[int(rng.choice(len(self.LAYOUTS), p=self.LAYOUT_P))]
+            if self.alone[t]:
+                k_vox = k_libri = 0
             if k_vox:
-                others = np.flatnonzero(self.identity != self.units[t].identity)
+                others = np.flatnonzero((self.identity != self.units[t].identity) & ~self.alone)
                 o = int(rng.choice(others, p=self.p[others] / self.p[others].sum()))
                 voice, emb_o = crop(self.units[o], tv, rng)
                 sources[b, 1] = voice * gain_to(voice, ref, rng.uniform(*self.sir_db))

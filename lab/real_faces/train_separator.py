@@ -286,19 +286,23 @@ def train(args) -> Path:
     if args.generated:  # a share of generated (drawn/photo) faces, so the demo's kind of face keeps working
         from lab.real_faces.generated_units import load_units
 
-        gen = load_units(args.generated)
+        from lab.real_faces.lone_voice import DRAWN_SEEDS
+
+        gen = [u for u in load_units(args.generated) if int(u.name.removeprefix("seed")) not in DRAWN_SEEDS]
         real_frames = np.array([u.frames for u in units], np.float64)
         weights = np.concatenate([real_frames / real_frames.sum() * (1 - args.generated_share),
                                   np.full(len(gen), args.generated_share / len(gen))])
+        alone = np.r_[np.zeros(len(units), bool), np.full(len(gen), args.generated_alone)]
         units = units + gen
         held = args.generated.with_name("eval.npz")
         if held.exists():
             g = load_units(held)
             gen_pairs = eval_pairs(g[0::2], g[1::2], len(g) // 2, seed=1, max_s=4.0)
-        log.info("generated faces: %d units from %s, %.0f %% of targets; %d held-out generated pairs",
-                 len(gen), args.generated, 100 * args.generated_share, len(gen_pairs))
+        log.info("generated faces: %d units from %s, %.0f %% of targets%s; %d held-out generated pairs",
+                 len(gen), args.generated, 100 * args.generated_share,
+                 " (each heard alone, with noise)" if args.generated_alone else "", len(gen_pairs))
     sampler = RealMixtureSampler(units, speech, seed=args.seed + step, crop_s=args.crop_seconds, noise=train_noise(),
-                                 weights=weights)
+                                 weights=weights, alone=alone if args.generated else None)
     total = args.minutes * 60
     start = time.monotonic() - elapsed0
     from tqdm import tqdm
@@ -338,7 +342,8 @@ def train(args) -> Path:
                             "train_ids": TRAIN_IDS, "validation_ids": VALIDATION_IDS, "encoder": str(args.encoder),
                             "batch_size": args.batch_size, "lr": args.lr, "spectral": args.spectral,
                             "generated": str(args.generated) if args.generated else None,
-                            "generated_share": args.generated_share if args.generated else 0.0}
+                            "generated_share": args.generated_share if args.generated else 0.0,
+                            "generated_alone": bool(args.generated and args.generated_alone)}
                     Checkpoint(model.config, {k: v.detach().clone() for k, v in model.state_dict().items()}, info).save(best_path)
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                             "elapsed": time.monotonic() - start}, state_path)
@@ -418,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generated", type=Path, default=None,
                    help="generated face units (lab.real_faces.generated_units, e.g. out/real_faces/generated/train.npz)")
     p.add_argument("--generated-share", type=float, default=0.25, help="share of targets drawn from --generated")
+    p.add_argument("--generated-alone", action="store_true",
+                   help="the --generated faces are only ever heard alone (with noise): they teach a lone voice to "
+                        "pass, not drawn-mouth separation")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--val-pairs", type=int, default=16)
     p.add_argument("--eval-seconds", type=float, default=600.0, help="validate every so many seconds")
