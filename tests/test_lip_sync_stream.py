@@ -91,4 +91,3 @@ def test_the_face_whose_lips_follow_the_audio_is_chosen() -> None:
     quiet = SpeakingFace(SpeakingFaceConfig(threshold=0.99))
     quiet.audio, quiet.lips = sf.audio, sf.lips
     assert quiet.speaker() == (-1, 0.0)  # below the threshold nobody is called speaking
-

@@ -309,3 +309,55 @@ def test_lip_front_end_on_frames_without_faces_gives_empty_rows_and_no_speaker()
     assert int(lips["n"]) == 3 and lips["lips"].shape == (0, 64) and lips["box"].shape == (0, 4)
     trace = rf.sync_trace(lips, np.zeros((3, 64), np.float32), np.arange(3) / FPS)
     assert (trace["speaker"] == -1).all() and np.isnan(trace["box"]).all()
+
+
+def test_lip_sync_key_of_another_pair_follows_its_files_bytes(tmp_path):
+    """``sync_dir`` (another training run's lip-sync pair): its own cache key, from the files' bytes; the
+    shipped pair's key is unchanged, and a copy of the shipped files gives the shipped key."""
+    import shutil
+
+    from engines.models import WEIGHTS_DIR
+
+    shipped = rf.lip_sync_key()
+    assert rf.lip_sync_key(None) == shipped and shipped.startswith("lipsync-")
+    (tmp_path / "lip_encoder.onnx").write_bytes(b"fake lip encoder")
+    (tmp_path / "sync_audio.onnx").write_bytes(b"fake sync audio")
+    fake = rf.lip_sync_key(tmp_path)
+    assert fake != shipped and rf.lip_sync_key(tmp_path) == fake
+    (tmp_path / "sync_audio.onnx").write_bytes(b"fake sync audio, another seed")
+    assert rf.lip_sync_key(tmp_path) not in (fake, shipped)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in rf.SYNC_FILES:
+        shutil.copy(WEIGHTS_DIR / name, copy / name)
+    assert rf.lip_sync_key(copy) == shipped
+    (tmp_path / "sync_audio.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="sync_audio.onnx"):
+        rf.lip_sync_key(tmp_path)
+
+
+def test_lip_sync_engine_runs_the_pair_in_sync_dir(tmp_path):
+    """``LipSyncEngine(sync_dir=...)`` runs that folder's ONNX files: a copy of the shipped pair embeds as the
+    shipped engine does, another sync_audio file does not."""
+    import shutil
+
+    from engines.models import WEIGHTS_DIR
+
+    for name in rf.SYNC_FILES:
+        shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
+    x = (0.1 * np.random.default_rng(0).normal(size=SR)).astype(np.float32)
+    shipped = rf.LipSyncEngine(threads=1)
+    copied = rf.LipSyncEngine(threads=1, sync_dir=tmp_path)
+    assert np.allclose(copied.audio(x), shipped.audio(x), atol=1e-6)
+    # the lip encoder's ONNX in place of the audio one: loaded from the folder, so the audio call fails
+    shutil.copy(WEIGHTS_DIR / "lip_encoder.onnx", tmp_path / "sync_audio.onnx")
+    with pytest.raises(Exception):
+        rf.LipSyncEngine(threads=1, sync_dir=tmp_path).audio(x)
+
+
+def test_speaking_face_tuning_without_the_sync_run_exits_2(capsys):
+    from lab.localization import speaking_face_tuning
+
+    assert speaking_face_tuning.main(["table", "--sync-run", "no-such-run-xyz"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "no-such-run-xyz" in err[0]

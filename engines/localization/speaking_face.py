@@ -32,12 +32,13 @@ class SpeakingFaceConfig:
     clips under another identity's speech) by ``python -m lab.localization.speaking_face_tuning tune``: the
     best J = composite windows on the speaker − on the silent face + one-speaker speech frames on the speaker
     − frames with no speech in the last second picking a face − frames under off-screen speech picking a
-    face, over window_groups {13, 25, 50} × min_groups {4, 8, 12} × threshold 0–0.45 × margin 0–0.2 (figures:
-    `lab/localization/REAL_FOOTAGE.md`). A lower threshold picks the speaker more often but calls a silent
-    face speaking under off-screen speech (threshold 0 with a 1 s window: 71 % of those frames; these: 7.6 %)."""
+    face, and (session 8) frames of two faces under off-screen speech picking a face, over window_groups {13,
+    25, 50} × min_groups {4, 8, 12} × threshold 0–0.45 × margin 0–0.2 (figures: `lab/localization/
+    REAL_FOOTAGE.md`). A lower threshold picks the speaker more often but calls a silent face speaking under
+    off-screen speech (threshold 0 with a 1 s window: 71 % of those frames; these: 6.1 %)."""
 
     window_groups: int = 50   # score over the last 2 s (1 s at its best threshold: 23 % off-screen picks)
-    min_groups: int = 8       # a face needs this many paired groups in the window to be scored
+    min_groups: int = 12      # a face needs this many paired groups in the window to be scored (0.48 s)
     threshold: float = 0.25   # mean cosine a face must reach to be called speaking
     margin: float = 0.025     # ... and by how much it must beat the second-best face
     max_pair_ms: float = 40.0  # a lip embedding pairs with a group whose centre is this close in time (not tuned)
