@@ -627,13 +627,15 @@ def _parse_fast(cls: type[Message], raw: bytes) -> tuple[int, int, str, dict[str
     """(seq, capture_ns, source, scalar fields, [(name, dtype, shape)]) of a header that passes every
     scalar check, or None."""
     decoder = _header_decoder(cls)
-    if decoder is not None:
+    if decoder is not None:  # typed: a long integer or deep nesting is refused at its first character
         try:
             h = decoder.decode(raw)
         except msgspec.MsgspecError:
             return None
         return (h.seq, h.capture_ns, h.source, msgspec.structs.asdict(h.fields),
                 [(b.name, b.dtype, b.shape) for b in h.buffers])
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH or _LONG_DIGITS.search(raw) is not None:
+        return None  # the json parser would recurse, or parse a long integer in quadratic time
     try:
         header = _FAST_HEADER_JSON.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, MessageError, ValueError, RecursionError):
@@ -693,8 +695,7 @@ def _decode_fast(frames: list[bytes] | list[Any]) -> Message | None:
     topic = topic if type(topic) is bytes else _as_bytes(topic)
     raw = raw if type(raw) is bytes else _as_bytes(raw)
     cls = _REGISTRY_BY_TOPIC.get(topic)
-    if (cls is None or len(raw) > MAX_HEADER_BYTES or raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
-            or _LONG_DIGITS.search(raw) is not None):
+    if cls is None or len(raw) > MAX_HEADER_BYTES:
         return None
     parsed = _parse_fast(cls, raw)
     if parsed is None:
