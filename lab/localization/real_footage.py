@@ -682,31 +682,50 @@ def sounding_record(clip: dict, runner: MapRunner, faces: FaceEngine, key: str) 
 # the frame's capture time instead.
 
 
-def lip_sync_key() -> str:
-    """Cache key of the speaking-face inputs: the face detector, mesh, lip encoder and sync audio files."""
+SYNC_FILES = ("lip_encoder.onnx", "sync_audio.onnx")
+
+
+def sync_files(sync_dir: Path | None = None) -> tuple[Path, Path]:
+    """(lip encoder, sync audio) ONNX files: the shipped pair, or a training run's export in ``sync_dir``
+    (`lab.real_faces.train_sync --run NAME --export-onnx`); FileNotFoundError names what is missing."""
+    if sync_dir is None:
+        from engines.models import WEIGHTS_DIR
+
+        sync_dir = WEIGHTS_DIR
+    files = tuple(Path(sync_dir) / f for f in SYNC_FILES)
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"lip-sync pair missing: {', '.join(missing)}")
+    return files
+
+
+def lip_sync_key(sync_dir: Path | None = None) -> str:
+    """Cache key of the speaking-face inputs: the face detector, mesh, lip encoder and sync audio files
+    (``sync_dir``: that folder's lip_encoder.onnx and sync_audio.onnx instead of the shipped ones)."""
     from engines.faces.detector import MODEL_PATH as DETECTOR
     from engines.faces.face_mesh import MODEL_PATH as MESH
-    from engines.models import WEIGHTS_DIR
 
     h = hashlib.sha256()
-    for f in (DETECTOR, MESH, WEIGHTS_DIR / "lip_encoder.onnx", WEIGHTS_DIR / "sync_audio.onnx"):
+    for f in (DETECTOR, MESH, *sync_files(sync_dir)):
         h.update(f.read_bytes())
     return f"lipsync-{h.hexdigest()[:12]}"
 
 
 class LipSyncEngine:
-    """The two halves of the lip-sync pair, as the live nodes run them (ONNX Runtime, ``threads`` each)."""
+    """The two halves of the lip-sync pair, as the live nodes run them (ONNX Runtime, ``threads`` each):
+    the shipped ONNX, or ``sync_dir``'s lip_encoder.onnx and sync_audio.onnx (another training run)."""
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, sync_dir: Path | None = None) -> None:
         from engines.faces.detector import FaceDetector
         from engines.faces.face_mesh import FaceMesh
         from engines.faces.mesh_lip_front_end import MODEL_NAME
         from engines.loader import load
 
+        encoder, sync = (MODEL_NAME, "sync_audio") if sync_dir is None else sync_files(sync_dir)
         self.detector = FaceDetector(num_threads=threads, backend="onnxruntime")
         self.mesh = FaceMesh(backend="onnxruntime", threads=threads)
-        self.encoder = load(MODEL_NAME, "onnxruntime", threads=threads)
-        self.sync = load("sync_audio", "onnxruntime", threads=threads)
+        self.encoder = load(encoder, "onnxruntime", threads=threads)
+        self.sync = load(sync, "onnxruntime", threads=threads)
 
     def lips(self, frames: Iterator[np.ndarray]) -> dict[str, np.ndarray]:
         """A fresh front end (new tracker, zero encoder state) over the frames in order; one row per
@@ -885,10 +904,11 @@ def sounding_lip_sync(clip: dict, rec: dict, engine: LipSyncEngine | None, key: 
 
 def evaluate(weights: Path | None = None, split: str = "test", threads: int = 1, pairs: int = COMPOSITE_PAIRS,
              seed: int = COMPOSITE_SEED, log=print, lip_sync: bool = True, sync_config=None,
-             audio_delay_s: float = 0.0) -> list[str]:
+             audio_delay_s: float = 0.0, sync_dir: Path | None = None) -> list[str]:
     """All three parts; returns the markdown lines of the table (raises DataMissingError without data).
     ``lip_sync``: also the speaking-face rows and their decision table (``sync_config``: a
-    `SpeakingFaceConfig`, default its defaults; ``audio_delay_s``: see the lip-sync section)."""
+    `SpeakingFaceConfig`, default its defaults; ``audio_delay_s``: see the lip-sync section; ``sync_dir``: a
+    folder with another lip_encoder.onnx + sync_audio.onnx, default the shipped pair)."""
     from lab.localization.localization_metrics import Scores
 
     groups = one_speaker_clips(split)  # first: no data, no model loading
@@ -900,8 +920,8 @@ def evaluate(weights: Path | None = None, split: str = "test", threads: int = 1,
         require_data("video", "real", "sounding")
     key = model_key(weights)
     runner, faces = MapRunner(weights, threads), FaceEngine(threads)
-    sync_key = lip_sync_key() if lip_sync else ""
-    engine = LipSyncEngine(threads) if lip_sync else None
+    sync_key = lip_sync_key(sync_dir) if lip_sync else ""
+    engine = LipSyncEngine(threads, sync_dir) if lip_sync else None
     methods = (*METHODS, *LIP_SYNC_METHODS) if lip_sync else METHODS
     decisions = {}
 

@@ -5,6 +5,8 @@ the real-footage table for other composite seeds.
     python -m lab.localization.speaking_face_tuning table --seed 1       the real-footage table, composites of seed 1
     python -m lab.localization.speaking_face_tuning table --audio-delay -0.24   ... deciding at capture time
     python -m lab.localization.speaking_face_tuning windows              composites' choice per window position
+    python -m lab.localization.speaking_face_tuning table --sync-run reg_s1   ... another training run's
+                                                   lip-sync pair (out/real_faces/sync/reg_s1/*.onnx; tune, windows too)
 
 ``tune`` never touches test footage: the one-speaker clips and the two-people composites (`COMPOSITE_PAIRS`
 pairs, `COMPOSITE_SEED`) of `VALIDATION_IDS` only. Every input is cached by `real_footage` (truth, lips,
@@ -47,6 +49,8 @@ THRESHOLDS = tuple(np.round(np.arange(0.0, 0.451, 0.05), 3))
 MARGINS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
 MIN_QUIET_FRAMES = 50
 #: (pair_margin, pair_floor): inf = the pair rule off
+#: training runs of the lip-sync pair (`lab.real_faces.train_sync.RUN_DIR`, not imported: it needs torch)
+SYNC_RUNS = rf.REPO / "out" / "real_faces" / "sync"
 PAIR_RULES = ((float("inf"), -1.0),) + tuple(itertools.product((0.05, 0.075, 0.1, 0.15, 0.2), (-1.0, 0.0, 0.1)))
 
 
@@ -73,12 +77,14 @@ def centre_inside(sync_box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
                 (b[..., 1] <= cy[:, None]) & (cy[:, None] <= b[..., 3]))
 
 
-def inputs(split: str, pairs: int, seed: int, threads: int, log=print) -> tuple[list, list]:
-    """([(clip record, lips, audio)], [(composite record, lips, audio)]): truth only, no localizer maps."""
+def inputs(split: str, pairs: int, seed: int, threads: int, log=print, sync_dir: Path | None = None
+           ) -> tuple[list, list]:
+    """([(clip record, lips, audio)], [(composite record, lips, audio)]): truth only, no localizer maps.
+    ``sync_dir``: another lip-sync pair's ONNX folder (`sync_dir_of`), default the shipped pair."""
     groups = rf.one_speaker_clips(split)
     specs = rf.composite_specs(split, pairs, seed)
-    key, sync_key = rf.model_key(), rf.lip_sync_key()
-    faces, engine = rf.FaceEngine(threads), rf.LipSyncEngine(threads)
+    key, sync_key = rf.model_key(), rf.lip_sync_key(sync_dir)
+    faces, engine = rf.FaceEngine(threads), rf.LipSyncEngine(threads, sync_dir)
     truth, clips, comps = {}, [], []
     for path in (p for g in groups.values() for p in g):
         rec = rf.clip_record(path, None, faces, key)
@@ -178,7 +184,7 @@ def sweep(clips: list, comps: list, log=print) -> list[dict]:
 
 def tune(args: argparse.Namespace) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    clips, comps = inputs("validation", args.pairs, args.seed, args.threads, log)
+    clips, comps = inputs("validation", args.pairs, args.seed, args.threads, log, sync_dir_of(args.sync_run))
     rows = sweep(clips, comps, log)
     best = max(rows, key=lambda r: r["J"])
     fmt = ("| {window_groups} | {min_groups} | {threshold:.2f} | {margin:.3f} | {pair_margin} | {pair_floor} | "
@@ -195,7 +201,8 @@ def tune(args: argparse.Namespace) -> int:
     def best_of(key, values) -> list[dict]:
         return [max((r for r in rows if r[key] == v), key=lambda r: r["J"]) for v in values]
 
-    lines = [f"Validation split (id09, id13): {len(clips)} one-speaker clips ({best['speech']} speech frames with "
+    lines = [*run_note(args.sync_run),
+             f"Validation split (id09, id13): {len(clips)} one-speaker clips ({best['speech']} speech frames with "
              f"a face, {best['quiet']} quiet frames{'' if best['quiet'] >= MIN_QUIET_FRAMES else ': D dropped'}, "
              f"{best['off_frames']} frames with a face under off-screen speech), "
              f"{len(comps)} composites ({best['windows']} windows; {best['crowd_frames']} frames with both faces "
@@ -215,7 +222,7 @@ def tune(args: argparse.Namespace) -> int:
              f"pair_floor={best['pair_floor']}"]
     text = "\n".join(lines)
     print(text)
-    out = args.out or Path("out/localization/speaking_face_tuning.md")
+    out = args.out or Path(f"out/localization/speaking_face_tuning{run_suffix(args.sync_run)}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     return 0
@@ -223,11 +230,13 @@ def tune(args: argparse.Namespace) -> int:
 
 def table(args: argparse.Namespace) -> int:
     lines = rf.evaluate(None, args.split, args.threads, pairs=args.pairs, seed=args.seed,
-                        log=lambda m: print(m, file=sys.stderr, flush=True), audio_delay_s=args.audio_delay)
+                        log=lambda m: print(m, file=sys.stderr, flush=True), audio_delay_s=args.audio_delay,
+                        sync_dir=sync_dir_of(args.sync_run))
     text = "\n".join([f"Real footage, {args.split} split, composite seed {args.seed}, audio delay "
-                      f"{args.audio_delay:+.2f} s (lab/localization/speaking_face_tuning.py table):", "", *lines])
+                      f"{args.audio_delay:+.2f} s (lab/localization/speaking_face_tuning.py table):", "",
+                      *run_note(args.sync_run), *lines])
     print(text)
-    name = f"real_footage_{args.split}_seed{args.seed}_delay{args.audio_delay:+.2f}.md"
+    name = f"real_footage_{args.split}_seed{args.seed}_delay{args.audio_delay:+.2f}{run_suffix(args.sync_run)}.md"
     out = args.out or Path("out/localization") / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
@@ -237,8 +246,9 @@ def table(args: argparse.Namespace) -> int:
 def windows(args: argparse.Namespace) -> int:
     """The speaking face's choice per window position in the composites (first second, second, …)."""
     specs = rf.composite_specs(args.split, args.pairs, args.seed)
-    key, sync_key = rf.model_key(), rf.lip_sync_key()
-    faces, engine = rf.FaceEngine(args.threads), rf.LipSyncEngine(args.threads)
+    sync_dir = sync_dir_of(args.sync_run)
+    key, sync_key = rf.model_key(), rf.lip_sync_key(sync_dir)
+    faces, engine = rf.FaceEngine(args.threads), rf.LipSyncEngine(args.threads, sync_dir)
     truth = {p: rf.clip_record(p, None, faces, key) for g in rf.one_speaker_clips(args.split).values() for p in g}
     by: dict[int, list[int]] = {}
     lengths = []
@@ -254,13 +264,35 @@ def windows(args: argparse.Namespace) -> int:
             a, b, _ = window_decisions(one, rec["sync_box"])
             row = by.setdefault(min(frames[0] // per, 4), [0, 0, 0])
             row[0], row[1], row[2] = row[0] + a, row[1] + b, row[2] + 1
-    lines = [f"{len(specs)} composites ({args.split}, seed {args.seed}), {np.median(lengths):.1f} s long (median); "
+    lines = [*run_note(args.sync_run),
+             f"{len(specs)} composites ({args.split}, seed {args.seed}), {np.median(lengths):.1f} s long (median); "
              f"lip-sync choice per 1 s window, audio delay {args.audio_delay:+.2f} s:", "",
              "| window | the speaker's face | the silent face | windows |", "|---|---|---|---|"]
     for w, (a, b, n) in sorted(by.items()):
         lines.append(f"| {w + 1}{'+' if w == 4 else ''} | {a / n:.1%} | {b / n:.1%} | {n} |")
     print("\n".join(lines))
     return 0
+
+
+def sync_dir_of(run: str | None) -> Path | None:
+    """``--sync-run NAME`` → out/real_faces/sync/NAME (its exported lip_encoder.onnx + sync_audio.onnx; checked
+    by `real_footage.sync_files`); None → the shipped pair."""
+    if run is None:
+        return None
+    folder = SYNC_RUNS / run
+    rf.sync_files(folder)  # FileNotFoundError before any footage is read
+    return folder
+
+
+def run_suffix(run: str | None) -> str:
+    return "" if run is None else f"_sync-{run}"
+
+
+def run_note(run: str | None) -> list[str]:
+    if run is None:
+        return []
+    return [f"Lip-sync pair of training run {run!r}: out/real_faces/sync/{run}/lip_encoder.onnx and sync_audio.onnx "
+            "(not engines/weights).", ""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +308,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="table: audio groups up to the frame's time + this (s); -0.24 = the decision at capture time")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--sync-run", default=None, metavar="NAME",
+                   help="use out/real_faces/sync/NAME/{lip_encoder,sync_audio}.onnx (`python -m "
+                   "lab.real_faces.train_sync --run NAME --export-onnx`) instead of the shipped lip-sync pair")
     args = p.parse_args(argv)
+    try:
+        sync_dir_of(args.sync_run)
+    except FileNotFoundError as exc:
+        print(f"error: {exc} (export it: python -m lab.real_faces.train_sync --run {args.sync_run} --export-onnx)",
+              file=sys.stderr)
+        return 2
     try:
         return {"tune": tune, "table": table, "windows": windows}[args.what](args)
     except DataMissingError as exc:

@@ -2,6 +2,7 @@
 
     python -m lab.real_faces.train_sync --minutes 60                  # train (resumes with --resume)
     python -m lab.real_faces.train_sync --evaluate                    # validation + test figures of the best model
+    python -m lab.real_faces.train_sync --run NAME --export-onnx      # → NAME/lip_encoder.onnx, sync_audio.onnx
 
 Free supervision, as SyncNet (Chung & Zisserman, 2016) is trained: the visual encoder
 (`engines.faces.lip_encoder.LipEncoder`, causal, per frame) and an audio encoder (log-mel at 100 fps →
@@ -29,6 +30,7 @@ import csv
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -371,7 +373,8 @@ def load_pair(path: Path) -> tuple[LipEncoder, AudioSyncEncoder]:
 
 
 def final_report(path: Path) -> dict:
-    """Thresholds chosen on validation, applied to test (TEST_IDS): the figures the README reports."""
+    """Thresholds chosen on validation, applied to test (TEST_IDS): the figures the README reports, printed
+    and written to ``report.json`` beside the checkpoint."""
     torch.set_num_threads(1)
     model, audio = load_pair(path)
     val = evaluate(model, audio, load_clips(VALIDATION_IDS))
@@ -380,7 +383,37 @@ def final_report(path: Path) -> dict:
     out = {"checkpoint": str(path), "step": LipEncoderCheckpoint.load(path).info.get("step"),
            "validation": {k: round(v, 4) for k, v in val.items()},
            "test": {k: round(v, 4) for k, v in test.items()}}
-    print(json.dumps(out, indent=1))
+    text = json.dumps(out, indent=1)
+    print(text)
+    (path.parent / "report.json").write_text(text + "\n")
+    return out
+
+
+def export_pair(run_dir: Path) -> list[Path]:
+    """``run_dir``'s best.pt / best-audio.pt → ``run_dir``/lip_encoder.onnx and sync_audio.onnx, exported as the
+    shipped pair is (`lab.onnx_export`, the registry's specs with the factory pointed at this run's files), so
+    `lab.localization.real_footage` can run another training run's pair (``--sync-run``). Prints each file's
+    max |ONNX − torch| on the registry's check inputs; raises FileNotFoundError without the .pt files."""
+    from dataclasses import replace
+
+    from engines.models import MODELS
+    from lab.onnx_export import ExportReport, export_onnx, max_abs_error
+
+    best = run_dir / "best.pt"
+    for f in (best, best.with_name(best.stem + "-audio.pt")):
+        if not f.exists():
+            raise FileNotFoundError(f"{f} is missing: train it with "
+                                    f"`python -m lab.real_faces.train_sync --run {run_dir.name}`")
+    specs = (replace(MODELS["lip_encoder"], factory=lambda: load_pair(best)[0]),
+             replace(MODELS["sync_audio"], factory=lambda: load_pair(best)[1]))
+    out = []
+    for spec in specs:
+        path = export_onnx(spec, run_dir / f"{spec.name}.onnx")
+        report = ExportReport(spec.name, path, spec.opset, max_abs_error(spec, path), spec.atol)
+        print(report.line())
+        if not report.ok:
+            raise RuntimeError(f"{path}: ONNX differs from torch by {report.max_abs_error:.2e} > {spec.atol:g}")
+        out.append(path)
     return out
 
 
@@ -401,8 +434,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-crops", action="store_true", help="mesh lip vector only")
     p.add_argument("--no-lips", action="store_true", help="mouth crops only")
     p.add_argument("--evaluate", action="store_true", help="report validation and test figures of <run>/best.pt")
+    p.add_argument("--export-onnx", action="store_true",
+                   help="export <run>/best.pt + best-audio.pt as <run>/lip_encoder.onnx + sync_audio.onnx")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.export_onnx:
+        torch.set_num_threads(1)
+        try:
+            export_pair(RUN_DIR / args.run)
+        except (FileNotFoundError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.evaluate:
         final_report(RUN_DIR / args.run / "best.pt")
         return 0
