@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from engines.localization.speaking_face import SyncAudio, unit
+from engines.localization.speaking_face import SpeakingFaceConfig, SyncAudio, unit
 from engines.models import get
 from pipeline.harness import Harness
 from pipeline.messages import ActiveSpeaker as ActiveSpeakerMsg
@@ -129,7 +129,7 @@ def test_the_face_whose_lips_follow_the_voice_is_named(fake_engine, joined_at) -
     first = min(own)
     assert [m.capture_ns for m in out[:2]] == [T0 + first * FRAME_NS, T0 + (first + 1) * FRAME_NS], \
         "a decision is dated at the start of its group: the capture time of the video frame it pairs with"
-    late = out[10:]  # a face is scored once 8 of its groups are paired
+    late = out[SpeakingFaceConfig().min_groups + 2:]  # a face is scored once min_groups of its groups are paired
     assert [m.speaking_track_id for m in late] == [1] * len(late)
     assert min(m.speaking_score for m in late) > 0.99
     last = late[-1]
