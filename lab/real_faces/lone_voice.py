@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-#: the drawn-face clips checked; separator training never uses these generated seeds
-DRAWN_SEEDS = tuple(range(7, 12))
+from lab.real_faces.generated_units import DRAWN_SEEDS
+
 REAL_CLIPS = 12
 
 

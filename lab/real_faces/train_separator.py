@@ -284,9 +284,7 @@ def train(args) -> Path:
     weights = None
     gen_pairs = []
     if args.generated:  # a share of generated (drawn/photo) faces, so the demo's kind of face keeps working
-        from lab.real_faces.generated_units import load_units
-
-        from lab.real_faces.lone_voice import DRAWN_SEEDS
+        from lab.real_faces.generated_units import DRAWN_SEEDS, load_units
 
         gen = [u for u in load_units(args.generated) if int(u.name.removeprefix("seed")) not in DRAWN_SEEDS]
         real_frames = np.array([u.frames for u in units], np.float64)
