@@ -1,6 +1,6 @@
 """One-way hop latency through `pipeline.transport`, beside raw pyzmq in the same run.
 
-    python benchmarks/transport.py [--count 400] [--rounds 3]
+    python benchmarks/transport.py [--count 400] [--rounds 3] [--breakdown]
 
 The sender stamps ``time.monotonic_ns()`` (one clock for all processes on Linux); a
 receiver in another process reads it back and reports now − stamp. "earshot" is the full
@@ -64,13 +64,30 @@ def receive_raw(endpoint: str, count: int, out: mp.Queue) -> None:
     ctx.term()
 
 
+def receive_header_only(endpoint: str, count: int, out: mp.Queue) -> None:
+    """Earshot's frames read as raw pyzmq reads them (blocking recv, the capture time cut out of the header
+    bytes, no decode): with the earshot sender, what the sending side alone adds (``--breakdown``)."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    lat = []
+    while len(lat) < count:
+        frames = sock.recv_multipart(copy=False)
+        stamp = frames[1].bytes.split(b'"capture_ns":', 1)[1].split(b",", 1)[0]
+        lat.append(time.monotonic_ns() - int(stamp))
+    out.put(lat)
+    sock.close(linger=0)
+    ctx.term()
+
+
 def run(kind: str, make, count: int, gap_s: float, tmp: str) -> np.ndarray:
     ctx = zmq.Context()
     endpoint = f"ipc://{tmp}/{kind}-{os.getpid()}"
     spawn = mp.get_context("spawn")
     out = spawn.Queue()
-    target = receive_earshot if kind == "earshot" else receive_raw
-    if kind == "earshot":
+    target = {"earshot": receive_earshot, "raw": receive_raw, "send only": receive_header_only}[kind]
+    if kind != "raw":
         pub = Publisher(ctx, endpoint, hwm=count + 10)
         sock = pub.socket
     else:
@@ -79,7 +96,7 @@ def run(kind: str, make, count: int, gap_s: float, tmp: str) -> np.ndarray:
         sock.bind(endpoint)
     proc = spawn.Process(target=target, args=(endpoint, count, out))
     proc.start()
-    if kind == "earshot":
+    if kind != "raw":
         assert pub.wait_for_subscribers(1, 20)
     else:
         sock.recv()  # the subscription: the reader is there
@@ -88,7 +105,7 @@ def run(kind: str, make, count: int, gap_s: float, tmp: str) -> np.ndarray:
     big = payload.nbytes >= ZERO_COPY_MIN_BYTES
     time.sleep(0.2)
     for _ in range(count):
-        if kind == "earshot":
+        if kind != "raw":
             msg.capture_ns = time.monotonic_ns()
             pub.send(msg, source="bench")
         else:
@@ -106,23 +123,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per path and size, raw and earshot taking turns")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time earshot's sender with a raw reader: the hop's extra split into send and receive")
     args = parser.parse_args()
+    kinds = ("raw", "earshot", "send only") if args.breakdown else ("raw", "earshot")
     print(f"one-way hop latency over ipc, {args.count} messages each, best of {args.rounds} rounds, "
           f"{os.cpu_count()} cores, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"{'payload':<12} {'raw p50':>9} {'raw p99':>9} {'earshot p50':>12} {'earshot p99':>12} {'ratio p50':>10}")
+    print(f"{'payload':<12} {'raw p50':>9} {'raw p99':>9} {'earshot p50':>12} {'earshot p99':>12} {'ratio p50':>10}"
+          + (f" {'send only p50':>14} {'extra: send':>12} {'receive':>8}" if args.breakdown else ""))
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name, make in SIZES.items():
             gap = 0.002 if name == "64 B" else 0.01
             # the two paths take turns, so both see the same machine; each keeps its least disturbed round
-            runs: dict[str, list[np.ndarray]] = {"raw": [], "earshot": []}
+            runs: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
             for r in range(args.rounds):
-                for kind in (("raw", "earshot") if r % 2 == 0 else ("earshot", "raw")):
+                for kind in (kinds if r % 2 == 0 else kinds[::-1]):
                     runs[kind].append(run(kind, make, args.count, gap, tmp))
             raw, ours = (min(runs[k], key=np.median) for k in ("raw", "earshot"))
             r50, r99 = np.percentile(raw, [50, 99])
             e50, e99 = np.percentile(ours, [50, 99])
-            print(f"{name:<12} {r50:>7.0f}µs {r99:>7.0f}µs {e50:>10.0f}µs {e99:>10.0f}µs {e50 / r50:>9.2f}×")
+            line = f"{name:<12} {r50:>7.0f}µs {r99:>7.0f}µs {e50:>10.0f}µs {e99:>10.0f}µs {e50 / r50:>9.2f}×"
+            if args.breakdown:
+                s50 = float(np.median(min(runs["send only"], key=np.median)))
+                line += f" {s50:>12.0f}µs {s50 - r50:>10.0f}µs {e50 - s50:>6.0f}µs"
+            print(line)
     print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
