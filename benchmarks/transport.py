@@ -50,7 +50,10 @@ def receive_earshot(endpoint: str, count: int, out: mp.Queue) -> None:
     ctx.term()
 
 
-def receive_raw(endpoint: str, count: int, out: mp.Queue) -> None:
+def receive_raw(endpoint: str, count: int, out: mp.Queue, stamp_in_header: bool = False) -> None:
+    """A blocking raw pyzmq reader. ``stamp_in_header``: the frames are earshot's, the capture time cut out of
+    the header bytes without a decode — with the earshot sender, what the sending side alone adds
+    (``--breakdown``); else the raw sender's 8-byte stamp."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
@@ -58,24 +61,11 @@ def receive_raw(endpoint: str, count: int, out: mp.Queue) -> None:
     lat = []
     while len(lat) < count:
         frames = sock.recv_multipart(copy=False)
-        lat.append(time.monotonic_ns() - int.from_bytes(frames[1].bytes, "little"))
-    out.put(lat)
-    sock.close(linger=0)
-    ctx.term()
-
-
-def receive_header_only(endpoint: str, count: int, out: mp.Queue) -> None:
-    """Earshot's frames read as raw pyzmq reads them (blocking recv, the capture time cut out of the header
-    bytes, no decode): with the earshot sender, what the sending side alone adds (``--breakdown``)."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(endpoint)
-    lat = []
-    while len(lat) < count:
-        frames = sock.recv_multipart(copy=False)
-        stamp = frames[1].bytes.split(b'"capture_ns":', 1)[1].split(b",", 1)[0]
-        lat.append(time.monotonic_ns() - int(stamp))
+        if stamp_in_header:
+            stamp = int(frames[1].bytes.split(b'"capture_ns":', 1)[1].split(b",", 1)[0])
+        else:
+            stamp = int.from_bytes(frames[1].bytes, "little")
+        lat.append(time.monotonic_ns() - stamp)
     out.put(lat)
     sock.close(linger=0)
     ctx.term()
@@ -86,7 +76,7 @@ def run(kind: str, make, count: int, gap_s: float, tmp: str) -> np.ndarray:
     endpoint = f"ipc://{tmp}/{kind}-{os.getpid()}"
     spawn = mp.get_context("spawn")
     out = spawn.Queue()
-    target = {"earshot": receive_earshot, "raw": receive_raw, "send only": receive_header_only}[kind]
+    target = receive_earshot if kind == "earshot" else receive_raw
     if kind != "raw":
         pub = Publisher(ctx, endpoint, hwm=count + 10)
         sock = pub.socket
@@ -94,7 +84,7 @@ def run(kind: str, make, count: int, gap_s: float, tmp: str) -> np.ndarray:
         sock = ctx.socket(zmq.XPUB)
         sock.setsockopt(zmq.SNDHWM, count + 10)
         sock.bind(endpoint)
-    proc = spawn.Process(target=target, args=(endpoint, count, out))
+    proc = spawn.Process(target=target, args=(endpoint, count, out) + ((True,) if kind == "send only" else ()))
     proc.start()
     if kind != "raw":
         assert pub.wait_for_subscribers(1, 20)

@@ -505,19 +505,8 @@ def encode(msg: Message) -> list[Any]:
         return _encode_plan(msg)
     header, body, description, names = types
     topic, _, _, arrays = _wire_plan(cls)
-    buffers: list[np.ndarray] = []
-    specs = []
-    for name, spec, _ in arrays:
-        a = getattr(msg, name)
-        if not isinstance(a, np.ndarray):
-            raise MessageError(f"{msg.type_name}.{name}: expected numpy array, got {type(a).__name__}")
-        dtype = a.dtype.name
-        if dtype not in spec.dtypes or a.ndim not in spec.ndims:
-            spec.check(msg.type_name, name, a)  # raises, saying which
-        if not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a)
-        specs.append(description(name, dtype, list(a.shape)))
-        buffers.append(a)
+    buffers = _wire_arrays(msg, arrays)
+    specs = [description(name, a.dtype.name, list(a.shape)) for (name, _, _), a in zip(arrays, buffers)]
     msg.check()
     fields = body(*[getattr(msg, name) for name in names])
     try:
@@ -543,21 +532,26 @@ def _encode_plan(msg: Message) -> list[Any]:
     else:
         parts.append("{}")
     parts.append(',"buffers":[')
-    buffers: list[np.ndarray] = []
-    for name, spec, opening in arrays:
-        a = getattr(msg, name)
-        if not isinstance(a, np.ndarray):
-            raise MessageError(f"{msg.type_name}.{name}: expected numpy array, got {type(a).__name__}")
-        dtype = a.dtype.name
-        if dtype not in spec.dtypes or a.ndim not in spec.ndims:
-            spec.check(msg.type_name, name, a)  # raises, saying which
-        if not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a)
-        parts += (opening, dtype, '","shape":[', ",".join(map(str, a.shape)), "]}")
-        buffers.append(a)
+    buffers = _wire_arrays(msg, arrays)
+    for (_, _, opening), a in zip(arrays, buffers):
+        parts += (opening, a.dtype.name, '","shape":[', ",".join(map(str, a.shape)), "]}")
     parts.append("]}")
     msg.check()
     return [topic, "".join(parts).encode(), *buffers]
+
+
+def _wire_arrays(msg: Message, arrays: tuple[tuple[str, ArraySpec, str], ...]) -> list[np.ndarray]:
+    """``msg``'s arrays as they go on the wire, in the plan's order: each checked against its spec (type,
+    dtype, rank; the check raises saying which) and made C-contiguous."""
+    out = []
+    for name, spec, _ in arrays:
+        a = getattr(msg, name)
+        if not isinstance(a, np.ndarray):
+            raise MessageError(f"{msg.type_name}.{name}: expected numpy array, got {type(a).__name__}")
+        if a.dtype.name not in spec.dtypes or a.ndim not in spec.ndims:
+            spec.check(msg.type_name, name, a)  # raises, saying which
+        out.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+    return out
 
 
 def _bounded_int(text: str) -> int:
