@@ -71,10 +71,9 @@ def centre_inside(sync_box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(n, 2) whether the chosen box's centre (NaN: none chosen) lies in face k's box at each frame, edges
     included (`localizer_real_video.inside`)."""
     cx, cy = (sync_box[:, 0] + sync_box[:, 2]) / 2, (sync_box[:, 1] + sync_box[:, 3]) / 2
-    b = boxes  # (n, 2, 4)
-    with np.errstate(invalid="ignore"):
-        return ((b[..., 0] <= cx[:, None]) & (cx[:, None] <= b[..., 2]) &
-                (b[..., 1] <= cy[:, None]) & (cy[:, None] <= b[..., 3]))
+    with np.errstate(invalid="ignore"):  # boxes (n, 2, 4)
+        return ((boxes[..., 0] <= cx[:, None]) & (cx[:, None] <= boxes[..., 2]) &
+                (boxes[..., 1] <= cy[:, None]) & (cy[:, None] <= boxes[..., 3]))
 
 
 def inputs(split: str, pairs: int, seed: int, threads: int, log=print, sync_dir: Path | None = None
@@ -112,8 +111,13 @@ def off_screen(clips: list) -> list[tuple[dict, dict, np.ndarray]]:
         audio = others[seen[rec["identity"]] % len(others)]
         seen[rec["identity"]] += 1
         n = len(rec["speech"])
-        out.append((rec, lips, np.concatenate([audio] * (n // len(audio) + 1))[:n]))
+        out.append((rec, lips, looped(audio, n)))
     return out
+
+
+def looped(audio: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` audio groups of ``audio`` repeated end to end (another clip's voice, to a clip's length)."""
+    return np.concatenate([audio] * (n // len(audio) + 1))[:n]
 
 
 def off_screen_pairs(comps: list) -> list[tuple[dict, dict, np.ndarray]]:
@@ -129,7 +133,7 @@ def off_screen_pairs(comps: list) -> list[tuple[dict, dict, np.ndarray]]:
         else:
             continue
         n = len(rec["speech"])
-        out.append((rec, lips, np.concatenate([audio] * (n // len(audio) + 1))[:n]))
+        out.append((rec, lips, looped(audio, n)))
     return out
 
 
@@ -198,8 +202,9 @@ def tune(args: argparse.Namespace) -> int:
     def table_of(select) -> list[str]:
         return [*head, *(fmt.format(**r) for r in select)]
 
-    def best_of(key, values) -> list[dict]:
-        return [max((r for r in rows if r[key] == v), key=lambda r: r["J"]) for v in values]
+    def best_per(group, values) -> list[dict]:
+        """The best-J row of each group: rows whose ``group(row)`` is each of ``values`` in turn."""
+        return [max((r for r in rows if group(r) == v), key=lambda r: r["J"]) for v in values]
 
     lines = [*run_note(args.sync_run),
              f"Validation split (id09, id13): {len(clips)} one-speaker clips ({best['speech']} speech frames with "
@@ -209,14 +214,13 @@ def tune(args: argparse.Namespace) -> int:
              f"under off-screen speech), seed {args.seed}.", "",
              "Best 10 of the grid:", "", *table_of(sorted(rows, key=lambda r: -r["J"])[:10]),
              "", "Best with the pair rule off:", "",
-             *table_of([max((r for r in rows if r["pair_margin"] == float("inf")), key=lambda r: r["J"])]),
+             *table_of(best_per(lambda r: r["pair_margin"], [float("inf")])),
              "", "Best per (window_groups, min_groups):", "",
-             *table_of(max((r for r in rows if (r["window_groups"], r["min_groups"]) == wm), key=lambda r: r["J"])
-                       for wm in sorted({(r["window_groups"], r["min_groups"]) for r in rows})),
-             "", "Best per threshold (any other value):", "", *table_of(best_of("threshold", map(float, THRESHOLDS))),
+             *table_of(best_per(lambda r: (r["window_groups"], r["min_groups"]),
+                                sorted({(r["window_groups"], r["min_groups"]) for r in rows}))),
+             "", "Best per threshold (any other value):", "", *table_of(best_per(lambda r: r["threshold"], map(float, THRESHOLDS))),
              "", "Best per pair rule (any other value):", "",
-             *table_of(max((r for r in rows if (r["pair_margin"], r["pair_floor"]) == rule), key=lambda r: r["J"])
-                       for rule in PAIR_RULES),
+             *table_of(best_per(lambda r: (r["pair_margin"], r["pair_floor"]), PAIR_RULES)),
              "", f"Chosen: window_groups={best['window_groups']}, min_groups={best['min_groups']}, "
              f"threshold={best['threshold']:.2f}, margin={best['margin']}, pair_margin={best['pair_margin']}, "
              f"pair_floor={best['pair_floor']}"]
