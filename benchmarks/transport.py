@@ -1,6 +1,6 @@
 """One-way hop latency through `pipeline.transport`, beside raw pyzmq in the same run.
 
-    python benchmarks/transport.py [--count 400] [--rounds 3] [--breakdown]
+    python benchmarks/transport.py [--count 400] [--rounds 3] [--breakdown] [--floor]
 
 The sender stamps ``time.monotonic_ns()`` (one clock for all processes on Linux); a
 receiver in another process reads it back and reports now − stamp. "earshot" is the full
@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import zmq
 
@@ -71,12 +72,41 @@ def receive_raw(endpoint: str, count: int, out: mp.Queue, stamp_in_header: bool 
     ctx.term()
 
 
+def receive_floor(endpoint: str, count: int, out: mp.Queue) -> None:
+    """The least a reader that checks what it gets can do in Python (``--floor``): a blocking read, the header
+    parsed and checked by the same compiled decoder, each buffer viewed as an array and a float one's values
+    checked, the message built; no poll, no queue, no counters, no gap or sender bookkeeping. What is left
+    between this and raw is the price of decoding with these libraries at all, caches cold between messages."""
+    from pipeline.messages import _DTYPE, _FLOAT_DTYPES, _REGISTRY_BY_TOPIC, _check_values, _header_decoder
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    lat = []
+    while len(lat) < count:
+        frames = sock.recv_multipart(copy=False)
+        cls = _REGISTRY_BY_TOPIC[frames[0].bytes]
+        header = _header_decoder(cls).decode(frames[1].bytes)
+        fields = msgspec.structs.asdict(header.fields)
+        for spec, frame in zip(header.buffers, frames[2:]):
+            fields[spec.name] = arr = np.ndarray(spec.shape, _DTYPE[spec.dtype], frame.buffer)
+            if spec.dtype in _FLOAT_DTYPES:
+                _check_values(cls.type_name, spec.name, arr, 1e9)
+        msg = object.__new__(cls)
+        msg.__dict__.update(fields, seq=header.seq, capture_ns=header.capture_ns, source=header.source)
+        lat.append(time.monotonic_ns() - msg.capture_ns)
+    out.put(lat)
+    sock.close(linger=0)
+    ctx.term()
+
+
 def run(kind: str, make, count: int, gap_s: float, tmp: str) -> np.ndarray:
     ctx = zmq.Context()
     endpoint = f"ipc://{tmp}/{kind}-{os.getpid()}"
     spawn = mp.get_context("spawn")
     out = spawn.Queue()
-    target = receive_earshot if kind == "earshot" else receive_raw
+    target = {"earshot": receive_earshot, "floor": receive_floor}.get(kind, receive_raw)
     if kind != "raw":
         pub = Publisher(ctx, endpoint, hwm=count + 10)
         sock = pub.socket
@@ -115,13 +145,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per path and size, raw and earshot taking turns")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time earshot's sender with a raw reader: the hop's extra split into send and receive")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time earshot's sender with the least reader that checks what it gets (no poll, "
+                             "queue or counters): the part of the ratio any checked Python hop pays")
     args = parser.parse_args()
-    kinds = ("raw", "earshot", "send only") if args.breakdown else ("raw", "earshot")
+    kinds = ("raw", "earshot") + (("send only",) if args.breakdown else ()) + (("floor",) if args.floor else ())
     print(f"one-way hop latency over ipc, {args.count} messages each, best of {args.rounds} rounds, "
           f"{os.cpu_count()} cores, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'payload':<12} {'raw p50':>9} {'raw p99':>9} {'earshot p50':>12} {'earshot p99':>12} {'ratio p50':>10}"
-          + (f" {'send only p50':>14} {'extra: send':>12} {'receive':>8}" if args.breakdown else ""))
+          + (f" {'send only p50':>14} {'extra: send':>12} {'receive':>8}" if args.breakdown else "")
+          + (f" {'floor p50':>10} {'floor ratio':>12}" if args.floor else ""))
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name, make in SIZES.items():
             gap = 0.002 if name == "64 B" else 0.01
@@ -137,6 +171,9 @@ def main() -> int:
             if args.breakdown:
                 s50 = float(np.median(min(runs["send only"], key=np.median)))
                 line += f" {s50:>12.0f}µs {s50 - r50:>10.0f}µs {e50 - s50:>6.0f}µs"
+            if args.floor:
+                f50 = float(np.median(min(runs["floor"], key=np.median)))
+                line += f" {f50:>8.0f}µs {f50 / r50:>11.2f}×"
             print(line)
     print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0

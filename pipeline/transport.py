@@ -289,8 +289,12 @@ class Publisher:
         Lossless: waits for room, calling ``wait`` meanwhile; gives up only when it says stop."""
         frames = self._numbered(msg, source)
         self._seq += 1
-        nbytes = message_bytes(frames)
-        large = any(array.nbytes >= ZERO_COPY_MIN_BYTES for array in frames[2:])
+        # message_bytes and the largest buffer in one pass (a generator here cost ~8 µs with cold caches)
+        nbytes, large = FRAME_OVERHEAD_BYTES * len(frames) + len(frames[0]) + len(frames[1]), False
+        for array in frames[2:]:
+            nbytes += array.nbytes
+            if array.nbytes >= ZERO_COPY_MIN_BYTES:
+                large = True
         if nbytes > self._sized_for:
             self._fit(nbytes)
         t0 = None
@@ -474,12 +478,15 @@ class Subscriber:
                 while sock.getsockopt(_RCVMORE):
                     frames.append(sock.recv(_NOBLOCK, copy=False))
             n += 1
-            self.accept(frames)
+            # bytes and zmq.Frame both know their length: the weight without message_bytes' type checks
+            self.accept(frames, FRAME_OVERHEAD_BYTES * len(frames) + sum(map(len, frames)))
         return n
 
-    def accept(self, frames: list) -> bool:
-        """Decode one multipart message and queue it, or count why not. True if queued (or an end)."""
-        nbytes = message_bytes(frames)
+    def accept(self, frames: list, nbytes: int = -1) -> bool:
+        """Decode one multipart message and queue it, or count why not. True if queued (or an end).
+        ``nbytes``: what it weighs (`message_bytes`), where the caller knows."""
+        if nbytes < 0:
+            nbytes = message_bytes(frames)
         try:
             msg = decode(frames)
         except MessageError as exc:

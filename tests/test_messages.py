@@ -254,3 +254,79 @@ def test_a_spectrogram_kind_matches_its_dtype() -> None:
         encode(Spectrogram(frames=np.zeros((2, 80), np.complex64), kind="logmel"))
     with pytest.raises(MessageError, match="complex frames as float32"):
         encode(Spectrogram(frames=np.zeros((2, 257), np.float32)))
+
+
+# -- the header template (issue 17) ----------------------------------------------------------------
+
+def _by_structs(msg: Message) -> list:
+    from pipeline.messages import _encode_structs
+    return _encode_structs(msg)
+
+
+@pytest.mark.parametrize("msg", [m for m in examples() if not isinstance(m, Heartbeat)], ids=lambda m: m.type_name)
+def test_the_template_writes_what_msgspec_writes(msg: Message) -> None:
+    from pipeline.messages import _TEMPLATES, _encode_template, _header_template
+
+    template = _encode_template(msg, _header_template(type(msg)))
+    assert template is not None, "the hot path declined a plain message"
+    assert json.loads(template[1]) == json.loads(_by_structs(msg)[1])
+    assert template[0] == type(msg).type_name.encode()
+    encode(msg)
+    assert _TEMPLATES[type(msg)], "encode() did not keep the type's template"
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(source=st.text(max_size=40), pts=st.floats(allow_nan=False, allow_infinity=False) | st.integers(-2**53, 2**53),
+       index=st.integers(0, 2**40), seq=st.integers(0, 2**63 - 1), capture=st.integers(-2**63, 2**63 - 1),
+       reason=st.text(max_size=20))
+def test_any_value_the_template_writes_reads_back_as_msgspec_writes_it(source, pts, index, seq, capture, reason) -> None:
+    """Floats, strings with quotes, control characters or any script, and integers at the int64 edges: the
+    template's JSON parses to the same header as msgspec's, and decodes to the same message."""
+    for msg in (VideoFrame(image=np.zeros((2, 3, 3), np.uint8), frame_index=index, pts_s=pts, source=source,
+                           seq=seq, capture_ns=capture),
+                EndOfStream(reason=reason, source=source, seq=seq, capture_ns=capture)):
+        ours, theirs = encode(msg), _by_structs(msg)
+        assert json.loads(ours[1]) == json.loads(theirs[1])
+        read = []
+        for frames in (ours, theirs):  # both read back as the message, or both refused alike
+            try:
+                read.append(decode([*frames[:2], *(f.tobytes() for f in frames[2:])]))
+            except MessageError as exc:
+                read.append(str(exc))
+        if isinstance(read[1], Message):
+            assert_same(read[0], msg)
+            assert_same(read[1], msg)
+        else:
+            assert read[0] == read[1]
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"frame_index": np.int64(3)}, "not encodable"),   # a numpy scalar: JSON has no such type
+    ({"frame_index": 2.5}, None),                        # msgspec writes it; the decoder then refuses it
+    ({"pts_s": float("nan")}, None),                     # written as null, refused when read
+    ({"image": np.zeros((2, 3, 3), np.float32)}, "dtype float32"),
+    ({"image": np.zeros((2, 3, 3), ">u2")}, "dtype uint16"),
+    ({"source": 7}, None),
+])
+def test_what_the_template_declines_goes_the_careful_way(change, error) -> None:
+    """The template writes only values of the exact kind it spells; anything else is encoded (or refused
+    with a reason) exactly as before it existed."""
+    from pipeline.messages import _encode_template, _header_template
+
+    msg = VideoFrame(image=np.zeros((2, 3, 3), np.uint8))
+    for name, value in change.items():
+        setattr(msg, name, value)
+    assert _encode_template(msg, _header_template(VideoFrame)) is None
+    if error:
+        with pytest.raises(MessageError, match=error):
+            encode(msg)
+        return
+    try:
+        expected = _by_structs(msg)
+    except MessageError as exc:
+        with pytest.raises(MessageError, match=str(exc)[:30]):
+            encode(msg)
+        return
+    assert encode(msg)[1] == expected[1]
+    with pytest.raises(MessageError):
+        decode([*expected[:2], *(f.tobytes() for f in expected[2:])])
