@@ -699,9 +699,12 @@ def sync_files(sync_dir: Path | None = None) -> tuple[Path, Path]:
     return files
 
 
-def lip_sync_key(sync_dir: Path | None = None) -> str:
+def lip_sync_key(sync_dir: Path | list[Path] | None = None) -> str:
     """Cache key of the speaking-face inputs: the face detector, mesh, lip encoder and sync audio files
-    (``sync_dir``: that folder's lip_encoder.onnx and sync_audio.onnx instead of the shipped ones)."""
+    (``sync_dir``: that folder's lip_encoder.onnx and sync_audio.onnx instead of the shipped ones; a list of
+    folders: an ensemble, whose members are cached each under its own key)."""
+    if isinstance(sync_dir, list):
+        return "+".join(lip_sync_key(d) for d in sync_dir)
     from engines.faces.detector import MODEL_PATH as DETECTOR
     from engines.faces.face_mesh import MODEL_PATH as MESH
 
@@ -751,6 +754,34 @@ class LipSyncEngine:
         return sync_embeddings(self.sync, audio)
 
 
+class SyncEnsemble:
+    """Several lip-sync pairs (training seeds) judged as one: each face's and each group's embeddings of
+    every member, each made unit length, side by side and scaled by 1/√N, so that the cosine `SpeakingFace`
+    takes is the members' mean cosine. Averaging seeds is the usual cure for a model whose figure moves
+    with its seed (issue 14: 63–74 % across two). Lab only: each member runs from its own cache."""
+
+    def __init__(self, threads: int, sync_dirs: list[Path]) -> None:
+        self.members = [(LipSyncEngine(threads, d), lip_sync_key(d)) for d in sync_dirs]
+
+    @staticmethod
+    def combine(parts: list[tuple[dict, np.ndarray]]) -> tuple[dict, np.ndarray]:
+        from engines.localization.speaking_face import unit
+
+        lips = dict(parts[0][0])
+        for other, _ in parts[1:]:  # one detector, tracker and mesh: the same rows, only the encoders differ
+            if not all(np.array_equal(lips[k], other[k]) for k in ("frame", "track")):
+                raise ValueError("ensemble members saw different faces (not the same front end?)")
+        scale = 1.0 / np.sqrt(len(parts))
+        lips["lips"] = np.concatenate([unit(p[0]["lips"]) for p in parts], axis=1) * scale
+        audio = np.concatenate([unit(p[1]) for p in parts], axis=1) * scale
+        return lips, audio.astype(np.float32)
+
+
+def lip_sync_engine(threads: int, sync_dir: Path | list[Path] | None) -> LipSyncEngine | SyncEnsemble:
+    """The shipped pair, another run's pair, or (a list of folders) an ensemble of them."""
+    return SyncEnsemble(threads, sync_dir) if isinstance(sync_dir, list) else LipSyncEngine(threads, sync_dir)
+
+
 def sync_embeddings(sync_engine, audio: np.ndarray) -> np.ndarray:
     """(G, E) unit embeddings of audio groups 0 … G−1 (G = the clip's 40 ms groups), streamed through
     `SyncAudio` as the stft node's frames; ``SYNC_TAIL_S`` of silence lets the last ones out."""
@@ -776,6 +807,8 @@ def lip_sync_inputs(engine: LipSyncEngine | None, key: str, name: str, frames, a
     """(lips, audio embeddings) of one clip, cached under ``lipsync/<key>/{lips,audio}/<name>``; ``frames``
     and ``audio`` are called only on a miss (a composite's canvas is rebuilt only then). ``name`` is a pair
     of names (lips, audio) when the two are shared differently (composites: one canvas, two speakers)."""
+    if isinstance(engine, SyncEnsemble):
+        return engine.combine([lip_sync_inputs(e, k, name, frames, audio) for e, k in engine.members])
     lips_name, audio_name = (name, name) if isinstance(name, str) else name
     lips = cached(CACHE / "lipsync" / key / "lips" / f"{lips_name}.npz", lambda: engine.lips(frames()))
     emb = cached(CACHE / "lipsync" / key / "audio" / f"{audio_name}.npz", lambda: {"audio": engine.audio(audio())})
@@ -921,7 +954,7 @@ def evaluate(weights: Path | None = None, split: str = "test", threads: int = 1,
     key = model_key(weights)
     runner, faces = MapRunner(weights, threads), FaceEngine(threads)
     sync_key = lip_sync_key(sync_dir) if lip_sync else ""
-    engine = LipSyncEngine(threads, sync_dir) if lip_sync else None
+    engine = lip_sync_engine(threads, sync_dir) if lip_sync else None
     methods = (*METHODS, *LIP_SYNC_METHODS) if lip_sync else METHODS
     decisions = {}
 

@@ -83,7 +83,7 @@ def inputs(split: str, pairs: int, seed: int, threads: int, log=print, sync_dir:
     groups = rf.one_speaker_clips(split)
     specs = rf.composite_specs(split, pairs, seed)
     key, sync_key = rf.model_key(), rf.lip_sync_key(sync_dir)
-    faces, engine = rf.FaceEngine(threads), rf.LipSyncEngine(threads, sync_dir)
+    faces, engine = rf.FaceEngine(threads), rf.lip_sync_engine(threads, sync_dir)
     truth, clips, comps = {}, [], []
     for path in (p for g in groups.values() for p in g):
         rec = rf.clip_record(path, None, faces, key)
@@ -252,7 +252,7 @@ def windows(args: argparse.Namespace) -> int:
     specs = rf.composite_specs(args.split, args.pairs, args.seed)
     sync_dir = sync_dir_of(args.sync_run)
     key, sync_key = rf.model_key(), rf.lip_sync_key(sync_dir)
-    faces, engine = rf.FaceEngine(args.threads), rf.LipSyncEngine(args.threads, sync_dir)
+    faces, engine = rf.FaceEngine(args.threads), rf.lip_sync_engine(args.threads, sync_dir)
     truth = {p: rf.clip_record(p, None, faces, key) for g in rf.one_speaker_clips(args.split).values() for p in g}
     by: dict[int, list[int]] = {}
     lengths = []
@@ -283,6 +283,8 @@ def sync_dir_of(run: str | None) -> Path | None:
     by `real_footage.sync_files`); None → the shipped pair."""
     if run is None:
         return None
+    if "+" in run:  # an ensemble of runs: reg+reg_s1
+        return [sync_dir_of(r) for r in run.split("+")]
     folder = SYNC_RUNS / run
     rf.sync_files(folder)  # FileNotFoundError before any footage is read
     return folder
