@@ -604,9 +604,7 @@ def _encode_template(msg: Message, plan: tuple) -> list[Any] | None:
             value = _json_text(value)
             if value is None:
                 return None
-        elif type(value) is bool:
-            value = b"true" if value else b"false"
-        else:
+        else:  # bool: no message type has one today; the Struct writer spells it
             return None
         values.append(value)
     buffers = []
@@ -644,7 +642,7 @@ def _encode_plan(msg: Message) -> list[Any]:
 
 def _wire_arrays(msg: Message, arrays: tuple[tuple[str, ArraySpec, str], ...]) -> list[np.ndarray]:
     """``msg``'s arrays as they go on the wire, in the plan's order: each checked against its spec (type,
-    dtype, rank; the check raises saying which) and made C-contiguous."""
+    dtype, rank; the check raises saying which) and made C-contiguous in the machine's byte order."""
     out = []
     for name, spec, _ in arrays:
         a = getattr(msg, name)
@@ -652,6 +650,8 @@ def _wire_arrays(msg: Message, arrays: tuple[tuple[str, ArraySpec, str], ...]) -
             raise MessageError(f"{msg.type_name}.{name}: expected numpy array, got {type(a).__name__}")
         if a.dtype.name not in spec.dtypes or a.ndim not in spec.ndims:
             spec.check(msg.type_name, name, a)  # raises, saying which
+        if not a.dtype.isnative:  # the wire is this machine's byte order (a big-endian AIFF read as is, say)
+            a = a.astype(a.dtype.newbyteorder("="))
         out.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
     return out
 

@@ -86,6 +86,14 @@ def test_non_contiguous_arrays_are_sent_correctly() -> None:
     np.testing.assert_array_equal(out.image, image)
 
 
+def test_arrays_in_another_byte_order_arrive_with_their_values() -> None:
+    """The wire names a dtype, not a byte order: a big-endian array goes in the machine's order, not as
+    bytes a reader would misread."""
+    samples = np.linspace(-0.5, 0.5, 160).astype(">f4")
+    out = decode(wire(AudioChunk(samples=samples)))
+    np.testing.assert_array_equal(out.samples, samples)
+
+
 def test_encoding_checks_the_schema() -> None:
     with pytest.raises(MessageError, match="VideoFrame.image: dtype float32"):
         encode(VideoFrame(image=np.zeros((2, 2, 3), np.float32)))
