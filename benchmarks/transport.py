@@ -4,8 +4,11 @@
 
 The sender stamps ``time.monotonic_ns()`` (one clock for all processes on Linux); a
 receiver in another process reads it back and reports now − stamp. "earshot" is the full
-path a node sees: encode → XPUB → SUB → poll → decode → bounded queue → the node's hook. "raw" is PUB → SUB with the same frames and copy policy
-and a blocking recv. The ratio earshot/raw is the figure we track (goal ≤ 1.2×).
+path a node sees: encode → XPUB → SUB → poll → decode → bounded queue → the node's hook. "raw" is PUB → SUB
+with the same frames and copy policy and a blocking recv. The ratio earshot/raw is the figure we track (goal
+≤ 1.2×). ``--breakdown`` adds earshot's sender with a raw reader (the extra split into send and receive);
+``--floor`` adds earshot's sender with the least reader that still checks what it gets (`receive_floor`):
+what any checked Python hop pays on this machine, before a queue or a counter.
 """
 
 from __future__ import annotations
