@@ -539,8 +539,8 @@ _HEADER_ENCODER = msgspec.json.Encoder()
 
 #: per message type, its header template (`_header_template`), or False for a type that has none
 _TEMPLATES: dict[type, Any] = {}
-#: the wire names of the dtypes that may travel, keyed by the dtype itself: ``dtype.name`` calls into Python
-#: (~1 µs), a dict lookup does not; a byte order other than the machine's is not a key (the careful path decides)
+#: the wire names of the dtypes that may travel, keyed by the dtype itself: ``dtype.name`` calls into Python,
+#: a dict lookup does not; a byte order other than the machine's is not a key (the Struct writer converts it)
 _WIRE_NAME: dict[np.dtype, bytes] = {np.dtype(name): name.encode() for name in WIRE_DTYPES}
 #: a shape as a header writes it, by rank
 _SHAPE_FORMAT = tuple(b",".join([b"%d"] * n) for n in range(9))
@@ -565,9 +565,10 @@ def _json_text(value: Any) -> bytes | None:
 
 def _header_template(cls: type[Message]) -> tuple | bool:
     """``cls``'s header as one bytes %-template, with the kind of each value it takes: writing a header is
-    then one C call. Why not msgspec here too: building its Structs and encoding costs ~40 µs with the
-    caches cold between messages (a frame every 33 ms), the template ~8 (issue 17). False for a type
-    whose header msgspec's types cannot spell (Heartbeat's free-form stats)."""
+    then one C call. Why not msgspec here too: with the caches cold between messages (a frame every 33 ms),
+    building its Structs and encoding cost several times the template (issue 17; the sending side's share of
+    the hop: `benchmarks/transport.py --breakdown`). False for a type whose header msgspec's types cannot
+    spell (Heartbeat's free-form stats)."""
     if _header_types(cls) is None:
         return False
     rules, arrays = _fast_rules(cls)
