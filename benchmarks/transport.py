@@ -27,7 +27,8 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.messages import AudioChunk, VideoFrame  # noqa: E402
+from pipeline.messages import (_DTYPE, _FLOAT_DTYPES, _REGISTRY_BY_TOPIC, AudioChunk, VideoFrame,  # noqa: E402
+                               _check_values, _header_decoder)
 from pipeline.transport import ZERO_COPY_MIN_BYTES, Publisher, Subscriber  # noqa: E402
 
 SIZES = {
@@ -54,54 +55,58 @@ def receive_earshot(endpoint: str, count: int, out: mp.Queue) -> None:
     ctx.term()
 
 
-def receive_raw(endpoint: str, count: int, out: mp.Queue, stamp_in_header: bool = False) -> None:
-    """A blocking raw pyzmq reader. ``stamp_in_header``: the frames are earshot's, the capture time cut out of
-    the header bytes without a decode — with the earshot sender, what the sending side alone adds
-    (``--breakdown``); else the raw sender's 8-byte stamp."""
+def read_blocking(endpoint: str, count: int, out: mp.Queue, stamp_of) -> None:
+    """A blocking pyzmq reader: ``stamp_of(frames)`` gives each message's capture time (reading it however the
+    caller's path does), and the latency is taken after it returns."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
     sock.connect(endpoint)
     lat = []
     while len(lat) < count:
-        frames = sock.recv_multipart(copy=False)
-        if stamp_in_header:
-            stamp = int(frames[1].bytes.split(b'"capture_ns":', 1)[1].split(b",", 1)[0])
-        else:
-            stamp = int.from_bytes(frames[1].bytes, "little")
+        stamp = stamp_of(sock.recv_multipart(copy=False))
         lat.append(time.monotonic_ns() - stamp)
     out.put(lat)
     sock.close(linger=0)
     ctx.term()
 
 
-def receive_floor(endpoint: str, count: int, out: mp.Queue) -> None:
-    """The least a reader that checks what it gets can do in Python (``--floor``): a blocking read, the header
-    parsed and checked by the same compiled decoder, each buffer viewed as an array and a float one's values
-    checked, the message built; no poll, no queue, no counters, no gap or sender bookkeeping. What is left
-    between this and raw is the price of decoding with these libraries at all, caches cold between messages."""
-    from pipeline.messages import _DTYPE, _FLOAT_DTYPES, _REGISTRY_BY_TOPIC, _check_values, _header_decoder
+def raw_stamp(frames: list) -> int:
+    """The raw sender's 8-byte stamp."""
+    return int.from_bytes(frames[1].bytes, "little")
 
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(endpoint)
-    lat = []
-    while len(lat) < count:
-        frames = sock.recv_multipart(copy=False)
-        cls = _REGISTRY_BY_TOPIC[frames[0].bytes]
-        header = _header_decoder(cls).decode(frames[1].bytes)
-        fields = msgspec.structs.asdict(header.fields)
-        for spec, frame in zip(header.buffers, frames[2:]):
-            fields[spec.name] = arr = np.ndarray(spec.shape, _DTYPE[spec.dtype], frame.buffer)
-            if spec.dtype in _FLOAT_DTYPES:
-                _check_values(cls.type_name, spec.name, arr, 1e9)
-        msg = object.__new__(cls)
-        msg.__dict__.update(fields, seq=header.seq, capture_ns=header.capture_ns, source=header.source)
-        lat.append(time.monotonic_ns() - msg.capture_ns)
-    out.put(lat)
-    sock.close(linger=0)
-    ctx.term()
+
+def header_stamp(frames: list) -> int:
+    """Earshot's frames: the capture time cut out of the header bytes without a decode."""
+    return int(frames[1].bytes.split(b'"capture_ns":', 1)[1].split(b",", 1)[0])
+
+
+def receive_raw(endpoint: str, count: int, out: mp.Queue, stamp_in_header: bool = False) -> None:
+    """A blocking raw pyzmq reader. ``stamp_in_header``: the frames are earshot's — with the earshot sender,
+    what the sending side alone adds (``--breakdown``); else the raw sender's stamp."""
+    read_blocking(endpoint, count, out, header_stamp if stamp_in_header else raw_stamp)
+
+
+def floor_decode(frames: list) -> int:
+    """The least a reader that checks what it gets can do in Python (``--floor``): the header parsed and checked
+    by the same compiled decoder, each buffer viewed as an array and a float one's values checked, the message
+    built; no poll, no queue, no counters, no gap or sender bookkeeping. Returns its capture time."""
+    cls = _REGISTRY_BY_TOPIC[frames[0].bytes]
+    header = _header_decoder(cls).decode(frames[1].bytes)
+    fields = msgspec.structs.asdict(header.fields)
+    for spec, frame in zip(header.buffers, frames[2:]):
+        fields[spec.name] = arr = np.ndarray(spec.shape, _DTYPE[spec.dtype], frame.buffer)
+        if spec.dtype in _FLOAT_DTYPES:
+            _check_values(cls.type_name, spec.name, arr, 1e9)
+    msg = object.__new__(cls)
+    msg.__dict__.update(fields, seq=header.seq, capture_ns=header.capture_ns, source=header.source)
+    return msg.capture_ns
+
+
+def receive_floor(endpoint: str, count: int, out: mp.Queue) -> None:
+    """A blocking read and `floor_decode`: what is left between this and raw is the price of decoding with
+    these libraries at all, caches cold between messages."""
+    read_blocking(endpoint, count, out, floor_decode)
 
 
 def run(kind: str, make, count: int, gap_s: float, tmp: str) -> np.ndarray:
