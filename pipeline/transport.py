@@ -289,7 +289,7 @@ class Publisher:
         Lossless: waits for room, calling ``wait`` meanwhile; gives up only when it says stop."""
         frames = self._numbered(msg, source)
         self._seq += 1
-        # message_bytes and the largest buffer in one pass: no generator, no type checks (issue 17: cold caches)
+        # message_bytes (header frames are bytes, the rest arrays) and the largest buffer, in one pass (issue 17)
         nbytes, large = FRAME_OVERHEAD_BYTES * len(frames) + len(frames[0]) + len(frames[1]), False
         for array in frames[2:]:
             nbytes += array.nbytes
@@ -478,15 +478,12 @@ class Subscriber:
                 while sock.getsockopt(_RCVMORE):
                     frames.append(sock.recv(_NOBLOCK, copy=False))
             n += 1
-            # bytes and zmq.Frame both know their length: the weight without message_bytes' type checks
-            self.accept(frames, FRAME_OVERHEAD_BYTES * len(frames) + sum(map(len, frames)))
+            self.accept(frames)
         return n
 
-    def accept(self, frames: list, nbytes: int = -1) -> bool:
-        """Decode one multipart message and queue it, or count why not. True if queued (or an end).
-        ``nbytes``: what it weighs (`message_bytes`), where the caller knows."""
-        if nbytes < 0:
-            nbytes = message_bytes(frames)
+    def accept(self, frames: list) -> bool:
+        """Decode one multipart message and queue it, or count why not. True if queued (or an end)."""
+        nbytes = message_bytes(frames)
         try:
             msg = decode(frames)
         except MessageError as exc:
