@@ -115,8 +115,8 @@ RECEIVE_PIPE_SHARE = 4
 #: high-water marks stay within these (messages): 2 so that one message can follow another, the top a
 #: sanity cap (bytes decide below it)
 MIN_HWM, MAX_HWM = 2, 100_000
-#: a drain that emptied its receive pipe waits up to this long, at most this many times, for ZeroMQ's I/O
-#: thread to refill it from the backlog in the kernel (see Subscriber.drain)
+#: a drain that read a refill's worth (`low_water_mark`) and found the pipe empty waits up to this long, at most
+#: this many times, for ZeroMQ's I/O thread to refill it from the backlog in the kernel (see Subscriber.drain)
 REFILL_WAIT_MS, MAX_REFILL_WAITS = 1, 8
 #: an audio input's burst of gaps is over after this long without another; then its one line is logged
 GAP_QUIET_S = 1.0
@@ -144,6 +144,12 @@ def message_bytes(frames: list) -> int:
     for f in frames:  # bytes and zmq.Frame know their length; arrays and memoryviews their nbytes
         total += len(f) if isinstance(f, (bytes, zmq.Frame)) else f.nbytes
     return total
+
+
+def low_water_mark(hwm: int) -> int:
+    """How many reads of a pipe with high-water mark ``hwm`` libzmq lets pass before it tells the pipe's writer
+    there is room again (``pipe_t::compute_lwm``): the I/O thread refills a receive pipe in batches this big."""
+    return hwm - 1024 if hwm > 2048 else (hwm + 1) // 2
 
 
 def hwm_for(budget_bytes: int, message_bytes_: int, cap: int) -> int:
@@ -461,10 +467,13 @@ class Subscriber:
             # ask before reading: a NOBLOCK read of an empty socket raises zmq.Again, and building that
             # exception costs more than the read (issue 17: per-message cost)
             if not sock.getsockopt(_EVENTS) & _POLLIN:
-                # A drain that emptied a whole receive pipe's worth has a backlog behind it: ZeroMQ's I/O
-                # thread refills the pipe from the kernel only once it has room, a moment later. Wait for
-                # that moment (a little, a few times), so a `latest` input really ends on the newest.
-                if n < self.rcvhwm * (refills + 1) or refills >= MAX_REFILL_WAITS or not sock.poll(REFILL_WAIT_MS):
+                # A drain that read a refill's worth may have a backlog behind it: ZeroMQ's I/O thread hears
+                # of room in the receive pipe only every low-water mark's worth of reads, and refills it from
+                # the kernel a moment later. Wait for that moment (a little, a few times), so a `latest` input
+                # really ends on the newest (waiting only after a whole pipe's worth left a small pipe, 9
+                # frames, read 5 per drain behind a 200 Hz writer: tests/test_runtime.py).
+                if (n < low_water_mark(self.rcvhwm) * (refills + 1) or refills >= MAX_REFILL_WAITS
+                        or not sock.poll(REFILL_WAIT_MS)):
                     return n
                 refills += 1
                 continue
