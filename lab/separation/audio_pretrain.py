@@ -1,0 +1,282 @@
+"""Is the audio network the lever? Two causal audio-only separators trained the same way on the CPU.
+
+    python -m lab.separation.audio_pretrain --run crn --arch crn --minutes 120      # add --resume to go on
+    python -m lab.separation.audio_pretrain --run gru --arch gru --minutes 120
+    python -m lab.separation.audio_pretrain --evaluate crn gru                     # LibriSpeech test-other
+
+Issue 16's audio path is weak (the audio-only variant of the shipped network, PIT, oracle assignment:
+~4 dB on real pairs). This trains, with identical data, loss and time box, (a) that network — compressed
+magnitude → 2-layer GRU 384 → complex masks (`engines.separation.separator_model`), from scratch — and
+(b) a frequency-aware causal CRN (`crn_separator.py`), and compares them on held-out speakers.
+
+Data: LibriSpeech train-clean-100 (the shared 251 speakers), the last ``VALIDATION_SPEAKERS`` of them held
+out for choosing the checkpoint; dynamic mixing every batch: two different speakers, 2 s crops, −5…+5 dB
+relative level, recorded or procedural noise (train part) on half at 0–20 dB SNR, random overall level.
+Loss: −SI-SDR of the two outputs under the better of the two assignments (uPIT). Test (``--evaluate``):
+fixed 4 s two-speaker mixtures of LibriSpeech **test-other** speakers at 0 dB, clean and with the
+evaluation part of the noise recordings at 10 dB SNR; SI-SDRi with the best assignment (audio-only
+models cannot know which voice is whose). Needs ``../shared/data`` (or ``$EARSHOT_DATA``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from engines.separation.separator_model import CausalSeparator, Checkpoint, SeparatorConfig, apply_mask
+from lab.corpus.noise import noise_clip
+from lab.corpus.speech import EVAL, TRAIN, _load_flac, speakers
+from lab.separation import crn_separator
+from lab.separation.train_separator import learning_rate, neg_si_sdr, torch_istft, torch_stft
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+RUN_DIR = REPO / "out" / "separation" / "audio_pretrain"
+RATE = 16000
+VALIDATION_SPEAKERS = 21
+
+
+def speech(split: str) -> dict[str, list[np.ndarray]]:
+    """Speaker id → utterances (float32, 16 kHz)."""
+    return {s.id: [_load_flac(f) for f in s.files] for s in speakers(split, include_espeak=False)}
+
+
+def train_validation_speakers() -> tuple[dict, dict]:
+    everyone = speech(TRAIN)
+    ids = sorted(everyone)
+    held = set(ids[-VALIDATION_SPEAKERS:])
+    return ({k: v for k, v in everyone.items() if k not in held}, {k: v for k, v in everyone.items() if k in held})
+
+
+def _crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``n``-sample crop with some speech in it (zero-padded when the utterance is short)."""
+    if len(x) <= n:
+        return np.pad(x, (0, n - len(x)))
+    for _ in range(4):
+        start = int(rng.integers(0, len(x) - n))
+        y = x[start:start + n]
+        if np.sqrt(np.mean(y ** 2)) > 0.3 * np.sqrt(np.mean(x ** 2)):
+            break
+    return y.copy()
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x ** 2)) + 1e-9)
+
+
+def mixture(pool: dict, n: int, rng: np.random.Generator, gain_db: float, noise_db: float | None,
+            noise_split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two different speakers (the second ``gain_db`` re. the first), optional noise → (mixture, sources (2, n))."""
+    a, b = rng.choice(sorted(pool), size=2, replace=False)
+    s = [_crop(pool[k][int(rng.integers(len(pool[k])))], n, rng) for k in (a, b)]
+    s = [x / _rms(x) for x in s]
+    s[1] = s[1] * 10 ** (gain_db / 20)
+    sources = np.stack(s).astype(np.float32)
+    mix = sources.sum(0)
+    if noise_db is not None:
+        noise = noise_clip(noise_split, n, rng)
+        mix = mix + noise / _rms(noise) * _rms(mix) * 10 ** (-noise_db / 20)
+    level = 10 ** (rng.uniform(-30, -12) / 20) / max(float(np.abs(mix).max()), 1e-6)
+    return (mix * level).astype(np.float32), sources * level
+
+
+def batch(pool: dict, size: int, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    items = [mixture(pool, n, rng, rng.uniform(-5, 5), rng.uniform(0, 20) if rng.random() < 0.5 else None, TRAIN)
+             for _ in range(size)]
+    return torch.from_numpy(np.stack([m for m, _ in items])), torch.from_numpy(np.stack([s for _, s in items]))
+
+
+def fixed_set(pool: dict, count: int, seconds: float, seed: int, noisy: bool, split: str):
+    rng = np.random.default_rng(seed)
+    return [mixture(pool, int(seconds * RATE), rng, 0.0, 10.0 if noisy else None, split) for _ in range(count)]
+
+
+def build(arch: str) -> torch.nn.Module:
+    if arch == "crn":
+        return crn_separator.CrnSeparator()
+    if arch == "gru":
+        return CausalSeparator(SeparatorConfig(lip_dim=0, n_masks=2))
+    raise ValueError(f"--arch must be crn or gru, got {arch!r}")
+
+
+def separate(model: torch.nn.Module, wave: torch.Tensor) -> torch.Tensor:
+    """(B, N) mixtures → (B, 2, N) the model's two outputs, offline (one call, zero state)."""
+    n = wave.shape[-1]
+    spec = torch_stft(wave)
+    b, t = spec.shape[:2]
+    if isinstance(model, CausalSeparator):
+        vis, gru = model.initial_state(b)
+        mask, _, _ = model(spec, spec.new_zeros(b, t, 0), vis, gru)
+    else:
+        mask, _ = model(spec, model.initial_state(b))
+    est = apply_mask(mask, spec.unsqueeze(2)).transpose(1, 2)  # (B, 2, T, F, 2)
+    return torch_istft(est.flatten(0, 1), n).view(b, 2, n)
+
+
+def pit_si_sdr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """(B, 2, N) × (B, 2, N) → (B,) mean SI-SDR of the better assignment."""
+    same = -(neg_si_sdr(est[:, 0], ref[:, 0]) + neg_si_sdr(est[:, 1], ref[:, 1])) / 2
+    swap = -(neg_si_sdr(est[:, 0], ref[:, 1]) + neg_si_sdr(est[:, 1], ref[:, 0])) / 2
+    return torch.maximum(same, swap)
+
+
+def score(model: torch.nn.Module, items: list) -> dict[str, float]:
+    """Mean/median SI-SDRi (dB) over fixed mixtures, 8 at a time."""
+    gains = []
+    with torch.inference_mode():
+        for i in range(0, len(items), 8):
+            mix = torch.from_numpy(np.stack([m for m, _ in items[i:i + 8]]))
+            ref = torch.from_numpy(np.stack([s for _, s in items[i:i + 8]]))
+            base = pit_si_sdr(mix[:, None].expand(-1, 2, -1), ref)
+            gains.append((pit_si_sdr(separate(model, mix), ref) - base).numpy())
+    g = np.concatenate(gains)
+    return {"si_sdri_mean": round(float(g.mean()), 2), "si_sdri_median": round(float(np.median(g)), 2), "n": len(g)}
+
+
+def train(run: str, arch: str, minutes: float, batch_size: int, lr: float, resume: bool, threads: int,
+          eval_minutes: float, seed: int) -> None:
+    torch.set_num_threads(threads)
+    out = RUN_DIR / run
+    out.mkdir(parents=True, exist_ok=True)
+    pool, held = train_validation_speakers()
+    validation = fixed_set(held, 48, 4.0, 1, False, TRAIN) + fixed_set(held, 16, 4.0, 2, True, TRAIN)
+    model = build(arch)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    step, elapsed, best = 0, 0.0, -1e9
+    rng = np.random.default_rng(seed)
+    if resume and (out / "state.pt").exists():
+        st = torch.load(out / "state.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed, best = st["step"], st["elapsed"], st["best"]
+        rng = np.random.default_rng(seed + step)
+    total = minutes * 60
+    bar = tqdm(total=int(total), initial=int(elapsed), unit="s", desc=run)
+    next_eval = elapsed + eval_minutes * 60
+    curve = (out / "curve.csv").open("a", newline="")
+    writer = csv.writer(curve)
+    losses: list[float] = []
+    while elapsed < total:
+        t0 = time.monotonic()
+        model.train()
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(lr, elapsed, total)
+        mix, ref = batch(pool, batch_size, 2 * RATE, rng)
+        loss = -pit_si_sdr(separate(model, mix), ref).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        losses.append(float(loss))
+        step += 1
+        dt = time.monotonic() - t0
+        elapsed += dt
+        bar.update(int(elapsed) - bar.n)
+        bar.set_postfix(step=step, loss=f"{np.mean(losses[-50:]):.2f}")
+        if elapsed >= next_eval or elapsed >= total:
+            model.eval()
+            val = score(model, validation)["si_sdri_mean"]
+            writer.writerow([step, round(elapsed), round(float(np.mean(losses[-200:])), 3), val])
+            curve.flush()
+            if val > best:
+                best = val
+                _save(model, arch, out / "best.pt", step, elapsed, val)
+            _save(model, arch, out / "last.pt", step, elapsed, val)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
+                        "best": best}, out / "state.pt")
+            log.info("%s step %d (%.0f min): train loss %.2f, validation SI-SDRi %.2f dB (best %.2f)",
+                     run, step, elapsed / 60, np.mean(losses[-200:]), val, best)
+            next_eval = elapsed + eval_minutes * 60
+    bar.close()
+    curve.close()
+
+
+def _save(model: torch.nn.Module, arch: str, path: Path, step: int, elapsed: float, val: float) -> None:
+    info = {"arch": arch, "step": step, "cpu_minutes": round(elapsed / 60, 1), "validation_si_sdri": val}
+    if isinstance(model, CausalSeparator):
+        Checkpoint(model.config, model.state_dict(), info).save(path)
+    else:
+        crn_separator.save(model, path, info)
+
+
+def load_run(name: str) -> torch.nn.Module:
+    run, _, which = name.partition(":")
+    path = RUN_DIR / run / f"{which or 'best'}.pt"
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if raw["info"].get("arch") == "crn":
+        return crn_separator.load(path)
+    return Checkpoint.load(path).model()
+
+
+def evaluate(runs: list[str], count: int) -> dict:
+    test = speech(EVAL)
+    sets = {"test-other 0 dB": fixed_set(test, count, 4.0, 11, False, EVAL),
+            "test-other 0 dB + noise 10 dB": fixed_set(test, count, 4.0, 12, True, EVAL)}
+    _, held = train_validation_speakers()
+    sets["validation 0 dB"] = fixed_set(held, 48, 4.0, 1, False, TRAIN)
+    report = {}
+    for name in runs:
+        model = load_run(name)
+        report[name] = {k: score(model, v) for k, v in sets.items()}
+        print(name, json.dumps(report[name]))
+    return report
+
+
+def plot(runs: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for run in runs:
+        rows = list(csv.reader((RUN_DIR / run / "curve.csv").open()))
+        ax.plot([float(r[1]) / 60 for r in rows], [float(r[3]) for r in rows], marker="o", label=run)
+    ax.set_xlabel("CPU minutes (one thread)")
+    ax.set_ylabel("validation SI-SDRi (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run")
+    p.add_argument("--arch", default="crn")
+    p.add_argument("--minutes", type=float, default=120)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-minutes", type=float, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--evaluate", nargs="+", metavar="RUN[:last]")
+    p.add_argument("--count", type=int, default=100)
+    p.add_argument("--plot", nargs="+", metavar="RUN")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.plot:
+        plot(args.plot, RUN_DIR / "curves.png")
+        return 0
+    if args.evaluate:
+        report = evaluate(args.evaluate, args.count)
+        (RUN_DIR / "report.json").write_text(json.dumps(report, indent=1))
+        return 0
+    if not args.run:
+        p.error("--run NAME (or --evaluate RUN …)")
+    train(args.run, args.arch, args.minutes, args.batch_size, args.lr, args.resume, args.threads,
+          args.eval_minutes, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
