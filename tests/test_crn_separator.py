@@ -3,7 +3,11 @@
 import torch
 
 from lab.separation.audio_pretrain import pit_si_sdr, separate
-from lab.separation.crn_separator import CrnSeparator
+from lab.separation.crn_separator import CrnConfig, CrnSeparator
+
+
+def NO_LIPS(x: torch.Tensor) -> torch.Tensor:
+    return x.new_zeros(x.shape[0], x.shape[1], 0)
 
 
 def _model() -> CrnSeparator:
@@ -17,8 +21,8 @@ def test_outputs_before_a_frame_do_not_depend_on_it():
     y = x.clone()
     y[:, 25:] = torch.randn_like(y[:, 25:])
     with torch.no_grad():
-        a, _ = model(x, model.initial_state(1))
-        b, _ = model(y, model.initial_state(1))
+        a, _, _ = model(x, NO_LIPS(x), *model.initial_state(1))
+        b, _, _ = model(y, NO_LIPS(y), *model.initial_state(1))
     assert torch.equal(a[:, :25], b[:, :25])
     assert not torch.allclose(a[:, 25:], b[:, 25:])
 
@@ -27,10 +31,10 @@ def test_streaming_in_uneven_chunks_equals_one_offline_call():
     model = _model()
     x = torch.randn(2, 45, 257, 2)
     with torch.no_grad():
-        offline, _ = model(x, model.initial_state(2))
-        state, parts = model.initial_state(2), []
+        offline, _, _ = model(x, NO_LIPS(x), *model.initial_state(2))
+        (vis, state), parts = model.initial_state(2), []
         for start, stop in ((0, 1), (1, 8), (8, 9), (9, 30), (30, 45)):
-            out, state = model(x[:, start:stop], state)
+            out, vis, state = model(x[:, start:stop], NO_LIPS(x[:, start:stop]), vis, state)
             parts.append(out)
     torch.testing.assert_close(torch.cat(parts, 1), offline, atol=1e-5, rtol=1e-4)
 
@@ -54,3 +58,24 @@ def test_pit_score_takes_the_better_assignment():
     swapped = ref.flip(1)
     assert torch.allclose(pit_si_sdr(swapped, ref), pit_si_sdr(ref, ref))
     assert pit_si_sdr(ref, ref).item() > 60
+
+
+def test_av_model_streams_like_offline_and_its_face_starts_silent():
+    """The AV variant carries its lip history too; its face projections start at zero, so before training
+    the face changes nothing (an AV model started from an audio-only one begins as that model)."""
+    torch.manual_seed(1)
+    model = CrnSeparator(CrnConfig(n_masks=1, lip_dim=8)).eval()
+    x, lips = torch.randn(2, 30, 257, 2), torch.randn(2, 30, 8)
+    with torch.no_grad():
+        offline, _, _ = model(x, lips, *model.initial_state(2))
+        blank, _, _ = model(x, torch.zeros_like(lips), *model.initial_state(2))
+        (vis, state), parts = model.initial_state(2), []
+        for start, stop in ((0, 3), (3, 4), (4, 30)):
+            out, vis, state = model(x[:, start:stop], lips[:, start:stop], vis, state)
+            parts.append(out)
+        torch.testing.assert_close(torch.cat(parts, 1), offline, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(blank, offline)
+        for layer in model.lip_in:
+            layer.weight.normal_()
+        moved, _, _ = model(x, lips, *model.initial_state(2))
+    assert not torch.allclose(moved, offline)

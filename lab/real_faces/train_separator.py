@@ -43,6 +43,8 @@ from engines.faces.lip_encoder import LipEncoderCheckpoint
 from engines.separation.separator_model import CausalSeparator, Checkpoint, SeparatorConfig, apply_mask
 from engines.separation.shipped_separator import AUDIO_ONLY_WEIGHTS, AV_WEIGHTS
 from engines.separation.streaming_separator import StreamingSeparator, inverse
+from lab.separation.crn_separator import CrnConfig, CrnSeparator, checkpoint, load_checkpoint
+from lab.separation.crn_separator import widen_audio_only as crn_widen
 from lab.real_faces.face_tracks import REPO, TEST_IDS, TRAIN_IDS, VALIDATION_IDS, require_data
 from lab.real_faces.real_data import load_clips
 from lab.real_faces.real_mixtures import FaceUnit, RealMixtureSampler, eval_pairs, pair_mixture
@@ -111,7 +113,15 @@ def step_loss(model: CausalSeparator, mode: str, batch: dict, spectral_weight: f
     return losses.min(0).values.mean()
 
 
-def build_model(mode: str, emb_dim: int, init: Path | None, hidden: int) -> CausalSeparator:
+def build_model(mode: str, emb_dim: int, init: Path | None, hidden: int, arch: str = "gru"):
+    """The shipped GRU network (``arch="gru"``) or the frequency-aware CRN (``"crn"``,
+    `lab.separation.crn_separator`), its matching tensors started from ``init`` where given."""
+    if arch == "crn":
+        model = CrnSeparator(CrnConfig(n_masks=1 if mode == "av" else 3, lip_dim=emb_dim if mode == "av" else 0))
+        if init is not None and init.exists():
+            copied = crn_widen(load_checkpoint(init).state_dict, model)
+            log.info("initialised %d/%d tensors from %s", len(copied), len(model.state_dict()), init)
+        return model
     cfg = SeparatorConfig(lip_dim=emb_dim if mode == "av" else 0, n_masks=1 if mode == "av" else 3, hidden=hidden)
     model = CausalSeparator(cfg)
     if init is not None and init.exists():
@@ -268,7 +278,7 @@ def train(args) -> Path:
     val_pairs = eval_pairs(by_id[VALIDATION_IDS[0]], by_id[VALIDATION_IDS[1]], args.val_pairs, seed=1, max_s=4.0)
     speech = librispeech_train()
     emb_dim = units[0].emb.shape[1]
-    model = build_model(args.mode, emb_dim, args.init, args.hidden)
+    model = build_model(args.mode, emb_dim, args.init, args.hidden, args.arch)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     state_path, best_path, curve_path = out / "state.pt", out / "best.pt", out / "curve.csv"
     step, best, elapsed0 = 0, -1e9, 0.0
@@ -342,7 +352,7 @@ def train(args) -> Path:
                             "generated": str(args.generated) if args.generated else None,
                             "generated_share": args.generated_share if args.generated else 0.0,
                             "generated_alone": bool(args.generated and args.generated_alone)}
-                    Checkpoint(model.config, {k: v.detach().clone() for k, v in model.state_dict().items()}, info).save(best_path)
+                    checkpoint(model, info).save(best_path)
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                             "elapsed": time.monotonic() - start}, state_path)
     bar.close()
@@ -354,11 +364,13 @@ def save_last(run: str) -> Path:
     """``last.pt``: the model where a run's training ended (from its ``state.pt``), beside ``best.pt``, so
     the end of the annealed schedule can be compared with the best validation point."""
     out = RUN_DIR / run
-    best = Checkpoint.load(out / "best.pt")
-    info, config = dict(best.info), best.config
+    best = load_checkpoint(out / "best.pt")
+    info = dict(best.info)
     raw = torch.load(out / "state.pt", weights_only=False)
     info.update(step=raw["step"], train_minutes=round(raw["elapsed"] / 60, 1), validation=None, last=True)
-    Checkpoint(config, {k: v.detach().clone() for k, v in raw["model"].items()}, info).save(out / "last.pt")
+    model = best.model()
+    model.load_state_dict(raw["model"])
+    checkpoint(model, info).save(out / "last.pt")
     return out / "last.pt"
 
 
@@ -385,7 +397,7 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
     report = {}
     for run in runs:
         name, _, which = run.partition(":")  # "av" → its best.pt; "av:last" → the model where training ended
-        ck = Checkpoint.load(RUN_DIR / name / f"{which or 'best'}.pt")
+        ck = load_checkpoint(RUN_DIR / name / f"{which or 'best'}.pt")
         model = ck.model()
         report[run] = {"info": {k: ck.info.get(k) for k in ("step", "train_minutes", "mode")},
                        "validation": ck.info.get("validation"),
@@ -413,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop-seconds", type=float, default=2.0)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--hidden", type=int, default=384)
+    p.add_argument("--arch", choices=("gru", "crn"), default="gru",
+                   help="gru: the shipped network; crn: the frequency-aware CRN (--init an audio_pretrain CRN run)")
     p.add_argument("--spectral", type=float, default=10.0, help="weight of the compressed spectral loss")
     p.add_argument("--init", type=Path, default=None,
                    help="start the matching tensors from these weights (default: the shipped separator of the mode)")
@@ -432,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("test", "validation"), default="test", help="with --evaluate: whose pairs")
     p.add_argument("--save-last", metavar="RUN", default=None, help="write RUN/last.pt from its state.pt and exit")
     args = p.parse_args(argv)
-    if args.init is None:
+    if args.init is None and args.arch == "gru":
         args.init = AV_WEIGHTS if args.mode == "av" else AUDIO_ONLY_WEIGHTS
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.save_last:

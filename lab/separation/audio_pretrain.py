@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engines.separation.separator_model import CausalSeparator, Checkpoint, SeparatorConfig, apply_mask
+from engines.separation.separator_model import CausalSeparator, SeparatorConfig, apply_mask
 from lab.corpus.noise import noise_clip
 from lab.corpus.speech import EVAL, TRAIN, _load_flac, speakers
 from lab.separation import crn_separator
@@ -112,11 +112,8 @@ def separate(model: torch.nn.Module, wave: torch.Tensor) -> torch.Tensor:
     n = wave.shape[-1]
     spec = torch_stft(wave)
     b, t = spec.shape[:2]
-    if isinstance(model, CausalSeparator):
-        vis, gru = model.initial_state(b)
-        mask, _, _ = model(spec, spec.new_zeros(b, t, 0), vis, gru)
-    else:
-        mask, _ = model(spec, model.initial_state(b))
+    vis, state = model.initial_state(b)  # both networks take the shipped separator's call
+    mask, _, _ = model(spec, spec.new_zeros(b, t, 0), vis, state)
     est = apply_mask(mask, spec.unsqueeze(2)).transpose(1, 2)  # (B, 2, T, F, 2)
     return torch_istft(est.flatten(0, 1), n).view(b, 2, n)
 
@@ -201,19 +198,12 @@ def train(run: str, arch: str, minutes: float, batch_size: int, lr: float, resum
 
 def _save(model: torch.nn.Module, arch: str, path: Path, step: int, elapsed: float, val: float) -> None:
     info = {"arch": arch, "step": step, "cpu_minutes": round(elapsed / 60, 1), "validation_si_sdri": val}
-    if isinstance(model, CausalSeparator):
-        Checkpoint(model.config, model.state_dict(), info).save(path)
-    else:
-        crn_separator.save(model, path, info)
+    crn_separator.checkpoint(model, info).save(path)
 
 
 def load_run(name: str) -> torch.nn.Module:
     run, _, which = name.partition(":")
-    path = RUN_DIR / run / f"{which or 'best'}.pt"
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    if raw["info"].get("arch") == "crn":
-        return crn_separator.load(path)
-    return Checkpoint.load(path).model()
+    return crn_separator.load_checkpoint(RUN_DIR / run / f"{which or 'best'}.pt").model()
 
 
 def evaluate(runs: list[str], count: int) -> dict:

@@ -11,7 +11,15 @@ source. Only time needs to be causal: looking across frequencies in the current 
 The encoder's kernels see this frame and the one before (no look-ahead), so the algorithmic latency is
 the STFT window's, as for the shipped model.
 
-Tensors: mixture (B, T, F, 2) as in `engines.separation.separator_model`; → masks (B, T, M, F, 2).
+The call is the shipped separator's (`engines.separation.separator_model.CausalSeparator`), so the live
+engine, the trainers and the evaluations take either: mixture (B, T, F, 2), lips (B, T, D), vis_state
+(B, D, K), state (1, B, S) → masks (B, T, M, F, 2), vis_state, state. ``state`` packs everything the
+network carries between calls (each encoder layer's previous input frame, each time-GRU's hidden state)
+into one row per face, so a face is still one batch row of state.
+
+Audio-visual (``lip_dim`` > 0): the face's lip embedding passes a causal dilated convolution (as in the
+shipped model) and is added, per block, to every frequency band of the bottleneck. Those projections start
+at zero, so an AV model started from an audio-only one first behaves exactly like it.
 """
 
 from __future__ import annotations
@@ -31,6 +39,34 @@ class CrnConfig:
     channels: tuple[int, ...] = (16, 32, 48, 64)  # 257 → 129 → 65 → 33 → 17 bins
     blocks: int = 2  # dual-path blocks at the bottleneck
     time_hidden: int = 64
+    lip_dim: int = 0  # 0 = audio-only
+    visual_dim: int = 64
+    vis_kernel: int = 5
+    vis_dilation: int = 4
+
+    @property
+    def vis_history(self) -> int:
+        return (self.vis_kernel - 1) * self.vis_dilation
+
+    @property
+    def freqs(self) -> list[int]:
+        """Bins at the input of each encoder layer, then at the bottleneck."""
+        out = [N_FREQS]
+        for _ in self.channels:
+            out.append((out[-1] - 1) // 2 + 1)
+        return out
+
+    @property
+    def state_sizes(self) -> list[int]:
+        chans, freqs = (3,) + tuple(self.channels), self.freqs
+        return [chans[i] * freqs[i] for i in range(len(self.channels))] + [freqs[-1] * self.time_hidden] * self.blocks
+
+    # the shipped separator's state shape (layers, batch, hidden), so StreamingSeparator serves both
+    layers = 1
+
+    @property
+    def hidden(self) -> int:
+        return sum(self.state_sizes)
 
 
 class DualPathBlock(nn.Module):
@@ -81,47 +117,110 @@ class CrnSeparator(nn.Module):
             bias = head.bias.view(config.n_masks, 2)
             bias.zero_()
             bias[:, 0] = float(torch.atanh(torch.tensor(1.0 / (config.n_masks * MASK_BOUND))))
+        if config.lip_dim:
+            c = config
+            self.visual = nn.Conv1d(c.lip_dim, c.visual_dim, c.vis_kernel, dilation=c.vis_dilation)
+            self.visual_out = nn.Sequential(nn.PReLU(), nn.Linear(c.visual_dim, c.visual_dim), nn.PReLU())
+            self.lip_in = nn.ModuleList(nn.Linear(c.visual_dim, chans[-1]) for _ in range(c.blocks))
+            for layer in self.lip_in:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
-    def initial_state(self, batch: int) -> list[torch.Tensor]:
-        """Per encoder layer its last input frame; per dual-path block its time-GRU state."""
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        chans = (3,) + tuple(c.channels)
-        freqs = [N_FREQS]
-        for _ in c.channels:
-            freqs.append((freqs[-1] - 1) // 2 + 1)
-        frames = [torch.zeros(batch, chans[i], 1, freqs[i]) for i in range(len(c.channels))]
-        grus = [torch.zeros(1, batch * freqs[-1], c.time_hidden) for _ in range(c.blocks)]
-        return frames + grus
+        return torch.zeros(batch, max(c.lip_dim, 1), c.vis_history), torch.zeros(1, batch, c.hidden)
 
-    def forward(self, mixture: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _unpack(self, state: torch.Tensor) -> list[torch.Tensor]:
+        c = self.config
+        chans, freqs = (3,) + tuple(c.channels), c.freqs
+        parts = state[0].split(c.state_sizes, dim=1)
+        n = len(c.channels)
+        frames = [p.reshape(-1, chans[i], 1, freqs[i]) for i, p in enumerate(parts[:n])]
+        return frames + [p.reshape(1, -1, c.time_hidden) for p in parts[n:]]
+
+    def forward(self, mixture: torch.Tensor, lips: torch.Tensor, vis_state: torch.Tensor,
+                state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = self.config
         b, t = mixture.shape[:2]
+        past = self._unpack(state)
         mag2 = mixture.pow(2).sum(-1, keepdim=True) + 1e-12
         comp = mixture * mag2.pow((POWER - 1) / 2)  # compressed complex, phase kept
         x = torch.cat([comp, mag2.pow(POWER / 2)], dim=-1).permute(0, 3, 1, 2)  # (B, 3, T, F)
         n_enc = len(self.encoder)
         new_state, skips = [], []
-        for layer, past in zip(self.encoder, state[:n_enc]):
-            x = torch.cat([past, x], dim=2)
-            new_state.append(x[:, :, -1:])
+        for layer, frame in zip(self.encoder, past[:n_enc]):
+            x = torch.cat([frame, x], dim=2)
+            new_state.append(x[:, :, -1:].reshape(b, -1))
             x = layer(x)
             skips.append(x)
-        for block, h in zip(self.blocks, state[n_enc:]):
+        v = None
+        if c.lip_dim:
+            history = torch.cat([vis_state, lips.transpose(1, 2)], dim=2)  # (B, D, K + T)
+            v = self.visual_out(self.visual(history).transpose(1, 2))  # (B, T, V): causal by construction
+            vis_state = history[:, :, -c.vis_history:]
+        for i, (block, h) in enumerate(zip(self.blocks, past[n_enc:])):
+            if v is not None:
+                x = x + self.lip_in[i](v).transpose(1, 2).unsqueeze(-1)  # the face, on every band
             x, h = block(x, h)
-            new_state.append(h)
+            new_state.append(h.reshape(b, -1))
         for layer, skip in zip(self.decoder, reversed(skips)):
             x = layer(torch.cat([x, skip], dim=1))
         mask = MASK_BOUND * torch.tanh(x)  # (B, 2M, T, F)
-        return mask.view(b, self.config.n_masks, 2, t, N_FREQS).permute(0, 3, 1, 4, 2), new_state
+        mask = mask.view(b, c.n_masks, 2, t, N_FREQS).permute(0, 3, 1, 4, 2)
+        return mask, vis_state, torch.cat(new_state, dim=1).unsqueeze(0)
 
 
-def save(model: CrnSeparator, path, info: dict) -> None:
-    torch.save({"config": asdict(model.config), "state_dict": model.state_dict(), "info": info}, path)
+@dataclass
+class CrnCheckpoint:
+    """What a CRN weights file holds; the same fields and methods as the shipped separator's `Checkpoint`."""
+
+    config: CrnConfig
+    state_dict: dict
+    info: dict
+
+    def save(self, path) -> None:
+        torch.save({"config": asdict(self.config), "state_dict": self.state_dict, "info": {"arch": "crn", **self.info}},
+                   path)
+
+    @staticmethod
+    def load(path) -> "CrnCheckpoint":
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = dict(raw["config"], channels=tuple(raw["config"]["channels"]))
+        return CrnCheckpoint(CrnConfig(**cfg), raw["state_dict"], raw["info"])
+
+    def model(self) -> CrnSeparator:
+        model = CrnSeparator(self.config)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
 
 
-def load(path) -> CrnSeparator:
+def load_checkpoint(path):
+    """A separator weights file of either network (the CRN's config has ``channels``)."""
+    from engines.separation.separator_model import Checkpoint
+
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = dict(raw["config"])
-    cfg["channels"] = tuple(cfg["channels"])
-    model = CrnSeparator(CrnConfig(**cfg))
-    model.load_state_dict(raw["state_dict"])
-    return model.eval()
+    return CrnCheckpoint.load(path) if "channels" in raw["config"] else Checkpoint.load(path)
+
+
+def checkpoint(model, info: dict):
+    """The checkpoint object of either network, its tensors copied."""
+    from engines.separation.separator_model import Checkpoint
+
+    kind = CrnCheckpoint if isinstance(model, CrnSeparator) else Checkpoint
+    return kind(model.config, {k: v.detach().clone() for k, v in model.state_dict().items()}, info)
+
+
+def widen_audio_only(src: dict, model: CrnSeparator) -> list[str]:
+    """Start an AV CRN from an audio-only one: every shared tensor, the head cut to the first mask's two
+    channels (real, imaginary). The face's projections start at zero (see the class), so at first the AV
+    model gives the audio-only model's first output. Names of the tensors filled."""
+    own = model.state_dict()
+    done = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
+    own.update({k: src[k].float() for k in done})
+    head = f"decoder.{len(model.decoder) - 1}.0"
+    for key, dim in ((f"{head}.weight", 1), (f"{head}.bias", 0)):
+        if key in src and key not in done:
+            own[key] = src[key].float().narrow(dim, 0, own[key].shape[dim]).clone()
+            done.append(key)
+    model.load_state_dict(own)
+    return done
