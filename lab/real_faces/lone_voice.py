@@ -46,9 +46,9 @@ def lone_voice(weights: Path | None, real: int = REAL_CLIPS) -> dict:
 
         model = av()
     else:
-        from engines.separation.separator_model import Checkpoint
+        from lab.separation.crn_separator import load_checkpoint
 
-        model = Checkpoint.load(weights).model().eval()
+        model = load_checkpoint(weights).model().eval()
 
     def passed(mixture: np.ndarray, lips: np.ndarray) -> float:
         out = separate_av(model, mixture, lips)[0]

@@ -70,9 +70,9 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
 
 
 def checkpoint_lip_dim(path: Path) -> int:
-    from engines.separation.separator_model import Checkpoint
+    from lab.separation.crn_separator import load_checkpoint
 
-    return Checkpoint.load(path).config.lip_dim
+    return load_checkpoint(path).config.lip_dim
 
 
 def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: int = SEED) -> dict:
@@ -88,10 +88,10 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
     else:
         import torch
 
-        from engines.separation.separator_model import Checkpoint
+        from lab.separation.crn_separator import load_checkpoint
 
         torch.set_num_threads(1)
-        model = Checkpoint.load(weights).model()
+        model = load_checkpoint(weights).model()
 
         def separator():
             return StreamingSeparator.from_model(model)

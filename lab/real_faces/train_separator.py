@@ -47,7 +47,7 @@ from lab.separation.crn_separator import CrnConfig, CrnSeparator, checkpoint, lo
 from lab.separation.crn_separator import widen_audio_only as crn_widen
 from lab.real_faces.face_tracks import REPO, TEST_IDS, TRAIN_IDS, VALIDATION_IDS, require_data
 from lab.real_faces.real_data import load_clips
-from lab.real_faces.real_mixtures import FaceUnit, RealMixtureSampler, eval_pairs, pair_mixture
+from lab.real_faces.real_mixtures import FaceUnit, RealMixtureSampler, eval_pairs, pair_mixture, speech_crop
 from lab.separation.separation_samples import lips_at_stft_rate
 from lab.separation.train_separator import learning_rate, neg_si_sdr, spectral_loss, torch_istft, torch_stft
 
@@ -74,11 +74,19 @@ def librispeech_train() -> list[np.ndarray]:
     return [_load_flac(f) for s in speakers(TRAIN, include_espeak=False) for f in s.files]
 
 
-def train_noise():
+def train_noise(speech: list[np.ndarray] | None = None, babble: float = 0.0):
+    """Noise for training mixtures: a crop of a recording's train part or procedural noise; with probability
+    ``babble`` a crowd instead — 4 to 8 LibriSpeech training talkers at once (a restaurant's background is
+    voices, which the recordings lack)."""
     from lab.corpus.noise import noise_clip
     from lab.corpus.speech import TRAIN
 
-    return lambda n, rng: noise_clip(TRAIN, n, rng)
+    def draw(n: int, rng: np.random.Generator) -> np.ndarray:
+        if speech and rng.random() < babble:
+            return sum(speech_crop(speech, n, rng) * rng.uniform(0.5, 1.0) for _ in range(int(rng.integers(4, 9))))
+        return noise_clip(TRAIN, n, rng)
+
+    return draw
 
 
 def step_loss(model: CausalSeparator, mode: str, batch: dict, spectral_weight: float) -> torch.Tensor:
@@ -309,7 +317,8 @@ def train(args) -> Path:
         log.info("generated faces: %d units from %s, %.0f %% of targets%s; %d held-out generated pairs",
                  len(gen), args.generated, 100 * args.generated_share,
                  " (each heard alone, with noise)" if args.generated_alone else "", len(gen_pairs))
-    sampler = RealMixtureSampler(units, speech, seed=args.seed + step, crop_s=args.crop_seconds, noise=train_noise(),
+    sampler = RealMixtureSampler(units, speech, seed=args.seed + step, crop_s=args.crop_seconds,
+                                 noise=train_noise(speech, args.babble),
                                  weights=weights, alone=alone if args.generated else None)
     total = args.minutes * 60
     start = time.monotonic() - elapsed0
@@ -438,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generated-alone", action="store_true",
                    help="the --generated faces are only ever heard alone (with noise): they teach a lone voice to "
                         "pass, not drawn-mouth separation")
+    p.add_argument("--babble", type=float, default=0.0,
+                   help="share of the noisy mixtures whose noise is a crowd of 4-8 LibriSpeech training talkers")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--val-pairs", type=int, default=16)
     p.add_argument("--eval-seconds", type=float, default=600.0, help="validate every so many seconds")
