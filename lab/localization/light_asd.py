@@ -233,7 +233,7 @@ class Scorer:
 def sync_windows(split: str, threads: int = 1, weights: str = WEIGHTS, seed: int = 0) -> dict:
     """As `lab.real_faces.train_sync --evaluate`: every non-overlapping 1 s window of every clip of the split's
     identities; positive = the face with its own audio, negatives = another clip's audio (random clip of the
-    pool) and its own audio shifted 0.4–1 s. Window score = mean logit, the model run on the window alone."""
+    pool), its own audio shifted 0.4–1 s, and near silence (does it hear at all?). Window score = mean logit, the model run on the window alone."""
     from lab.real_faces.train_sync import binary
 
     from lab.localization.real_footage import video_frames
@@ -249,13 +249,15 @@ def sync_windows(split: str, threads: int = 1, weights: str = WEIGHTS, seed: int
             audio = c["audio"]
             clips.append((ident, vis, audio))
     rng = np.random.default_rng(seed)
-    pos, other, shifted = [], [], []
+    pos, other, shifted, silence = [], [], [], []
+    hiss = rng.normal(0, 10 ** (-60 / 20), 16000).astype(np.float32)  # a muted microphone, −60 dBFS
     for i, (ident, vis, audio) in enumerate(clips):
         n = min(len(vis), len(audio) // 640)
         for w in range(n // 25):
             v = vis[w * 25:(w + 1) * 25]
             own = audio[w * 16000:(w + 1) * 16000]
             pos.append(scorer.logits(v, own).mean())
+            silence.append(scorer.logits(v, hiss).mean())
             j = int(rng.choice([k for k in range(len(clips)) if k != i]))
             oa = clips[j][2]
             s = int(rng.integers(0, max(1, len(oa) - 16000)))
@@ -264,13 +266,13 @@ def sync_windows(split: str, threads: int = 1, weights: str = WEIGHTS, seed: int
             s = w * 16000 + lag
             if 0 <= s and s + 16000 <= len(audio):
                 shifted.append(scorer.logits(v, audio[s:s + 16000]).mean())
-    pos, other, shifted = map(np.array, (pos, other, shifted))
+    pos, other, shifted, silence = map(np.array, (pos, other, shifted, silence))
     thresholds = None
     if split == "test":  # the thresholds chosen on validation, as train_sync --evaluate does
         chosen = json.loads(report_path("validation", weights).read_text())["sync"]
-        thresholds = {k: chosen[f"{k}_best_threshold"] for k in ("other", "shifted")}
+        thresholds = {k: chosen[f"{k}_best_threshold"] for k in ("other", "shifted", "silence")}
     out = {"split": split, "weights": weights, "windows": len(pos)}
-    for name, neg in (("other", other), ("shifted", shifted)):
+    for name, neg in (("other", other), ("shifted", shifted), ("silence", silence)):
         out.update(binary(pos, neg, name, None if thresholds is None else thresholds[name]))
     return out
 
@@ -340,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--sync and/or --composites")
     CACHE.mkdir(parents=True, exist_ok=True)
     out = report_path(args.split, args.weights)
+    if out.exists():  # one part rerun keeps the other's figures
+        report = {**json.loads(out.read_text()), **report}
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "composites"} for k, v in report.items()}, indent=1))
     return 0
