@@ -2,7 +2,7 @@
 
     python -m lab.separation.audio_pretrain --run crn --arch crn --minutes 120      # add --resume to go on
     python -m lab.separation.audio_pretrain --run gru --arch gru --minutes 120
-    python -m lab.separation.audio_pretrain --evaluate crn gru                     # LibriSpeech test-other
+    python -m lab.separation.audio_pretrain --evaluate crn gru [--real]            # LibriSpeech test-other
 
 Issue 16's audio path is weak (the audio-only variant of the shipped network, PIT, oracle assignment:
 ~4 dB on real pairs). This trains, with identical data, loss and time box, (a) that network — compressed
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import logging
 import time
@@ -108,21 +109,21 @@ def build(arch: str) -> torch.nn.Module:
 
 
 def separate(model: torch.nn.Module, wave: torch.Tensor) -> torch.Tensor:
-    """(B, N) mixtures → (B, 2, N) the model's two outputs, offline (one call, zero state)."""
+    """(B, N) mixtures → (B, M, N) the model's M outputs, offline (one call, zero state)."""
     n = wave.shape[-1]
     spec = torch_stft(wave)
     b, t = spec.shape[:2]
     vis, state = model.initial_state(b)  # both networks take the shipped separator's call
     mask, _, _ = model(spec, spec.new_zeros(b, t, 0), vis, state)
-    est = apply_mask(mask, spec.unsqueeze(2)).transpose(1, 2)  # (B, 2, T, F, 2)
-    return torch_istft(est.flatten(0, 1), n).view(b, 2, n)
+    est = apply_mask(mask, spec.unsqueeze(2)).transpose(1, 2)  # (B, M, T, F, 2)
+    return torch_istft(est.flatten(0, 1), n).view(b, est.shape[1], n)
 
 
 def pit_si_sdr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """(B, 2, N) × (B, 2, N) → (B,) mean SI-SDR of the better assignment."""
-    same = -(neg_si_sdr(est[:, 0], ref[:, 0]) + neg_si_sdr(est[:, 1], ref[:, 1])) / 2
-    swap = -(neg_si_sdr(est[:, 0], ref[:, 1]) + neg_si_sdr(est[:, 1], ref[:, 0])) / 2
-    return torch.maximum(same, swap)
+    """(B, M ≥ 2, N) × (B, 2, N) → (B,) mean SI-SDR of the best assignment of two outputs to the two voices
+    (M = 3 for the real-face trainer's audio-only runs)."""
+    return torch.stack([-(neg_si_sdr(est[:, i], ref[:, 0]) + neg_si_sdr(est[:, j], ref[:, 1])) / 2
+                        for i, j in itertools.permutations(range(est.shape[1]), 2)]).amax(0)
 
 
 def score(model: torch.nn.Module, items: list) -> dict[str, float]:
@@ -202,21 +203,47 @@ def _save(model: torch.nn.Module, arch: str, path: Path, step: int, elapsed: flo
 
 
 def load_run(name: str) -> torch.nn.Module:
+    """``RUN`` (its best.pt), ``RUN:last``, or a path to any separator checkpoint (``….pt``)."""
+    if name.endswith(".pt"):
+        return crn_separator.load_checkpoint(Path(name)).model()
     run, _, which = name.partition(":")
     return crn_separator.load_checkpoint(RUN_DIR / run / f"{which or 'best'}.pt").model()
 
 
-def evaluate(runs: list[str], count: int) -> dict:
+def real_validation(models: dict[str, torch.nn.Module], pairs: int = 40) -> dict:
+    """Does LibriSpeech training carry over to real interview audio? The real-face validation pairs of
+    `lab.real_faces.train_separator` (id09 × id13, whole clips, 0 dB), each model's outputs given to the two
+    people by the oracle assignment, as that module scores its audio-only runs."""
+    from lab.real_faces.face_tracks import VALIDATION_IDS
+    from lab.real_faces.real_mixtures import eval_pairs
+    from lab.real_faces.train_separator import evaluate_pairs, face_units
+
+    units = face_units(VALIDATION_IDS)
+    by_id = {i: [u for u in units if u.identity == i] for i in VALIDATION_IDS}
+    chosen = eval_pairs(by_id[VALIDATION_IDS[0]], by_id[VALIDATION_IDS[1]], pairs, seed=7)
+    out = {}
+    for name, model in models.items():
+        r = evaluate_pairs(model, chosen)
+        out[name] = {"si_sdri_mean": round(r["si_sdri"], 2), "si_sdri_median": round(r["si_sdri_median"], 2),
+                     "faces": r["faces"]}
+        print(name, "real validation pairs", json.dumps(out[name]))
+    return out
+
+
+def evaluate(runs: list[str], count: int, real: bool = False) -> dict:
     test = speech(EVAL)
     sets = {"test-other 0 dB": fixed_set(test, count, 4.0, 11, False, EVAL),
             "test-other 0 dB + noise 10 dB": fixed_set(test, count, 4.0, 12, True, EVAL)}
     _, held = train_validation_speakers()
     sets["validation 0 dB"] = fixed_set(held, 48, 4.0, 1, False, TRAIN)
-    report = {}
+    report, models = {}, {}
     for name in runs:
-        model = load_run(name)
+        models[name] = model = load_run(name)
         report[name] = {k: score(model, v) for k, v in sets.items()}
         print(name, json.dumps(report[name]))
+    if real:
+        for name, r in real_validation(models).items():
+            report[name]["real validation pairs (oracle)"] = r
     return report
 
 
@@ -251,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--evaluate", nargs="+", metavar="RUN[:last]")
     p.add_argument("--count", type=int, default=100)
+    p.add_argument("--real", action="store_true", help="with --evaluate: also the real-face validation pairs")
     p.add_argument("--plot", nargs="+", metavar="RUN")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -258,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(args.plot, RUN_DIR / "curves.png")
         return 0
     if args.evaluate:
-        report = evaluate(args.evaluate, args.count)
+        report = evaluate(args.evaluate, args.count, args.real)
         (RUN_DIR / "report.json").write_text(json.dumps(report, indent=1))
         return 0
     if not args.run:
