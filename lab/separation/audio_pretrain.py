@@ -248,21 +248,16 @@ def evaluate(runs: list[str], count: int, real: bool = False) -> dict:
 
 
 def plot(runs: list[str], path: Path) -> None:
-    import matplotlib
+    """Validation SI-SDRi against CPU minutes, one line per run (`media.charts`)."""
+    import cv2
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from media.charts import line_chart
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    series = {}
     for run in runs:
         rows = list(csv.reader((RUN_DIR / run / "curve.csv").open()))
-        ax.plot([float(r[1]) / 60 for r in rows], [float(r[3]) for r in rows], marker="o", label=run)
-    ax.set_xlabel("CPU minutes (one thread)")
-    ax.set_ylabel("validation SI-SDRi (dB)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+        series[run] = ([float(r[1]) / 60 for r in rows], [float(r[3]) for r in rows])
+    cv2.imwrite(str(path), line_chart("validation SI-SDRi (dB)", series, x_label="CPU minutes (one thread)"))
 
 
 def main(argv: list[str] | None = None) -> int:
