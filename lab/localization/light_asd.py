@@ -55,44 +55,35 @@ def _bn(channels: int, dims: int) -> nn.Module:
     return (nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d)(channels, eps=1e-3)
 
 
-class VisualBlock(nn.Module):
-    """Two (spatial, temporal) factorised paths, k = 3 and k = 5, summed and mixed by a 1×1×1 conv."""
+class TwoPathBlock(nn.Module):
+    """Two factorised paths, k = 3 and k = 5, summed and mixed by a 1×1 conv: first a conv over the frame
+    (``dims`` 3: k×k over the face image, ``first`` = "s"; ``dims`` 2: k×1 over the cepstra, ``first`` = "m"),
+    then a k-tap conv over time. The layer names are the weights file's."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, dims: int, first: str, stride: int = 1) -> None:
         super().__init__()
+        self.first = first
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
         for k in (3, 5):
-            setattr(self, f"s_{k}", nn.Conv3d(cin, cout, (1, k, k), (1, stride, stride), (0, k // 2, k // 2), bias=False))
-            setattr(self, f"bn_s_{k}", _bn(cout, 3))
-            setattr(self, f"t_{k}", nn.Conv3d(cout, cout, (k, 1, 1), 1, (k // 2, 0, 0), bias=False))
-            setattr(self, f"bn_t_{k}", _bn(cout, 3))
-        self.last = nn.Conv3d(cout, cout, 1, bias=False)
-        self.bn_last = _bn(cout, 3)
+            p = k // 2
+            if dims == 3:
+                over_frame = conv(cin, cout, (1, k, k), (1, stride, stride), (0, p, p), bias=False)
+                over_time = conv(cout, cout, (k, 1, 1), 1, (p, 0, 0), bias=False)
+            else:
+                over_frame = conv(cin, cout, (k, 1), padding=(p, 0), bias=False)
+                over_time = conv(cout, cout, (1, k), padding=(0, p), bias=False)
+            setattr(self, f"{first}_{k}", over_frame)
+            setattr(self, f"bn_{first}_{k}", _bn(cout, dims))
+            setattr(self, f"t_{k}", over_time)
+            setattr(self, f"bn_t_{k}", _bn(cout, dims))
+        self.last = conv(cout, cout, 1, bias=False)
+        self.bn_last = _bn(cout, dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         paths = []
         for k in (3, 5):
-            y = torch.relu(getattr(self, f"bn_s_{k}")(getattr(self, f"s_{k}")(x)))
-            paths.append(torch.relu(getattr(self, f"bn_t_{k}")(getattr(self, f"t_{k}")(y))))
-        return torch.relu(self.bn_last(self.last(paths[0] + paths[1])))
-
-
-class AudioBlock(nn.Module):
-    """The same along (cepstrum, time): a k×1 conv over cepstra, then 1×k over time."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        for k in (3, 5):
-            setattr(self, f"m_{k}", nn.Conv2d(cin, cout, (k, 1), padding=(k // 2, 0), bias=False))
-            setattr(self, f"bn_m_{k}", _bn(cout, 2))
-            setattr(self, f"t_{k}", nn.Conv2d(cout, cout, (1, k), padding=(0, k // 2), bias=False))
-            setattr(self, f"bn_t_{k}", _bn(cout, 2))
-        self.last = nn.Conv2d(cout, cout, 1, bias=False)
-        self.bn_last = _bn(cout, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        paths = []
-        for k in (3, 5):
-            y = torch.relu(getattr(self, f"bn_m_{k}")(getattr(self, f"m_{k}")(x)))
+            f = self.first
+            y = torch.relu(getattr(self, f"bn_{f}_{k}")(getattr(self, f"{f}_{k}")(x)))
             paths.append(torch.relu(getattr(self, f"bn_t_{k}")(getattr(self, f"t_{k}")(y))))
         return torch.relu(self.bn_last(self.last(paths[0] + paths[1])))
 
@@ -100,7 +91,8 @@ class AudioBlock(nn.Module):
 class VisualEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.block1, self.block2, self.block3 = VisualBlock(1, 32, stride=2), VisualBlock(32, 64), VisualBlock(64, 128)
+        self.block1, self.block2, self.block3 = (TwoPathBlock(1, 32, 3, "s", stride=2), TwoPathBlock(32, 64, 3, "s"),
+                                                 TwoPathBlock(64, 128, 3, "s"))
         self.pool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
@@ -113,7 +105,8 @@ class VisualEncoder(nn.Module):
 class AudioEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.block1, self.block2, self.block3 = AudioBlock(1, 32), AudioBlock(32, 64), AudioBlock(64, 128)
+        self.block1, self.block2, self.block3 = (TwoPathBlock(1, 32, 2, "m"), TwoPathBlock(32, 64, 2, "m"),
+                                                 TwoPathBlock(64, 128, 2, "m"))
         self.pool = nn.MaxPool2d((1, 3), (1, 2), (0, 1))  # halves time: 100 Hz → 25 Hz over two pools
 
     def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
@@ -287,7 +280,7 @@ def composites(split: str, threads: int = 1, weights: str = WEIGHTS) -> dict:
     composite's audio, over the whole composite (its GRU sees both directions)."""
     from lab.localization.real_footage import CACHE as FOOTAGE_CACHE
     from lab.localization.real_footage import (COMPOSITE_SEED, FaceEngine, clip_id, composite_record, composite_specs,
-                                               fit_audio, load_source, scored_windows)
+                                               clip_audio, fit_audio, scored_windows, video_frames)
 
     scorer = Scorer(threads, weights)
     specs = composite_specs(split)
@@ -300,12 +293,11 @@ def composites(split: str, threads: int = 1, weights: str = WEIGHTS) -> dict:
         rec = composite_record(spec, truth, None, faces, "none", tag)
         n = len(rec["speech"])
         speaking = spec.left if spec.speaker == 0 else spec.right
-        frames_s, audio_s, fps = load_source(speaking)
-        audio = fit_audio(audio_s, n, fps)
+        speech_audio, fps = clip_audio(speaking)
+        audio = fit_audio(speech_audio, n, fps)
         scores = []
-        for path in (spec.left, spec.right):
-            frames, _, _ = load_source(path)
-            vis = scorer.visual(clip_id(path), frames, truth[path]["box"])[:n]
+        for path in (spec.left, spec.right):  # frames are decoded only when the visual cache misses
+            vis = scorer.visual(clip_id(path), video_frames(path), truth[path]["box"])[:n]
             lg = np.full(n, -np.inf, np.float32)
             got = scorer.logits(vis, np.pad(audio, (0, 640)))
             lg[:len(got)] = got
