@@ -67,6 +67,22 @@ def compress(mixture: torch.Tensor) -> torch.Tensor:
     return (mixture * scale).flatten(-2)
 
 
+def lip_branch(config) -> tuple[nn.Conv1d, nn.Sequential]:
+    """The face's path (a causal dilated convolution over its lip rows, then PReLU/Linear/PReLU); ``config``
+    gives lip_dim, visual_dim, vis_kernel and vis_dilation (this network's and the lab's CRN's)."""
+    c = config
+    return (nn.Conv1d(c.lip_dim, c.visual_dim, c.vis_kernel, dilation=c.vis_dilation),
+            nn.Sequential(nn.PReLU(), nn.Linear(c.visual_dim, c.visual_dim), nn.PReLU()))
+
+
+def run_lip_branch(visual: nn.Conv1d, visual_out: nn.Module, vis_state: torch.Tensor, lips: torch.Tensor,
+                   history: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """lips (B, T, D) after the carried ``vis_state`` (B, D, history) → features (B, T, V), new vis_state.
+    Causal by construction: output t sees rows t − history … t only."""
+    rows = torch.cat([vis_state, lips.transpose(1, 2)], dim=2)  # (B, D, history + T)
+    return visual_out(visual(rows).transpose(1, 2)), rows[:, :, -history:]
+
+
 class CausalSeparator(nn.Module):
     """Mixture STFT (+ one face's lip stream) → complex ratio mask(s), frame by frame."""
 
@@ -78,8 +94,7 @@ class CausalSeparator(nn.Module):
         self.audio_in = nn.Sequential(nn.LayerNorm(n_in), nn.Linear(n_in, c.audio_dim), nn.PReLU())
         fused = c.audio_dim
         if c.lip_dim:
-            self.visual = nn.Conv1d(c.lip_dim, c.visual_dim, c.vis_kernel, dilation=c.vis_dilation)
-            self.visual_out = nn.Sequential(nn.PReLU(), nn.Linear(c.visual_dim, c.visual_dim), nn.PReLU())
+            self.visual, self.visual_out = lip_branch(c)
             fused += c.visual_dim
         self.gru = nn.GRU(fused, c.hidden, c.layers, batch_first=True)
         self.head = nn.Sequential(nn.Linear(c.hidden, c.hidden), nn.PReLU(), nn.Linear(c.hidden, c.n_masks * N_FREQS * 2))
@@ -102,9 +117,7 @@ class CausalSeparator(nn.Module):
         b, t = mixture.shape[:2]
         x = self.audio_in(compressed_magnitude(mixture) if c.features == "magnitude" else compress(mixture))
         if c.lip_dim:
-            history = torch.cat([vis_state, lips.transpose(1, 2)], dim=2)  # (B, D, K + T)
-            v = self.visual_out(self.visual(history).transpose(1, 2))  # (B, T, V): causal by construction
-            vis_state = history[:, :, -c.vis_history:]
+            v, vis_state = run_lip_branch(self.visual, self.visual_out, vis_state, lips, c.vis_history)
             x = torch.cat([x, v], dim=-1)
         y, gru_state = self.gru(x, gru_state)
         mask = MASK_BOUND * torch.tanh(self.head(y))

@@ -28,9 +28,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-
-from engines.separation.separator_model import MASK_BOUND, N_FREQS, POWER
+from engines.separation.separator_model import (MASK_BOUND, N_FREQS, compress, compressed_magnitude, lip_branch,
+                                                run_lip_branch)
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,11 @@ class CrnConfig:
         return (self.vis_kernel - 1) * self.vis_dilation
 
     @property
+    def layer_channels(self) -> tuple[int, ...]:
+        """Channels at the input of each encoder layer, then at the bottleneck (3 inputs: compressed re, im, |X|)."""
+        return (3,) + tuple(self.channels)
+
+    @property
     def freqs(self) -> list[int]:
         """Bins at the input of each encoder layer, then at the bottleneck."""
         out = [N_FREQS]
@@ -58,7 +62,7 @@ class CrnConfig:
 
     @property
     def state_sizes(self) -> list[int]:
-        chans, freqs = (3,) + tuple(self.channels), self.freqs
+        chans, freqs = self.layer_channels, self.freqs
         return [chans[i] * freqs[i] for i in range(len(self.channels))] + [freqs[-1] * self.time_hidden] * self.blocks
 
     # the shipped separator's state shape (layers, batch, hidden), so StreamingSeparator serves both
@@ -97,7 +101,7 @@ class CrnSeparator(nn.Module):
     def __init__(self, config: CrnConfig = CrnConfig()) -> None:
         super().__init__()
         self.config = config
-        chans = (3,) + tuple(config.channels)
+        chans = config.layer_channels
         self.encoder = nn.ModuleList(
             nn.Sequential(nn.Conv2d(a, b, (2, 5), stride=(1, 2), padding=(0, 2)), nn.BatchNorm2d(b), nn.PReLU(b))
             for a, b in zip(chans[:-1], chans[1:]))
@@ -118,10 +122,8 @@ class CrnSeparator(nn.Module):
             bias.zero_()
             bias[:, 0] = float(torch.atanh(torch.tensor(1.0 / (config.n_masks * MASK_BOUND))))
         if config.lip_dim:
-            c = config
-            self.visual = nn.Conv1d(c.lip_dim, c.visual_dim, c.vis_kernel, dilation=c.vis_dilation)
-            self.visual_out = nn.Sequential(nn.PReLU(), nn.Linear(c.visual_dim, c.visual_dim), nn.PReLU())
-            self.lip_in = nn.ModuleList(nn.Linear(c.visual_dim, chans[-1]) for _ in range(c.blocks))
+            self.visual, self.visual_out = lip_branch(config)
+            self.lip_in = nn.ModuleList(nn.Linear(config.visual_dim, chans[-1]) for _ in range(config.blocks))
             for layer in self.lip_in:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
@@ -132,7 +134,7 @@ class CrnSeparator(nn.Module):
 
     def _unpack(self, state: torch.Tensor) -> list[torch.Tensor]:
         c = self.config
-        chans, freqs = (3,) + tuple(c.channels), c.freqs
+        chans, freqs = c.layer_channels, c.freqs
         parts = state[0].split(c.state_sizes, dim=1)
         n = len(c.channels)
         frames = [p.reshape(-1, chans[i], 1, freqs[i]) for i, p in enumerate(parts[:n])]
@@ -143,9 +145,8 @@ class CrnSeparator(nn.Module):
         c = self.config
         b, t = mixture.shape[:2]
         past = self._unpack(state)
-        mag2 = mixture.pow(2).sum(-1, keepdim=True) + 1e-12
-        comp = mixture * mag2.pow((POWER - 1) / 2)  # compressed complex, phase kept
-        x = torch.cat([comp, mag2.pow(POWER / 2)], dim=-1).permute(0, 3, 1, 2)  # (B, 3, T, F)
+        comp = compress(mixture).unflatten(-1, (N_FREQS, 2))  # compressed complex, phase kept
+        x = torch.cat([comp, compressed_magnitude(mixture).unsqueeze(-1)], dim=-1).permute(0, 3, 1, 2)  # (B, 3, T, F)
         n_enc = len(self.encoder)
         new_state, skips = [], []
         for layer, frame in zip(self.encoder, past[:n_enc]):
@@ -155,9 +156,7 @@ class CrnSeparator(nn.Module):
             skips.append(x)
         v = None
         if c.lip_dim:
-            history = torch.cat([vis_state, lips.transpose(1, 2)], dim=2)  # (B, D, K + T)
-            v = self.visual_out(self.visual(history).transpose(1, 2))  # (B, T, V): causal by construction
-            vis_state = history[:, :, -c.vis_history:]
+            v, vis_state = run_lip_branch(self.visual, self.visual_out, vis_state, lips, c.vis_history)
         for i, (block, h) in enumerate(zip(self.blocks, past[n_enc:])):
             if v is not None:
                 x = x + self.lip_in[i](v).transpose(1, 2).unsqueeze(-1)  # the face, on every band
