@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from engines.models import WEIGHTS_DIR
-from engines.separation.separator_model import CausalSeparator, Checkpoint
+from engines.separation import crn_model
+from engines.separation.separator_model import Checkpoint
 
 AV_WEIGHTS = WEIGHTS_DIR / "separator.pt"
 AUDIO_ONLY_WEIGHTS = WEIGHTS_DIR / "separator_audio_only.pt"
@@ -25,16 +26,17 @@ AUDIO_ONLY_INPUTS = ("mixture", "gru_state")
 AUDIO_ONLY_OUTPUTS = ("mask", "gru_state_out")
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
+def load_checkpoint(path: Path) -> Checkpoint | crn_model.CrnCheckpoint:
+    """Either network's weights file (the GRU network or the CRN: the file says which)."""
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: train it with `python launch.py train-separator`")
-    return Checkpoint.load(path)
+    return crn_model.load_checkpoint(path)
 
 
 class AudioOnlyStep(nn.Module):
     """The audio-only network without its unused lip inputs (ONNX drops unused inputs anyway)."""
 
-    def __init__(self, model: CausalSeparator) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 

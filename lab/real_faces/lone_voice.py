@@ -46,7 +46,7 @@ def lone_voice(weights: Path | None, real: int = REAL_CLIPS) -> dict:
 
         model = av()
     else:
-        from lab.separation.crn_separator import load_checkpoint
+        from engines.separation.crn_model import load_checkpoint
 
         model = load_checkpoint(weights).model().eval()
 

@@ -70,7 +70,7 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
 
 
 def checkpoint_lip_dim(path: Path) -> int:
-    from lab.separation.crn_separator import load_checkpoint
+    from engines.separation.crn_model import load_checkpoint
 
     return load_checkpoint(path).config.lip_dim
 
@@ -88,7 +88,7 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
     else:
         import torch
 
-        from lab.separation.crn_separator import load_checkpoint
+        from engines.separation.crn_model import load_checkpoint
 
         torch.set_num_threads(1)
         model = load_checkpoint(weights).model()

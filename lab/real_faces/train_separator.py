@@ -43,8 +43,7 @@ from engines.faces.lip_encoder import LipEncoderCheckpoint
 from engines.separation.separator_model import CausalSeparator, Checkpoint, SeparatorConfig, apply_mask
 from engines.separation.shipped_separator import AUDIO_ONLY_WEIGHTS, AV_WEIGHTS
 from engines.separation.streaming_separator import StreamingSeparator, inverse
-from lab.separation.crn_separator import CrnConfig, CrnSeparator, checkpoint, load_checkpoint
-from lab.separation.crn_separator import widen_audio_only as crn_widen
+from engines.separation.crn_model import CrnConfig, CrnSeparator, checkpoint, load_checkpoint
 from lab.real_faces.face_tracks import REPO, TEST_IDS, TRAIN_IDS, VALIDATION_IDS, require_data
 from lab.real_faces.real_data import load_clips
 from lab.real_faces.real_mixtures import FaceUnit, RealMixtureSampler, eval_pairs, pair_mixture, speech_crop
@@ -123,11 +122,11 @@ def step_loss(model: CausalSeparator, mode: str, batch: dict, spectral_weight: f
 
 def build_model(mode: str, emb_dim: int, init: Path | None, hidden: int, arch: str = "gru"):
     """The shipped GRU network (``arch="gru"``) or the frequency-aware CRN (``"crn"``,
-    `lab.separation.crn_separator`), its matching tensors started from ``init`` where given."""
+    `engines.separation.crn_model`), its matching tensors started from ``init`` where given."""
     if arch == "crn":
         model = CrnSeparator(CrnConfig(n_masks=1 if mode == "av" else 3, lip_dim=emb_dim if mode == "av" else 0))
         if init is not None and init.exists():
-            copied = crn_widen(load_checkpoint(init).state_dict, model)
+            copied = widen_crn_audio_only(load_checkpoint(init).state_dict, model)
             log.info("initialised %d/%d tensors from %s", len(copied), len(model.state_dict()), init)
         return model
     cfg = SeparatorConfig(lip_dim=emb_dim if mode == "av" else 0, n_masks=1 if mode == "av" else 3, hidden=hidden)
@@ -159,6 +158,22 @@ def widen_audio_only(src: dict, own: dict, cfg: SeparatorConfig) -> list[str]:
         if key in src and key in own and src[key].shape[0] % own[key].shape[0] == 0 and src[key].shape[0] > own[key].shape[0]:
             own[key] = src[key].float()[: own[key].shape[0]].clone()  # rows are (mask, freq, re/im): mask 0's
             done.append(key)
+    return done
+
+
+def widen_crn_audio_only(src: dict, model: CrnSeparator) -> list[str]:
+    """Start an AV CRN from an audio-only one: every shared tensor, the head cut to the first mask's two
+    channels (real, imaginary). The face's projections start at zero (see the class), so at first the AV
+    model gives the audio-only model's first output. Names of the tensors filled."""
+    own = model.state_dict()
+    done = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
+    own.update({k: src[k].float() for k in done})
+    head = f"decoder.{len(model.decoder) - 1}.0"
+    for key, dim in ((f"{head}.weight", 1), (f"{head}.bias", 0)):
+        if key in src and key not in done:
+            own[key] = src[key].float().narrow(dim, 0, own[key].shape[dim]).clone()
+            done.append(key)
+    model.load_state_dict(own)
     return done
 
 

@@ -7,7 +7,7 @@
 Issue 16's audio path is weak (the audio-only variant of the shipped network, PIT, oracle assignment:
 ~4 dB on real pairs). This trains, with identical data, loss and time box, (a) that network — compressed
 magnitude → 2-layer GRU 384 → complex masks (`engines.separation.separator_model`), from scratch — and
-(b) a frequency-aware causal CRN (`crn_separator.py`), and compares them on held-out speakers.
+(b) a frequency-aware causal CRN (`crn_model.py`), and compares them on held-out speakers.
 
 Data: LibriSpeech train-clean-100 (the shared 251 speakers), the last ``VALIDATION_SPEAKERS`` of them held
 out for choosing the checkpoint; dynamic mixing every batch: two different speakers, 2 s crops, −5…+5 dB
@@ -35,7 +35,7 @@ from tqdm import tqdm
 from engines.separation.separator_model import CausalSeparator, SeparatorConfig, apply_mask
 from lab.corpus.noise import noise_clip
 from lab.corpus.speech import EVAL, TRAIN, _load_flac, speakers
-from lab.separation import crn_separator
+from engines.separation import crn_model
 from lab.separation.train_separator import learning_rate, neg_si_sdr, torch_istft, torch_stft
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def fixed_set(pool: dict, count: int, seconds: float, seed: int, noisy: bool, sp
 
 def build(arch: str) -> torch.nn.Module:
     if arch == "crn":
-        return crn_separator.CrnSeparator()
+        return crn_model.CrnSeparator()
     if arch == "gru":
         return CausalSeparator(SeparatorConfig(lip_dim=0, n_masks=2))
     raise ValueError(f"--arch must be crn or gru, got {arch!r}")
@@ -199,15 +199,15 @@ def train(run: str, arch: str, minutes: float, batch_size: int, lr: float, resum
 
 def _save(model: torch.nn.Module, arch: str, path: Path, step: int, elapsed: float, val: float) -> None:
     info = {"arch": arch, "step": step, "cpu_minutes": round(elapsed / 60, 1), "validation_si_sdri": val}
-    crn_separator.checkpoint(model, info).save(path)
+    crn_model.checkpoint(model, info).save(path)
 
 
 def load_run(name: str) -> torch.nn.Module:
     """``RUN`` (its best.pt), ``RUN:last``, or a path to any separator checkpoint (``….pt``)."""
     if name.endswith(".pt"):
-        return crn_separator.load_checkpoint(Path(name)).model()
+        return crn_model.load_checkpoint(Path(name)).model()
     run, _, which = name.partition(":")
-    return crn_separator.load_checkpoint(RUN_DIR / run / f"{which or 'best'}.pt").model()
+    return crn_model.load_checkpoint(RUN_DIR / run / f"{which or 'best'}.pt").model()
 
 
 def real_validation(models: dict[str, torch.nn.Module], pairs: int = 40) -> dict:

@@ -1,24 +1,23 @@
-"""A frequency-aware causal separator (experiment of issue 16): a convolutional recurrent network.
+"""The frequency-aware causal separator (issue 16): a convolutional recurrent network (CRN).
 
-Why this and not a wider GRU: the shipped separator flattens each 257-bin frame through one Linear layer,
-so every frequency needs its own weights and the network cannot reuse what it learns about a harmonic at
-one pitch for another. With ~1.5 hours of training speech that is the part that does not generalise.
+Why this and not a wider GRU: the GRU separator (`separator_model.CausalSeparator`) flattens each
+257-bin frame through one Linear layer, so every frequency needs its own weights and the network cannot
+reuse what it learns about a harmonic at one pitch for another. With ~1.5 hours of training speech that is the part that does not generalise.
 Causal TF networks for low-latency speech work (DPCRN, Le et al. 2021; GTCRN, Rong et al. 2024; the
 dual-path RNN of Luo et al. 2020) share weights along frequency: convolutions with stride 2 in frequency,
 then dual-path blocks (a bidirectional RNN *across frequency* inside each frame, a causal GRU *across
 time* per band), then transposed convolutions with skip connections back to one complex ratio mask per
 source. Only time needs to be causal: looking across frequencies in the current frame costs no latency.
 The encoder's kernels see this frame and the one before (no look-ahead), so the algorithmic latency is
-the STFT window's, as for the shipped model.
+the STFT window's, as for the GRU network.
 
-The call is the shipped separator's (`engines.separation.separator_model.CausalSeparator`), so the live
-engine, the trainers and the evaluations take either: mixture (B, T, F, 2), lips (B, T, D), vis_state
-(B, D, K), state (1, B, S) → masks (B, T, M, F, 2), vis_state, state. ``state`` packs everything the
+The call is the GRU network's, so the live engine, the trainers and the evaluations take either:
+mixture (B, T, F, 2), lips (B, T, D), vis_state (B, D, K), state (1, B, S) → masks (B, T, M, F, 2), vis_state, state. ``state`` packs everything the
 network carries between calls (each encoder layer's previous input frame, each time-GRU's hidden state)
 into one row per face, so a face is still one batch row of state.
 
 Audio-visual (``lip_dim`` > 0): the face's lip embedding passes a causal dilated convolution (as in the
-shipped model) and is added, per block, to every frequency band of the bottleneck. Those projections start
+GRU network) and is added, per block, to every frequency band of the bottleneck. Those projections start
 at zero, so an AV model started from an audio-only one first behaves exactly like it.
 """
 
@@ -65,7 +64,7 @@ class CrnConfig:
         chans, freqs = self.layer_channels, self.freqs
         return [chans[i] * freqs[i] for i in range(len(self.channels))] + [freqs[-1] * self.time_hidden] * self.blocks
 
-    # the shipped separator's state shape (layers, batch, hidden), so StreamingSeparator serves both
+    # the GRU network's state shape (layers, batch, hidden), so StreamingSeparator serves both
     layers = 1
 
     @property
@@ -171,7 +170,7 @@ class CrnSeparator(nn.Module):
 
 @dataclass
 class CrnCheckpoint:
-    """What a CRN weights file holds; the same fields and methods as the shipped separator's `Checkpoint`."""
+    """What a CRN weights file holds; the same fields and methods as the GRU network's `Checkpoint`."""
 
     config: CrnConfig
     state_dict: dict
@@ -207,19 +206,3 @@ def checkpoint(model, info: dict):
 
     kind = CrnCheckpoint if isinstance(model, CrnSeparator) else Checkpoint
     return kind(model.config, {k: v.detach().clone() for k, v in model.state_dict().items()}, info)
-
-
-def widen_audio_only(src: dict, model: CrnSeparator) -> list[str]:
-    """Start an AV CRN from an audio-only one: every shared tensor, the head cut to the first mask's two
-    channels (real, imaginary). The face's projections start at zero (see the class), so at first the AV
-    model gives the audio-only model's first output. Names of the tensors filled."""
-    own = model.state_dict()
-    done = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
-    own.update({k: src[k].float() for k in done})
-    head = f"decoder.{len(model.decoder) - 1}.0"
-    for key, dim in ((f"{head}.weight", 1), (f"{head}.bias", 0)):
-        if key in src and key not in done:
-            own[key] = src[key].float().narrow(dim, 0, own[key].shape[dim]).clone()
-            done.append(key)
-    model.load_state_dict(own)
-    return done

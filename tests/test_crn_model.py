@@ -3,7 +3,7 @@
 import torch
 
 from lab.separation.audio_pretrain import pit_si_sdr, separate
-from lab.separation.crn_separator import CrnConfig, CrnSeparator
+from engines.separation.crn_model import CrnConfig, CrnSeparator
 
 
 def NO_LIPS(x: torch.Tensor) -> torch.Tensor:
