@@ -206,6 +206,15 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10((target @ target + 1e-12) / ((est - target) @ (est - target) + 1e-12)))
 
 
+def voice_gain_db(est: np.ndarray, ref: np.ndarray) -> float:
+    """How loud the face's own voice comes out of the separator, in dB re. its level in the mixture: the gain of
+    ``ref``'s projection in ``est`` (0 dB: kept at its own level). SI-SDR cannot see it (it is scale-invariant);
+    a user hears it: a separator that shrinks what it is unsure of hands back "the mixture turned down"."""
+    n = min(len(est), len(ref))
+    g = float(np.dot(est[:n], ref[:n]) / (np.dot(ref[:n], ref[:n]) + 1e-12))
+    return 20 * np.log10(max(abs(g), 1e-6))
+
+
 def sync_embedding(audio_model, wave: np.ndarray, frames: int) -> np.ndarray:
     """(frames, E) stage-2 audio embedding of a waveform (the sync model's audio side)."""
     from lab.real_faces.real_data import RealClip, log_mel
@@ -279,11 +288,12 @@ def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_
         for k in range(2):
             own, other = si_sdr(out[k], refs[k]), si_sdr(out[k], refs[1 - k])
             rows.append({"identity": pair[k].identity, "clip": pair[k].name, "mixture": si_sdr(mix, refs[k]),
-                         "output": own, "si_sdri": own - si_sdr(mix, refs[k])})
+                         "output": own, "si_sdri": own - si_sdr(mix, refs[k]), "gain_db": voice_gain_db(out[k], refs[k])})
             swaps += other > own
     imp = np.array([r["si_sdri"] for r in rows])
     out = {"pairs": len(pairs), "faces": len(rows), "si_sdri": float(imp.mean()), "si_sdri_median": float(np.median(imp)),
-           "mixture_si_sdr": float(np.mean([r["mixture"] for r in rows])), "swap_rate": swaps / len(rows)}
+           "mixture_si_sdr": float(np.mean([r["mixture"] for r in rows])), "swap_rate": swaps / len(rows),
+           "voice_gain_db": float(np.median([r["gain_db"] for r in rows]))}
     for ident in sorted({r["identity"] for r in rows}):
         out[f"si_sdri_{ident}"] = float(np.mean([r["si_sdri"] for r in rows if r["identity"] == ident]))
     return out
