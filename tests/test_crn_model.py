@@ -79,3 +79,19 @@ def test_av_model_streams_like_offline_and_its_face_starts_silent():
             layer.weight.normal_()
         moved, _, _ = model(x, lips, *model.initial_state(2))
     assert not torch.allclose(moved, offline)
+
+
+def test_output_gain_scales_every_mask_and_nothing_else():
+    """The make-up gain set by calibration multiplies the masks; the state the network carries is the same."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = CrnSeparator(CrnConfig(n_masks=1, lip_dim=8)).eval()
+    louder = CrnSeparator(replace(model.config, output_gain=2.0)).eval()
+    louder.load_state_dict(model.state_dict())
+    x, lips = torch.randn(1, 12, 257, 2), torch.randn(1, 12, 8)
+    with torch.no_grad():
+        mask, vis, state = model(x, lips, *model.initial_state(1))
+        mask2, vis2, state2 = louder(x, lips, *louder.initial_state(1))
+    assert torch.allclose(mask2, 2 * mask, atol=1e-6)
+    assert torch.equal(vis2, vis) and torch.equal(state2, state)

@@ -195,3 +195,16 @@ def test_two_real_people_side_by_side_each_get_their_own_voice():
     assert result["faces"] == 8 and result["mean_tracks_per_video"] >= 2
     assert result["si_sdri_mean"] > 0.5, result
     assert result["swap_rate"] <= 0.25, result
+
+
+def test_voice_gain_reads_the_level_si_sdr_cannot_see():
+    """A voice handed back at half its amplitude, with another voice added, reads −6 dB whatever the other."""
+    from lab.real_faces.train_separator import si_sdr, voice_gain_db
+
+    rng = np.random.default_rng(0)
+    voice, other = rng.standard_normal(16000), rng.standard_normal(16000)
+    assert abs(voice_gain_db(0.5 * voice, voice) + 6.02) < 0.01
+    assert abs(voice_gain_db(0.5 * voice + 0.3 * other, voice) + 6.02) < 0.2
+    noisy = voice + 0.3 * other
+    assert abs(si_sdr(0.5 * noisy, voice) - si_sdr(noisy, voice)) < 1e-6  # the level SI-SDR is blind to
+    assert abs(voice_gain_db(voice, voice)) < 1e-9

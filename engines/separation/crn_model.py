@@ -41,6 +41,10 @@ class CrnConfig:
     visual_dim: int = 64
     vis_kernel: int = 5
     vis_dilation: int = 4
+    #: every mask times this: make-up gain set after training (`train_separator --calibrate`), so the face's voice
+    #: keeps its loudness. A loss that compares spectra shrinks what the network is unsure of, and SI-SDR cannot see
+    #: the level, so a trained network hands a voice back quieter (lone real voices: ~9 dB) however well it separates
+    output_gain: float = 1.0
 
     @property
     def vis_history(self) -> int:
@@ -163,7 +167,7 @@ class CrnSeparator(nn.Module):
             new_state.append(h.reshape(b, -1))
         for layer, skip in zip(self.decoder, reversed(skips)):
             x = layer(torch.cat([x, skip], dim=1))
-        mask = MASK_BOUND * torch.tanh(x)  # (B, 2M, T, F)
+        mask = (c.output_gain * MASK_BOUND) * torch.tanh(x)  # (B, 2M, T, F)
         mask = mask.view(b, c.n_masks, 2, t, N_FREQS).permute(0, 3, 1, 4, 2)
         return mask, vis_state, torch.cat(new_state, dim=1).unsqueeze(0)
 

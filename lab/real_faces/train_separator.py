@@ -4,6 +4,7 @@ embedding of stage 2.
     python -m lab.real_faces.train_separator --run av --minutes 240               # train (add --resume to go on)
     python -m lab.real_faces.train_separator --run ao --mode audio-only --minutes 240   # same size, no face
     python -m lab.real_faces.train_separator --evaluate av [ao]                   # test pairs (held-out ids)
+    python -m lab.real_faces.train_separator --calibrate av_crn                   # a CRN's output gain (validation)
 
 Model: `engines.separation.separator_model.CausalSeparator` (the shipped causal "Looking to Listen":
 compressed magnitude → GRU → bounded complex ratio mask, faces as the batch) with ``lip_dim`` = the lip
@@ -408,6 +409,32 @@ def save_last(run: str) -> Path:
     return out / "last.pt"
 
 
+def calibrate(run: str, encoder: Path, pairs: int = 40) -> Path:
+    """``RUN[:last]`` → ``RUN/calibrated.pt``: the CRN with ``output_gain`` set so that the median face's own voice
+    keeps its level on the validation pairs at 0 dB (`voice_gain_db`; the pairs of ``--evaluate --split
+    validation``). Only the level moves: SI-SDR and swaps are the same. Validation identities only."""
+    from dataclasses import replace
+
+    name, _, which = run.partition(":")
+    ck = load_checkpoint(RUN_DIR / name / f"{which or 'best'}.pt")
+    if not isinstance(ck.config, CrnConfig):
+        raise SystemExit(f"--calibrate {run}: only a CRN carries an output gain")
+    torch.set_num_threads(1)
+    units = face_units(VALIDATION_IDS, encoder)
+    by_id = {i: [u for u in units if u.identity == i] for i in VALIDATION_IDS}
+    val = eval_pairs(by_id[VALIDATION_IDS[0]], by_id[VALIDATION_IDS[1]], pairs, seed=7)
+    before = evaluate_pairs(ck.model(), val)["voice_gain_db"]
+    gain = ck.config.output_gain * 10 ** (-before / 20)
+    calibrated = replace(ck, config=replace(ck.config, output_gain=gain),
+                         info={**ck.info, "calibrated_from": run, "voice_gain_db_before": before})
+    after = evaluate_pairs(calibrated.model(), val)["voice_gain_db"]
+    calibrated.info["voice_gain_db_after"] = after
+    path = RUN_DIR / name / "calibrated.pt"
+    calibrated.save(path)
+    log.info("%s: median voice gain %.2f dB → output_gain %.3f → %.2f dB; wrote %s", run, before, gain, after, path)
+    return path
+
+
 def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "test") -> dict:
     """The stage-3 figures: TEST_IDS pairs at 0 dB; then with a LibriSpeech test-other talker off screen
     (−5 dB re. each face) and noise (eval part of the recordings, 10 dB SNR). ``split="validation"``: the
@@ -481,12 +508,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--evaluate", nargs="*", default=None, metavar="RUN", help="test report of these runs' best.pt")
     p.add_argument("--split", choices=("test", "validation"), default="test", help="with --evaluate: whose pairs")
     p.add_argument("--save-last", metavar="RUN", default=None, help="write RUN/last.pt from its state.pt and exit")
+    p.add_argument("--calibrate", metavar="RUN[:last]", default=None,
+                   help="write RUN/calibrated.pt: a CRN's output gain set on the validation pairs, then exit")
     args = p.parse_args(argv)
     if args.init is None and args.arch == "gru":
         args.init = AV_WEIGHTS if args.mode == "av" else AUDIO_ONLY_WEIGHTS
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.save_last:
         print(save_last(args.save_last))
+        return 0
+    if args.calibrate:
+        print(calibrate(args.calibrate, args.encoder))
         return 0
     if args.evaluate is not None:
         test_report(args.evaluate or [args.run], args.encoder, split=args.split)
