@@ -153,3 +153,15 @@ def test_silent_leak_measures_output_while_the_face_is_silent() -> None:
     assert silent_leak_db(0.1 * mix, a, mix) == pytest.approx(-20.0)
     assert silent_leak_db(a, a, mix) == LEAK_FLOOR_DB  # perfect isolation, floored
     assert silent_leak_db(a, mix, mix) is None  # never silent: nothing to measure
+
+
+@needs_weights
+def test_registry_state_shapes_match_the_shipped_weights() -> None:
+    """The export and every engine take the state shape from the registry: it must be the shipped network's."""
+    from engines.models import get
+    from engines.separation.shipped_separator import AUDIO_ONLY_WEIGHTS, load_checkpoint
+
+    for name, path in (("separator", AV_WEIGHTS), ("separator_audio_only", AUDIO_ONLY_WEIGHTS)):
+        _, state = load_checkpoint(path).model().initial_state(1)
+        declared = {t.name: t.example_shape for t in get(name).inputs}["gru_state"]
+        assert declared == tuple(state.shape), f"{name}: registry {declared}, {path.name} {tuple(state.shape)}"

@@ -171,17 +171,20 @@ register(
     )
 )
 
-# Cocktail-party voice isolation (issue 5): the causal AV separator and its audio-only baseline.
-# One streaming step: any number of STFT frames (``time``), faces as the batch, state in and out.
+# Cocktail-party voice isolation (issues 5, 16): the causal AV separator and its audio-only baseline, both the
+# frequency-aware CRN (`engines/separation/crn_model.py`). One streaming step: any number of STFT frames
+# (``time``), faces as the batch, state in and out.
 _SEPARATOR_TIME = {"time": (1, 1, 400)}
-#: GRU state of the shipped separators (layers, batch, hidden): must match engines/weights/separator*.pt
-_SEPARATOR_GRU = (2, 1, 384)
+#: the state the shipped separators carry per face (1, batch, `CrnConfig.hidden`: each encoder layer's last input
+#: frame and each time-GRU's hidden state, packed): must match engines/weights/separator*.pt. The input keeps the
+#: name ``gru_state`` of the GRU network it replaced, so the engine and the nodes serve either.
+_SEPARATOR_STATE = (1, 1, 8675)
 register(
     ModelSpec(
         name="separator",
         factory="engines.separation.shipped_separator:av",
         inputs=(TensorSpec("mixture", (1, 4, 257, 2)), TensorSpec("lips", (1, 4, 64)),
-                TensorSpec("vis_state", (1, 64, 16)), TensorSpec("gru_state", _SEPARATOR_GRU)),
+                TensorSpec("vis_state", (1, 64, 16)), TensorSpec("gru_state", _SEPARATOR_STATE)),
         outputs=("mask", "vis_state_out", "gru_state_out"),
         dynamic_axes={"mixture": {0: "batch", 1: "time"}, "lips": {0: "batch", 1: "time"},
                       "vis_state": {0: "batch"}, "gru_state": {1: "batch"},
@@ -196,12 +199,12 @@ register(
     ModelSpec(
         name="separator_audio_only",
         factory="engines.separation.shipped_separator:audio_only",
-        inputs=(TensorSpec("mixture", (1, 4, 257, 2)), TensorSpec("gru_state", _SEPARATOR_GRU)),
+        inputs=(TensorSpec("mixture", (1, 4, 257, 2)), TensorSpec("gru_state", _SEPARATOR_STATE)),
         outputs=("mask", "gru_state_out"),
         dynamic_axes={"mixture": {0: "batch", 1: "time"}, "gru_state": {1: "batch"},
                       "mask": {0: "batch", 1: "time"}, "gru_state_out": {1: "batch"}},
         axis_ranges={**DEFAULT_AXIS_RANGES, **_SEPARATOR_TIME},
-        description="Audio-only separator baseline (PIT): mixture STFT frames (+ state) → 3 complex ratio masks.",
+        description="Audio-only separator baseline (PIT): mixture STFT frames (+ state) → 2 complex ratio masks.",
         atol=1e-3,
     )
 )

@@ -48,11 +48,11 @@ class AudioOnlyStep(nn.Module):
 
 
 def av() -> nn.Module:
-    """mixture (B, T, 257, 2), lips (B, T, 64), vis_state (B, 64, 16), gru_state (2, B, hidden) →
+    """mixture (B, T, 257, 2), lips (B, T, 64), vis_state (B, 64, 16), gru_state (1, B, state) →
     mask (B, T, 1, 257, 2), vis_state_out, gru_state_out."""
     return load_checkpoint(AV_WEIGHTS).model()
 
 
 def audio_only() -> nn.Module:
-    """mixture (B, T, 257, 2), gru_state (2, B, hidden) → mask (B, T, 3, 257, 2), gru_state_out."""
+    """mixture (B, T, 257, 2), gru_state (1, B, state) → mask (B, T, 2, 257, 2), gru_state_out."""
     return AudioOnlyStep(load_checkpoint(AUDIO_ONLY_WEIGHTS).model())

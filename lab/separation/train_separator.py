@@ -13,7 +13,9 @@ Needs ../shared/data (LibriSpeech train-clean-100, noise recordings) and espeak-
 Training is time-boxed (``--minutes``) because that is what a CPU session can afford; it writes
 a checkpoint every ``--save-every`` steps to ``out/separation/<mode>.pt`` (resumed with
 ``--resume``), the learning curve to ``out/separation/<mode>-curve.csv`` and the final weights to
-``engines/weights/separator[_audio_only].pt``.
+``out/separation/<mode or run name>-weights.pt``. This is the first separator's network (the GRU of
+`engines.separation.separator_model`, generated faces); the shipped separators are CRNs trained on real faces
+since session 11 (`engines/separation/MODEL_CARD.md` says how), so it never writes ``engines/weights``.
 
 On a GPU machine (no shared recordings, no renderer there) training reads a *pack* of the cache
 (``--write-pack`` here, ``--pack`` there; see :func:`lab.separation.separation_samples.save_pack`). Either way
@@ -42,18 +44,12 @@ import torch
 
 from lab.separation.separation_samples import (CACHE_DIR, MixtureSampler, build_cache, lips_at_stft_rate, load_pack,
                                      load_units, save_pack)
-from engines.separation.shipped_separator import AUDIO_ONLY_WEIGHTS, AV_WEIGHTS
 from engines.separation.separator_model import POWER, CausalSeparator, Checkpoint, SeparatorConfig, apply_mask
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
-WEIGHTS = {"av": AV_WEIGHTS, "audio-only": AUDIO_ONLY_WEIGHTS}
 RUN_DIR = REPO / "out" / "separation"
 MAX_SPEAKERS = 3
-
-
-def weights_path(mode: str) -> Path:
-    return WEIGHTS[mode]
 
 
 def torch_stft(x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +206,7 @@ def train(mode: str, minutes: float, max_steps: int, batch_size: int, lr: float,
     out_dir.mkdir(parents=True, exist_ok=True)
     name = run_name or mode
     ckpt_path, curve_path = out_dir / f"{name}.pt", out_dir / f"{name}-curve.csv"
-    weights_out = out_dir / f"{run_name}-weights.pt" if run_name else weights_path(mode)
+    weights_out = out_dir / f"{run_name or mode}-weights.pt"
     step = 0
     if resume and ckpt_path.exists():
         raw = torch.load(ckpt_path, map_location=device, weights_only=True)
