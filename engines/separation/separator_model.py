@@ -14,6 +14,10 @@ changes make it live:
 The audio-only baseline is the same network with ``lip_dim = 0`` and ``n_masks`` outputs trained with
 a permutation-invariant loss (it cannot know which voice belongs to which face).
 
+This GRU network was the shipped one until session 11; the shipped separators are now the frequency-aware CRN
+(`engines/separation/crn_model.py`), which takes the same call, so the engine and the nodes serve either. The
+lip branch (`lip_branch`, `run_lip_branch`) is shared by both.
+
 Tensors (one call, any T ≥ 1; offline = one call over the whole clip with zero state):
   mixture   (B, T, F, 2)  uncompressed STFT frames, real/imag (F = 257)
   lips      (B, T, D)     lip features held at 100 fps (AV model only)
@@ -40,7 +44,7 @@ class SeparatorConfig:
     n_masks: int = 1
     audio_dim: int = 256
     visual_dim: int = 64
-    hidden: int = 384  # the shipped size: trained on a GPU in minutes, ~0.1× real time per face on 1 CPU core
+    hidden: int = 384  # the size shipped until session 11: trained on a GPU in minutes, ~0.1× real time per face on 1 core
     layers: int = 2
     vis_kernel: int = 5
     vis_dilation: int = 4  # 5 taps 40 ms apart: the last 160 ms of lip motion (4 video frames)
