@@ -1,6 +1,7 @@
 """One-way hop latency through `pipeline.transport`, beside raw pyzmq in the same run.
 
     python benchmarks/transport.py [--count 400] [--rounds 3] [--breakdown] [--floor]
+    python benchmarks/transport.py --cold     each Python step of a 64 B message, warm and after the 2 ms gap
 
 The sender stamps ``time.monotonic_ns()`` (one clock for all processes on Linux); a
 receiver in another process reads it back and reports now − stamp. "earshot" is the full
@@ -28,7 +29,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.messages import (_DTYPE, _FLOAT_DTYPES, _REGISTRY_BY_TOPIC, AudioChunk, VideoFrame,  # noqa: E402
-                               _check_values, _header_decoder)
+                               _check_values, _header_decoder, _parse_fast, decode, encode)
 from pipeline.transport import ZERO_COPY_MIN_BYTES, Publisher, Subscriber  # noqa: E402
 
 SIZES = {
@@ -109,6 +110,47 @@ def receive_floor(endpoint: str, count: int, out: mp.Queue) -> None:
     read_blocking(endpoint, count, out, floor_decode)
 
 
+def cold_steps(count: int = 400, gap_s: float = 0.002) -> None:
+    """``--cold``: each Python step of a 64 B message's trip, timed back to back ("warm") and after the
+    benchmark's own 2 ms gap ("cold"), in this process, no sockets. Why: the hop's extra over raw pyzmq is
+    Python work, and on this machine every step runs many times slower when the core has idled between
+    messages, so the figure to beat is the cold one, not a microbenchmark's."""
+    msg = SIZES["64 B"]()
+    frames = [bytes(f) for f in encode(msg)]
+    cls = _REGISTRY_BY_TOPIC[frames[0]]
+    names = ("encode", "header parse", "array view", "value check", "message object", "decode (all)")
+
+    def steps() -> list[int]:
+        t = [time.perf_counter_ns()]
+        encode(msg)
+        t.append(time.perf_counter_ns())
+        parsed = _parse_fast(cls, frames[1])
+        t.append(time.perf_counter_ns())
+        arr = np.ndarray((16,), np.float32, memoryview(frames[2]))
+        t.append(time.perf_counter_ns())
+        _check_values(cls.type_name, "samples", arr, 1e9)
+        t.append(time.perf_counter_ns())
+        out = object.__new__(cls)
+        out.__dict__.update(parsed[3], samples=arr, seq=parsed[0], capture_ns=parsed[1], source=parsed[2])
+        out.check()
+        t.append(time.perf_counter_ns())
+        decode(frames)
+        t.append(time.perf_counter_ns())
+        return list(np.diff(t))
+
+    print(f"per-step cost of a 64 B message, p50 of {count} (µs): warm = back to back, cold = after a "
+          f"{gap_s * 1e3:.0f} ms idle gap; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    warm = np.median([steps() for _ in range(count)], axis=0) / 1e3
+    cold = []
+    for _ in range(count):
+        time.sleep(gap_s)
+        cold.append(steps())
+    cold = np.median(cold, axis=0) / 1e3
+    print(f"{'step':<16} {'warm':>7} {'cold':>7} {'cold/warm':>10}")
+    for name, w, c in zip(names, warm, cold):
+        print(f"{name:<16} {w:>7.1f} {c:>7.1f} {c / w:>9.1f}×")
+
+
 def run(kind: str, make, count: int, gap_s: float, tmp: str) -> np.ndarray:
     ctx = zmq.Context()
     endpoint = f"ipc://{tmp}/{kind}-{os.getpid()}"
@@ -156,7 +198,12 @@ def main() -> int:
     parser.add_argument("--floor", action="store_true",
                         help="also time earshot's sender with the least reader that checks what it gets (no poll, "
                              "queue or counters): the part of the ratio any checked Python hop pays")
+    parser.add_argument("--cold", action="store_true",
+                        help="only time each Python step of a 64 B message warm and after the 2 ms gap, then exit")
     args = parser.parse_args()
+    if args.cold:
+        cold_steps()
+        return 0
     kinds = ("raw", "earshot") + (("send only",) if args.breakdown else ()) + (("floor",) if args.floor else ())
     print(f"one-way hop latency over ipc, {args.count} messages each, best of {args.rounds} rounds, "
           f"{os.cpu_count()} cores, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; "
