@@ -101,7 +101,8 @@ def test_faces_come_and_go(small_model) -> None:
 
 @needs_weights
 def test_single_voice_passes_nearly_unchanged() -> None:
-    """A clip with one talking face and no noise: the output should be the input, almost."""
+    """A clip with one talking face and no noise: the output should be the input, almost — at its loudness too
+    (SI-SDR cannot see a level: separators before session 11 handed a lone voice back ~10 dB quieter)."""
     from dataclasses import replace
 
     from lab.corpus.generate import default_config, make_clip
@@ -118,6 +119,10 @@ def test_single_voice_passes_nearly_unchanged() -> None:
     out = separate_av(av(), clip.mixture, lips)[0]
     quality = float(si_sdr(out[None], clip.mixture[None])[0])
     assert quality > 10.0, f"single voice SI-SDR vs input {quality:.1f} dB"
+    from lab.real_faces.train_separator import voice_gain_db
+
+    level = voice_gain_db(out, clip.mixture)
+    assert abs(level) < 3.0, f"single voice comes out at {level:+.1f} dB re. the input"
 
 
 @needs_weights
