@@ -122,8 +122,8 @@ def step_loss(model: CausalSeparator, mode: str, batch: dict, spectral_weight: f
 
 
 def build_model(mode: str, emb_dim: int, init: Path | None, hidden: int, arch: str = "gru"):
-    """The shipped GRU network (``arch="gru"``) or the frequency-aware CRN (``"crn"``,
-    `engines.separation.crn_model`), its matching tensors started from ``init`` where given."""
+    """The GRU network (``arch="gru"``, shipped until session 11) or the frequency-aware CRN (``"crn"``,
+    `engines.separation.crn_model`, shipped since), its matching tensors started from ``init`` where given."""
     if arch == "crn":
         model = CrnSeparator(CrnConfig(n_masks=1 if mode == "av" else 3, lip_dim=emb_dim if mode == "av" else 0))
         if init is not None and init.exists():
@@ -409,6 +409,14 @@ def save_last(run: str) -> Path:
     return out / "last.pt"
 
 
+def report_pairs(split: str, encoder: Path, pairs: int = 40) -> list[tuple[FaceUnit, FaceUnit]]:
+    """The fixed pairs of the report (one clip of each identity of ``split``), whole clips."""
+    ids = TEST_IDS if split == "test" else VALIDATION_IDS
+    units = face_units(ids, encoder)
+    by_id = {i: [u for u in units if u.identity == i] for i in ids}
+    return eval_pairs(by_id[ids[0]], by_id[ids[1]], pairs, seed=7)
+
+
 def calibrate(run: str, encoder: Path, pairs: int = 40) -> Path:
     """``RUN[:last]`` → ``RUN/calibrated.pt``: the CRN with ``output_gain`` set so that the median face's own voice
     keeps its level on the validation pairs at 0 dB (`voice_gain_db`; the pairs of ``--evaluate --split
@@ -420,9 +428,7 @@ def calibrate(run: str, encoder: Path, pairs: int = 40) -> Path:
     if not isinstance(ck.config, CrnConfig):
         raise SystemExit(f"--calibrate {run}: only a CRN carries an output gain")
     torch.set_num_threads(1)
-    units = face_units(VALIDATION_IDS, encoder)
-    by_id = {i: [u for u in units if u.identity == i] for i in VALIDATION_IDS}
-    val = eval_pairs(by_id[VALIDATION_IDS[0]], by_id[VALIDATION_IDS[1]], pairs, seed=7)
+    val = report_pairs("validation", encoder, pairs)
     before = evaluate_pairs(ck.model(), val)["voice_gain_db"]
     gain = ck.config.output_gain * 10 ** (-before / 20)
     calibrated = replace(ck, config=replace(ck.config, output_gain=gain),
@@ -443,10 +449,7 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
     from lab.corpus.speech import EVAL, _load_flac, speakers
 
     torch.set_num_threads(1)
-    ids = TEST_IDS if split == "test" else VALIDATION_IDS
-    units = face_units(ids, encoder)
-    by_id = {i: [u for u in units if u.identity == i] for i in ids}
-    test = eval_pairs(by_id[ids[0]], by_id[ids[1]], pairs, seed=7)
+    test = report_pairs(split, encoder, pairs)
     rng = np.random.default_rng(11)
     talkers = [_load_flac(f) for s in speakers(EVAL, include_espeak=False) for f in s.files[:2]]
     extra, noise = [], []
