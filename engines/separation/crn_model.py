@@ -2,7 +2,8 @@
 
 Why this and not a wider GRU: the GRU separator (`separator_model.CausalSeparator`) flattens each
 257-bin frame through one Linear layer, so every frequency needs its own weights and the network cannot
-reuse what it learns about a harmonic at one pitch for another. With ~1.5 hours of training speech that is the part that does not generalise.
+reuse what it learns about a harmonic at one pitch for another. With ~1.5 hours of training speech that is
+the part that does not generalise.
 Causal TF networks for low-latency speech work (DPCRN, Le et al. 2021; GTCRN, Rong et al. 2024; the
 dual-path RNN of Luo et al. 2020) share weights along frequency: convolutions with stride 2 in frequency,
 then dual-path blocks (a bidirectional RNN *across frequency* inside each frame, a causal GRU *across
@@ -12,9 +13,10 @@ The encoder's kernels see this frame and the one before (no look-ahead), so the 
 the STFT window's, as for the GRU network.
 
 The call is the GRU network's, so the live engine, the trainers and the evaluations take either:
-mixture (B, T, F, 2), lips (B, T, D), vis_state (B, D, K), state (1, B, S) → masks (B, T, M, F, 2), vis_state, state. ``state`` packs everything the
-network carries between calls (each encoder layer's previous input frame, each time-GRU's hidden state)
-into one row per face, so a face is still one batch row of state.
+mixture (B, T, F, 2), lips (B, T, D), vis_state (B, D, K), state (1, B, S) → masks (B, T, M, F, 2),
+vis_state, state. ``state`` packs everything the network carries between calls (each encoder layer's
+previous input frame, each time-GRU's hidden state) into one row per face, so a face is still one batch row
+of state.
 
 Audio-visual (``lip_dim`` > 0): the face's lip embedding passes a causal dilated convolution (as in the
 GRU network) and is added, per block, to every frequency band of the bottleneck. Those projections start
@@ -186,7 +188,10 @@ class CrnCheckpoint:
 
     @staticmethod
     def load(path) -> "CrnCheckpoint":
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        return CrnCheckpoint.from_raw(torch.load(path, map_location="cpu", weights_only=True))
+
+    @staticmethod
+    def from_raw(raw: dict) -> "CrnCheckpoint":
         cfg = dict(raw["config"], channels=tuple(raw["config"]["channels"]))
         return CrnCheckpoint(CrnConfig(**cfg), raw["state_dict"], raw["info"])
 
@@ -197,11 +202,13 @@ class CrnCheckpoint:
 
 
 def load_checkpoint(path):
-    """A separator weights file of either network (the CRN's config has ``channels``)."""
-    from engines.separation.separator_model import Checkpoint
+    """A separator weights file of either network (the CRN's config has ``channels``), read once."""
+    from engines.separation.separator_model import Checkpoint, SeparatorConfig
 
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    return CrnCheckpoint.load(path) if "channels" in raw["config"] else Checkpoint.load(path)
+    if "channels" in raw["config"]:
+        return CrnCheckpoint.from_raw(raw)
+    return Checkpoint(SeparatorConfig(**raw["config"]), raw["state_dict"], raw["info"])
 
 
 def checkpoint(model, info: dict):

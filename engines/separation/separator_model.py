@@ -73,7 +73,7 @@ def compress(mixture: torch.Tensor) -> torch.Tensor:
 
 def lip_branch(config) -> tuple[nn.Conv1d, nn.Sequential]:
     """The face's path (a causal dilated convolution over its lip rows, then PReLU/Linear/PReLU); ``config``
-    gives lip_dim, visual_dim, vis_kernel and vis_dilation (this network's and the lab's CRN's)."""
+    gives lip_dim, visual_dim, vis_kernel and vis_dilation (this network's and the CRN's)."""
     c = config
     return (nn.Conv1d(c.lip_dim, c.visual_dim, c.vis_kernel, dilation=c.vis_dilation),
             nn.Sequential(nn.PReLU(), nn.Linear(c.visual_dim, c.visual_dim), nn.PReLU()))

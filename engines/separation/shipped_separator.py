@@ -1,8 +1,8 @@
 """The shipped separator weights and the graphs the model registry exports from them.
 
 `launch.py export --model separator --model separator_audio_only` writes
-``engines/weights/separator*.onnx`` from ``engines/weights/separator*.pt`` (written by
-`launch.py train-separator`); the live node loads the ONNX through `engines.loader.load`.
+``engines/weights/separator*.onnx`` from ``engines/weights/separator*.pt`` (CRNs since session 11, trained
+as the model card says); the live node loads the ONNX through `engines.loader.load`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ AUDIO_ONLY_OUTPUTS = ("mask", "gru_state_out")
 def load_checkpoint(path: Path) -> Checkpoint | crn_model.CrnCheckpoint:
     """Either network's weights file (the GRU network or the CRN: the file says which)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: train it with `python launch.py train-separator`")
+        raise FileNotFoundError(f"{path} is missing: train it as engines/separation/MODEL_CARD.md says (its first "
+                                "section: `python -m lab.real_faces.train_separator --arch crn`, then `--calibrate`)")
     return crn_model.load_checkpoint(path)
 
 

@@ -409,7 +409,7 @@ def save_last(run: str) -> Path:
     return out / "last.pt"
 
 
-def report_pairs(split: str, encoder: Path, pairs: int = 40) -> list[tuple[FaceUnit, FaceUnit]]:
+def report_pairs(split: str, encoder: Path = SYNC_WEIGHTS, pairs: int = 40) -> list[tuple[FaceUnit, FaceUnit]]:
     """The fixed pairs of the report (one clip of each identity of ``split``), whole clips."""
     ids = TEST_IDS if split == "test" else VALIDATION_IDS
     units = face_units(ids, encoder)

@@ -214,13 +214,9 @@ def real_validation(models: dict[str, torch.nn.Module], pairs: int = 40) -> dict
     """Does LibriSpeech training carry over to real interview audio? The real-face validation pairs of
     `lab.real_faces.train_separator` (id09 × id13, whole clips, 0 dB), each model's outputs given to the two
     people by the oracle assignment, as that module scores its audio-only runs."""
-    from lab.real_faces.face_tracks import VALIDATION_IDS
-    from lab.real_faces.real_mixtures import eval_pairs
-    from lab.real_faces.train_separator import evaluate_pairs, face_units
+    from lab.real_faces.train_separator import evaluate_pairs, report_pairs
 
-    units = face_units(VALIDATION_IDS)
-    by_id = {i: [u for u in units if u.identity == i] for i in VALIDATION_IDS}
-    chosen = eval_pairs(by_id[VALIDATION_IDS[0]], by_id[VALIDATION_IDS[1]], pairs, seed=7)
+    chosen = report_pairs("validation", pairs=pairs)
     out = {}
     for name, model in models.items():
         r = evaluate_pairs(model, chosen)
