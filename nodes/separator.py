@@ -13,6 +13,9 @@ face that leaves ends its stream. A face's lip features are held between video f
 Output sample positions: frame ``t`` of the spectrum starts at stream sample ``t · hop`` (the stft
 node counts from the first sample it saw); every face's output ends at the last sample its ISTFT
 can release, so ``first_sample`` is that end minus the block length.
+
+Every voice leaves through its own peak limiter (`engines/peak_limiter.py`): the model's make-up gain
+can push a loud voice past full scale, and the samples turned down are counted (``limited_samples``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 from engines.dsp import StftConfig
 from engines.loader import load
+from engines.peak_limiter import PeakLimiter
 from engines.separation.streaming_separator import StreamingSeparator
 from pipeline.messages import FaceTracks, SeparatedAudio, Spectrogram
 from pipeline.node import BadInput, Input, Node, Output
@@ -43,6 +47,14 @@ class Separator(Node):
         backend: str = "auto"
         threads: int = 1
         face_timeout_ms: float = 500.0
+        limit_ceiling: float = 0.97          # a voice's peaks are held to this (full scale 1.0)
+        limit_release_db_per_s: float = 60.0  # how fast the limiter's gain comes back after a peak
+
+        def validate(self) -> None:
+            if not 0.0 < self.limit_ceiling <= 1.0:
+                raise ValueError(f"limit_ceiling must be in (0, 1] (full scale 1.0), got {self.limit_ceiling}")
+            if self.limit_release_db_per_s <= 0.0:
+                raise ValueError(f"limit_release_db_per_s must be > 0, got {self.limit_release_db_per_s}")
 
     inputs = {
         "spectrum": Input(Spectrogram, policy="queue", size=256, doc="complex STFT frames (stft node)",
@@ -59,6 +71,7 @@ class Separator(Node):
         self._released: int | None = None  # stream sample after the last one sent
         self._next_frame: int | None = None  # the STFT frame the next message should start at
         self._clock: tuple[int, int] = (0, 0)  # (stream sample, its capture_ns) of the newest spectrum
+        self.limiters: dict[int, PeakLimiter] = {}  # per face track, for as long as its voice lasts
 
     def on_message(self, port: str, msg) -> None:
         if port == "faces":
@@ -116,6 +129,19 @@ class Separator(Node):
         clock_sample, clock_ns = self._clock
         capture_ns = clock_ns - round((clock_sample - first_sample) * 1e9 / self.cfg.sample_rate_hz)
         self._released = first_sample + voices.shape[1]
-        self.send("voices", SeparatedAudio(samples=voices.astype(np.float32), track_ids=ids.astype(np.int64),
+        voices = self._limit(ids, voices)
+        self.send("voices", SeparatedAudio(samples=voices, track_ids=ids.astype(np.int64),
                                            sample_rate_hz=self.cfg.sample_rate_hz, first_sample=int(first_sample),
                                            capture_ns=capture_ns))
+
+    def _limit(self, ids: np.ndarray, voices: np.ndarray) -> np.ndarray:
+        """Each face's block through its own limiter (a face that left takes its limiter with it)."""
+        self.limiters = {t: self.limiters.get(t) or PeakLimiter(self.cfg.sample_rate_hz, self.params.limit_ceiling,
+                                                                self.params.limit_release_db_per_s)
+                         for t in ids.tolist()}
+        out = np.empty(voices.shape, np.float32)
+        for row, track in enumerate(ids.tolist()):
+            out[row], limited = self.limiters[track].process(voices[row])
+            if limited:
+                self.count("limited_samples", limited)
+        return out

@@ -62,6 +62,24 @@ def test_separator_node_one_voice_per_face_contiguous() -> None:
 
 
 @needs_onnx
+@needs_onnx
+def test_separator_node_holds_loud_voices_under_full_scale_and_counts_it() -> None:
+    """The make-up gain lifts a loud mixture's voices past ±1; the node's limiter holds them under its ceiling
+    (a PCM16 WAV would clip them silently) and says how many samples it turned down."""
+    audio = np.random.default_rng(0).normal(0, 2.0, 16000)
+    frames = stft(audio).astype(np.complex64)
+    lips = np.random.default_rng(1).normal(size=(2, 64)).astype(np.float32)
+    with Harness(Separator, {"backend": "onnxruntime", "limit_ceiling": 0.9}) as h:
+        for i in range(0, len(frames), 5):
+            h.feed("faces", FaceTracks(boxes=np.zeros((2, 4), np.float32), track_ids=np.array([4, 9]),
+                                       lip_features=lips, capture_ns=i * 10_000_000))
+            h.feed("spectrum", Spectrogram(frames=frames[i:i + 5], first_frame=i, capture_ns=i * 10_000_000))
+        h.end()
+    peak = max(float(np.abs(v.samples).max()) for v in h.outputs["voices"])
+    assert 0.5 < peak <= 0.9
+    assert h.node.counters.get("limited_samples", 0) > 0
+
+
 def test_separator_graph_writes_a_wav_per_face(tmp_path: Path) -> None:
     """camera + microphone (the demo clip, real-time) → faces, stft → separator → renderer WAVs."""
     import soundfile as sf
