@@ -10,7 +10,7 @@ import torch
 from engines.dsp import StreamingStft, stft
 from engines.separation.separator_model import CausalSeparator, SeparatorConfig
 from engines.separation.shipped_separator import AV_WEIGHTS
-from engines.separation.streaming_separator import StreamingSeparator
+from engines.separation.streaming_separator import StreamingSeparator, compete
 
 SMALL = SeparatorConfig(audio_dim=32, visual_dim=8, hidden=32)
 needs_weights = pytest.mark.skipif(not AV_WEIGHTS.exists(), reason=f"{AV_WEIGHTS} not trained yet")
@@ -97,6 +97,34 @@ def test_faces_come_and_go(small_model) -> None:
     assert list(ids) == [2] and set(engine.faces) == {2}, "a face that left is dropped with its state"
     ids, d = engine.push(frames[12:14], {})
     assert d.size == 0 and not engine.faces
+
+
+def test_faces_compete_for_each_bin() -> None:
+    """A bin one face claims alone stays that face's; a bin both claim is split by their claims; one face on
+    screen is never touched (a lone voice keeps its level)."""
+    a = np.array([[[1.0 + 0j, 0.8, 0.6, 1e-4]]])   # face A's mask over 4 bins
+    b = np.array([[[0.0 + 0j, 0.8, 0.2, 0.0]]])    # face B's
+    both = compete(np.concatenate([a, b]), 1.0)
+    np.testing.assert_allclose(both[0, 0, 0], 1.0)                   # A's alone: unchanged
+    np.testing.assert_allclose(both[:, 0, 1], [0.8 / 2 ** 0.5] * 2)  # claimed equally: each its half of the power
+    assert abs(both[0, 0, 2]) > 0.55 and abs(both[1, 0, 2]) < 0.07    # claimed unequally: the stronger keeps it
+    assert np.all(np.abs(both) <= np.abs(np.concatenate([a, b])) + 1e-12), "competing only ever turns down"
+    np.testing.assert_array_equal(compete(a, 1.0), a)
+    np.testing.assert_array_equal(compete(np.concatenate([a, b]), 0.0), np.concatenate([a, b]))
+
+
+def test_competing_faces_stream_as_they_run_offline(small_model) -> None:
+    """Competition is per frame, so cutting the stream into blocks still changes nothing."""
+    x = np.random.default_rng(4).normal(0, 0.1, 4000)
+    frames, lips = stft(x), _lips(len(stft(x)))
+    whole = StreamingSeparator.from_model(small_model, competition=1.0)
+    _, offline = whole.push(frames, lips)
+    live, pieces = StreamingSeparator.from_model(small_model, competition=1.0), []
+    for i in range(0, len(frames), 4):
+        pieces.append(live.push(frames[i:i + 4], {k: v[i:i + 4] for k, v in lips.items()})[1])
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), offline, atol=1e-4 * np.abs(offline).max())
+    _, alone = StreamingSeparator.from_model(small_model, competition=0.0).push(frames, lips)
+    assert not np.allclose(alone, offline), "two faces: competing changes what each gets"
 
 
 @needs_weights

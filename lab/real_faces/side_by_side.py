@@ -75,16 +75,18 @@ def checkpoint_lip_dim(path: Path) -> int:
     return load_checkpoint(path).config.lip_dim
 
 
-def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: int = SEED) -> dict:
+def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: int = SEED,
+             competition: float | None = None) -> dict:
     from engines.faces.mesh_lip_front_end import MeshLipFrontEnd
     from engines.loader import load
-    from engines.separation.streaming_separator import StreamingSeparator
+    from engines.separation.streaming_separator import FACE_COMPETITION, StreamingSeparator
     from lab.real_faces.real_mixtures import FaceUnit, pair_mixture
     from lab.separation.separator_real_video import separate_video
 
+    competition = FACE_COMPETITION if competition is None else competition
     if weights is None:
         def separator():
-            return StreamingSeparator.from_engine(load("separator", "onnxruntime", threads=1))
+            return StreamingSeparator.from_engine(load("separator", "onnxruntime", threads=1), competition=competition)
     else:
         import torch
 
@@ -94,7 +96,7 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
         model = load_checkpoint(weights).model()
 
         def separator():
-            return StreamingSeparator.from_model(model)
+            return StreamingSeparator.from_model(model, competition=competition)
     rng = np.random.default_rng(11)
     talkers = noise = None
     if extra:
@@ -131,7 +133,7 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
                              "tracks": len(voices), "mixture": round(base, 2), "si_sdri": round(own - base, 2),
                              "swapped": bool(cross > own)})
     imp = np.array([r["si_sdri"] for r in rows])
-    return {"split": split, "pairs": pairs, "faces": len(rows), "extra": extra,
+    return {"split": split, "pairs": pairs, "faces": len(rows), "extra": extra, "competition": competition,
             "weights": str(weights) if weights else "engines/weights/separator.onnx",
             "si_sdri_mean": round(float(imp.mean()), 2), "si_sdri_median": round(float(np.median(imp)), 2),
             "share_ge_6db": round(float((imp >= 6).mean()), 3),
@@ -147,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--weights", type=Path, default=None, help="a separator checkpoint (.pt) instead of the shipped ONNX")
     p.add_argument("--extra", action="store_true", help="add an off-screen test-other talker (−5 dB) and noise (10 dB)")
+    p.add_argument("--competition", type=float, default=None,
+                   help="how hard the faces compete for each bin (default: the live engine's; 0: not at all)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     require_data()
-    result = evaluate(args.split, args.pairs, args.weights, args.extra, args.seed)
+    result = evaluate(args.split, args.pairs, args.weights, args.extra, args.seed, args.competition)
     summary = {k: v for k, v in result.items() if k != "rows"}
     print(json.dumps(summary, indent=1))
     if args.json:

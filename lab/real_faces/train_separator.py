@@ -43,7 +43,7 @@ from engines.dsp import stft
 from engines.faces.lip_encoder import LipEncoderCheckpoint
 from engines.separation.separator_model import CausalSeparator, Checkpoint, SeparatorConfig, apply_mask
 from engines.separation.shipped_separator import AUDIO_ONLY_WEIGHTS, AV_WEIGHTS
-from engines.separation.streaming_separator import StreamingSeparator, inverse
+from engines.separation.streaming_separator import FACE_COMPETITION, StreamingSeparator, inverse
 from engines.separation.crn_model import CrnConfig, CrnSeparator, checkpoint, load_checkpoint
 from lab.real_faces.face_tracks import REPO, TEST_IDS, TRAIN_IDS, VALIDATION_IDS, require_data
 from lab.real_faces.real_data import load_clips
@@ -178,12 +178,13 @@ def widen_crn_audio_only(src: dict, model: CrnSeparator) -> list[str]:
     return done
 
 
-def separate(model: CausalSeparator, mixture: np.ndarray, embs: list[np.ndarray]) -> np.ndarray:
-    """(N,) and one (Tv, E) embedding per face → (K, N): the live engine's path, whole clip at once.
-    Audio-only: its 3 outputs."""
+def separate(model: CausalSeparator, mixture: np.ndarray, embs: list[np.ndarray],
+             competition: float = FACE_COMPETITION) -> np.ndarray:
+    """(N,) and one (Tv, E) embedding per face → (K, N): the live engine's path, whole clip at once (the faces
+    competing for each bin as live, `FACE_COMPETITION`). Audio-only: its 3 outputs."""
     frames = stft(mixture)
     if model.config.lip_dim:
-        engine = StreamingSeparator.from_model(model)
+        engine = StreamingSeparator.from_model(model, competition=competition)
         held = lips_at_stft_rate(np.stack(embs), len(frames))
         _, out = engine.push(frames, {k: held[k] for k in range(len(embs))})
         _, tail = engine.flush()
@@ -269,7 +270,8 @@ def assign_by_sync(outputs: np.ndarray, embs: list[np.ndarray], audio_model, cau
 
 
 def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_db: float = -5.0,
-                   snr_db: float = 10.0, assign: str = "oracle", audio_model=None) -> dict:
+                   snr_db: float = 10.0, assign: str = "oracle", audio_model=None,
+                   competition: float = FACE_COMPETITION) -> dict:
     """SI-SDRi per face: AV output k is face k's (no permutation). Audio-only: ``assign`` = "oracle" (its
     best assignment, favours it), "sync" (`assign_by_sync`, causal) or "sync-clip" (whole-clip choice).
     ``extra``/``noise``: per pair an off-screen talker (at ``extra_db`` re. each face) / noise (at ``snr_db``
@@ -279,7 +281,7 @@ def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_
     for i, pair in enumerate(pairs):
         mix, refs = pair_mixture(pair, None if extra is None else extra[i], None if noise is None else noise[i],
                                  extra_db, snr_db)
-        out = separate(model, mix, [pair[0].emb, pair[1].emb])
+        out = separate(model, mix, [pair[0].emb, pair[1].emb], competition)
         if not model.config.lip_dim and assign == "oracle":  # the 3 outputs' best assignment to the 2 faces
             score = np.array([[si_sdr(o, r) for r in refs] for o in out])
             best = max(itertools.permutations(range(len(out)), 2), key=lambda p: score[p[0], 0] + score[p[1], 1])
@@ -441,7 +443,8 @@ def calibrate(run: str, encoder: Path, pairs: int = 40) -> Path:
     return path
 
 
-def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "test") -> dict:
+def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "test",
+                competition: float = FACE_COMPETITION) -> dict:
     """The stage-3 figures: TEST_IDS pairs at 0 dB; then with a LibriSpeech test-other talker off screen
     (−5 dB re. each face) and noise (eval part of the recordings, 10 dB SNR). ``split="validation"``: the
     same on VALIDATION_IDS (whole clips, not training's 4 s crops), to choose between designs."""
@@ -464,9 +467,9 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
         ck = load_checkpoint(RUN_DIR / name / f"{which or 'best'}.pt")
         model = ck.model()
         report[run] = {"info": {k: ck.info.get(k) for k in ("step", "train_minutes", "mode")},
-                       "validation": ck.info.get("validation"),
-                       f"{split}_0db": evaluate_pairs(model, test),
-                       f"{split}_offscreen_noise": evaluate_pairs(model, test, extra, noise)}
+                       "validation": ck.info.get("validation"), "competition": competition,
+                       f"{split}_0db": evaluate_pairs(model, test, competition=competition),
+                       f"{split}_offscreen_noise": evaluate_pairs(model, test, extra, noise, competition=competition)}
         if not model.config.lip_dim:  # separate, then assign each output to a face by lip sync (stage 2)
             from lab.real_faces.train_sync import load_pair
 
@@ -510,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--evaluate", nargs="*", default=None, metavar="RUN", help="test report of these runs' best.pt")
     p.add_argument("--split", choices=("test", "validation"), default="test", help="with --evaluate: whose pairs")
+    p.add_argument("--competition", type=float, default=FACE_COMPETITION,
+                   help="with --evaluate: how hard the two faces compete for each bin (0: not at all)")
     p.add_argument("--save-last", metavar="RUN", default=None, help="write RUN/last.pt from its state.pt and exit")
     p.add_argument("--calibrate", metavar="RUN[:last]", default=None,
                    help="write RUN/calibrated.pt: a CRN's output gain set on the validation pairs, then exit")
@@ -524,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         print(calibrate(args.calibrate, args.encoder))
         return 0
     if args.evaluate is not None:
-        test_report(args.evaluate or [args.run], args.encoder, split=args.split)
+        test_report(args.evaluate or [args.run], args.encoder, split=args.split, competition=args.competition)
         return 0
     train(args)
     return 0
