@@ -27,7 +27,7 @@ import numpy as np
 from engines.dsp import StftConfig
 from engines.loader import load
 from engines.peak_limiter import PeakLimiter
-from engines.separation.streaming_separator import StreamingSeparator
+from engines.separation.streaming_separator import FACE_COMPETITION, StreamingSeparator
 from pipeline.messages import FaceTracks, SeparatedAudio, Spectrogram
 from pipeline.node import BadInput, Input, Node, Output
 
@@ -47,10 +47,13 @@ class Separator(Node):
         backend: str = "auto"
         threads: int = 1
         face_timeout_ms: float = 500.0
+        face_competition: float = FACE_COMPETITION  # how hard faces compete for each bin (0: each face alone)
         limit_ceiling: float = 0.97          # a voice's peaks are held to this (full scale 1.0)
         limit_release_db_per_s: float = 60.0  # how fast the limiter's gain comes back after a peak
 
         def validate(self) -> None:
+            if self.face_competition < 0.0:
+                raise ValueError(f"face_competition must be ≥ 0, got {self.face_competition}")
             if not 0.0 < self.limit_ceiling <= 1.0:
                 raise ValueError(f"limit_ceiling must be in (0, 1] (full scale 1.0), got {self.limit_ceiling}")
             if self.limit_release_db_per_s <= 0.0:
@@ -65,7 +68,7 @@ class Separator(Node):
 
     def open(self) -> None:
         engine = load(self.params.model, self.params.backend, threads=self.params.threads)
-        self.engine = StreamingSeparator.from_engine(engine)
+        self.engine = StreamingSeparator.from_engine(engine, competition=self.params.face_competition)
         self.faces: FaceTracks | None = None
         self.cfg: StftConfig | None = None
         self._released: int | None = None  # stream sample after the last one sent

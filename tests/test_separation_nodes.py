@@ -145,3 +145,10 @@ def test_separator_node_restarts_cleanly_after_a_gap_in_the_stft_stream() -> Non
     assert ends[jump - 1] == 20 * 160 + 512  # before the gap: up to frame 20's window end, tail included
     assert starts[jump] >= 30 * 160  # after it: nothing claimed for the frames that never came
     assert all(b == a for a, b in zip(ends[jump:], starts[jump + 1:]))
+
+
+@pytest.mark.parametrize("field, value", [("limit_ceiling", 1.5), ("limit_ceiling", 0.0),
+                                          ("limit_release_db_per_s", -1.0), ("face_competition", -0.5)])
+def test_separator_params_refuse_bad_values_by_name(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        Separator.make_params({field: value})
