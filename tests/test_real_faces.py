@@ -208,3 +208,26 @@ def test_voice_gain_reads_the_level_si_sdr_cannot_see():
     noisy = voice + 0.3 * other
     assert abs(si_sdr(0.5 * noisy, voice) - si_sdr(noisy, voice)) < 1e-6  # the level SI-SDR is blind to
     assert abs(voice_gain_db(voice, voice)) < 1e-9
+
+
+def test_training_competition_is_the_engines_rule_per_mixture() -> None:
+    """`--train-competition`: rows of one mixture compete as the live engine's faces do; a face alone in its
+    mixture is left as it was, and the gradient stays finite where one face's share is ~0."""
+    import torch
+
+    from engines.separation.streaming_separator import compete
+    from lab.real_faces.train_separator import compete_rows
+
+    torch.manual_seed(0)
+    mask = torch.randn(3, 5, 7, 2)
+    mask[1, 0, 0] = 0.0  # a bin only face 0 claims
+    mask.requires_grad_(True)
+    rows = torch.tensor([0, 0, 1])
+    out = compete_rows(mask, rows, 1.0)
+    both = mask.detach()[:2].numpy()
+    expected = compete(both[..., 0] + 1j * both[..., 1], 1.0)
+    np.testing.assert_allclose(out[:2, ..., 0].detach().numpy() + 1j * out[:2, ..., 1].detach().numpy(), expected,
+                               atol=1e-5)
+    np.testing.assert_allclose(out[2].detach().numpy(), mask[2].detach().numpy(), atol=1e-5)
+    out.sum().backward()
+    assert torch.isfinite(mask.grad).all()

@@ -89,7 +89,19 @@ def train_noise(speech: list[np.ndarray] | None = None, babble: float = 0.0):
     return draw
 
 
-def step_loss(model: CausalSeparator, mode: str, batch: dict, spectral_weight: float) -> torch.Tensor:
+def compete_rows(mask: torch.Tensor, row_mixture: torch.Tensor, exponent: float) -> torch.Tensor:
+    """`engines.separation.streaming_separator.compete` in training: rows (faces) of the same mixture share each
+    bin by their mask power, so the network learns with the rule it runs under. mask (R, T, F, 2)."""
+    if not exponent:
+        return mask
+    power = mask.pow(2).sum(-1)  # (R, T, F)
+    total = power.new_zeros((int(row_mixture.max()) + 1, *power.shape[1:])).index_add(0, row_mixture, power)
+    share = power / total[row_mixture].clamp_min(1e-12)
+    return mask * (share + 1e-6).pow(exponent / 2).unsqueeze(-1)  # (+1e-6: a bounded gradient where share → 0)
+
+
+def step_loss(model: CausalSeparator, mode: str, batch: dict, spectral_weight: float,
+              competition: float = 0.0) -> torch.Tensor:
     wave = torch.from_numpy(batch["mixture"])
     n = wave.shape[-1]
     mixture = torch_stft(wave)
@@ -101,7 +113,7 @@ def step_loss(model: CausalSeparator, mode: str, batch: dict, spectral_weight: f
         lips = torch.from_numpy(lips_at_stft_rate(batch["row_emb"], t))
         vis, gru = model.initial_state(len(rm))
         mask, _, _ = model(mix_rows, lips, vis, gru)
-        est = apply_mask(mask[:, :, 0], mix_rows)
+        est = apply_mask(compete_rows(mask[:, :, 0], rm, competition), mix_rows)
         ref = sources[rm, rs]
         loss = neg_si_sdr(torch_istft(est, n), ref).mean()
         if spectral_weight:
@@ -363,7 +375,7 @@ def train(args) -> Path:
             for g in opt.param_groups:
                 g["lr"] = learning_rate(args.lr, time.monotonic() - start, total)
             model.train()
-            loss = step_loss(model, args.mode, sampler.sample(args.batch_size), args.spectral)
+            loss = step_loss(model, args.mode, sampler.sample(args.batch_size), args.spectral, args.train_competition)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -507,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
                         "pass, not drawn-mouth separation")
     p.add_argument("--babble", type=float, default=0.0,
                    help="share of the noisy mixtures whose noise is a crowd of 4-8 LibriSpeech training talkers")
+    p.add_argument("--train-competition", type=float, default=0.0,
+                   help="train with the on-screen faces of a mixture competing for each bin, as the engine runs "
+                        "them (the exponent; 0: each face alone, the recipe before session 12)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--val-pairs", type=int, default=16)
     p.add_argument("--eval-seconds", type=float, default=600.0, help="validate every so many seconds")
