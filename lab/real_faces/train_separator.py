@@ -434,7 +434,8 @@ def report_pairs(split: str, encoder: Path = SYNC_WEIGHTS, pairs: int = 40) -> l
 def calibrate(run: str, encoder: Path, pairs: int = 40) -> Path:
     """``RUN[:last]`` → ``RUN/calibrated.pt``: the CRN with ``output_gain`` set so that the median face's own voice
     keeps its level on the validation pairs at 0 dB (`voice_gain_db`; the pairs of ``--evaluate --split
-    validation``). Only the level moves: SI-SDR and swaps are the same. Validation identities only."""
+    validation``). Only the level moves: SI-SDR and swaps are the same. Validation identities only. Each face is
+    judged alone (no competition): the gain is a lone face's, and two faces sharing bins only take away."""
     from dataclasses import replace
 
     name, _, which = run.partition(":")
@@ -443,11 +444,11 @@ def calibrate(run: str, encoder: Path, pairs: int = 40) -> Path:
         raise SystemExit(f"--calibrate {run}: only a CRN carries an output gain")
     torch.set_num_threads(1)
     val = report_pairs("validation", encoder, pairs)
-    before = evaluate_pairs(ck.model(), val)["voice_gain_db"]
+    before = evaluate_pairs(ck.model(), val, competition=0.0)["voice_gain_db"]
     gain = ck.config.output_gain * 10 ** (-before / 20)
     calibrated = replace(ck, config=replace(ck.config, output_gain=gain),
                          info={**ck.info, "calibrated_from": run, "voice_gain_db_before": before})
-    after = evaluate_pairs(calibrated.model(), val)["voice_gain_db"]
+    after = evaluate_pairs(calibrated.model(), val, competition=0.0)["voice_gain_db"]
     calibrated.info["voice_gain_db_after"] = after
     path = RUN_DIR / name / "calibrated.pt"
     calibrated.save(path)
