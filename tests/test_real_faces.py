@@ -231,3 +231,24 @@ def test_training_competition_is_the_engines_rule_per_mixture() -> None:
     np.testing.assert_allclose(out[2].detach().numpy(), mask[2].detach().numpy(), atol=1e-5)
     out.sum().backward()
     assert torch.isfinite(mask.grad).all()
+
+
+def test_sampler_shows_muted_faces_whose_voice_is_not_heard() -> None:
+    """``silent_prob``: an extra row per mixture (source −1) from an identity whose voice is not in it; the
+    mixture itself is unchanged in kind (its sources and noise still sum to it)."""
+    from lab.real_faces.real_mixtures import FaceUnit, RealMixtureSampler
+
+    rng = np.random.default_rng(0)
+    units = [FaceUnit(f"id{i % 4}", f"c{i}", rng.normal(0, 0.1, 640 * 60).astype(np.float32),
+                      np.full((60, 8), i, np.float32)) for i in range(12)]
+    sampler = RealMixtureSampler(units, [rng.normal(0, 0.1, 32000)], silent_prob=1.0, crop_s=1.0)
+    batch = sampler.sample(16)
+    rows, sources, emb = batch["row_mixture"], batch["row_source"], batch["row_emb"]
+    np.testing.assert_allclose(batch["sources"].sum(1) + batch["noise"], batch["mixture"], atol=1e-6)
+    for b in range(16):
+        mine = rows == b
+        assert (sources[mine] == -1).sum() == 1, "every mixture shows one muted face"
+        identity = {int(e[0, 0]) % 4 for e in emb[mine & (sources >= 0)]}
+        muted = int(emb[mine & (sources == -1)][0, 0, 0]) % 4
+        assert muted not in identity, "the muted face is nobody whose voice is heard"
+    assert (RealMixtureSampler(units, [rng.normal(0, 0.1, 32000)], crop_s=1.0).sample(8)["row_source"] >= 0).all()

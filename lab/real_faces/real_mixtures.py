@@ -58,7 +58,12 @@ def gain_to(x: np.ndarray, reference_rms: float, db: float) -> float:
 class RealMixtureSampler:
     """``sample(B)`` → mixture (B, N), sources (B, 3, N) [target, on/off-screen VoxCeleb talker, LibriSpeech
     talker; zeros where absent], noise (B, N), and the AV rows: row_mixture (R,), row_source (R,) (index into
-    the 3 sources), row_emb (R, Tv, E). ``mixture == sources.sum(1) + noise`` exactly."""
+    the 3 sources; −1: a silent face, whose voice is not in the mixture), row_emb (R, Tv, E).
+    ``mixture == sources.sum(1) + noise`` exactly.
+
+    ``silent_prob``: the share of mixtures that also show a face whose lips move to speech we do not hear
+    (another identity's clip, muted): a listener on screen. Without them the model never saw a face whose
+    voice is absent, and handed such a face the speaker's voice at nearly full level (issue 16)."""
 
     #: (VoxCeleb interferers, LibriSpeech interferers) and their probabilities
     LAYOUTS = ((1, 0), (0, 1), (1, 1), (0, 0))
@@ -67,12 +72,13 @@ class RealMixtureSampler:
     def __init__(self, units: list[FaceUnit], speech: list[np.ndarray], seed: int = 0, crop_s: float = 2.0,
                  noise=None, noise_prob: float = 0.5, snr_db=(0.0, 20.0), sir_db=(-6.0, 6.0),
                  visible_prob: float = 0.75, weights: np.ndarray | None = None,
-                 alone: np.ndarray | None = None) -> None:
+                 alone: np.ndarray | None = None, silent_prob: float = 0.0) -> None:
         self.units, self.speech = units, speech
         self.rng = np.random.default_rng(seed)
         self.frames = int(round(crop_s * 25))
         self.noise, self.noise_prob, self.snr_db, self.sir_db = noise, noise_prob, snr_db, sir_db
         self.visible_prob = visible_prob
+        self.silent_prob = silent_prob
         # how often each unit is drawn: by its length, unless the caller weighs groups of units (e.g. a share
         # of generated faces)
         w = np.array([u.frames for u in units], np.float64) if weights is None else np.asarray(weights, np.float64)
@@ -104,6 +110,11 @@ class RealMixtureSampler:
                 sources[b, 1] = voice * gain_to(voice, ref, rng.uniform(*self.sir_db))
                 if rng.random() < self.visible_prob:
                     row_mix.append(b), row_src.append(1), row_emb.append(emb_o)
+            if self.silent_prob and rng.random() < self.silent_prob:
+                heard = {self.units[t].identity, self.units[o].identity if k_vox else None}
+                muted = np.flatnonzero(~np.isin(self.identity, list(heard - {None})) & ~self.alone)
+                m = int(rng.choice(muted, p=self.p[muted] / self.p[muted].sum()))
+                row_mix.append(b), row_src.append(-1), row_emb.append(crop(self.units[m], tv, rng)[1])
             if k_libri:
                 voice = speech_crop(self.speech, n, rng)
                 sources[b, 2] = voice * gain_to(voice, ref, rng.uniform(*self.sir_db))

@@ -89,6 +89,11 @@ def train_noise(speech: list[np.ndarray] | None = None, babble: float = 0.0):
     return draw
 
 
+#: a silent face's output is pushed down to this level re. the mixture and no further (dB): below it, the loss
+#: would only chase silence at the expense of the faces that speak
+SILENT_FLOOR_DB = -30.0
+
+
 def compete_rows(mask: torch.Tensor, row_mixture: torch.Tensor, exponent: float) -> torch.Tensor:
     """`engines.separation.streaming_separator.compete` in training: rows (faces) of the same mixture share each
     bin by their mask power, so the network learns with the rule it runs under. mask (R, T, F, 2)."""
@@ -114,11 +119,17 @@ def step_loss(model: CausalSeparator, mode: str, batch: dict, spectral_weight: f
         vis, gru = model.initial_state(len(rm))
         mask, _, _ = model(mix_rows, lips, vis, gru)
         est = apply_mask(compete_rows(mask[:, :, 0], rm, competition), mix_rows)
-        ref = sources[rm, rs]
-        loss = neg_si_sdr(torch_istft(est, n), ref).mean()
+        heard = rs >= 0
+        ref = sources[rm[heard], rs[heard]]
+        per_row = est.new_zeros(len(rm))
+        per_row[heard] = neg_si_sdr(torch_istft(est[heard], n), ref)
         if spectral_weight:
-            loss = loss + spectral_weight * spectral_loss(est, torch_stft(ref)).mean()
-        return loss
+            per_row[heard] = per_row[heard] + spectral_weight * spectral_loss(est[heard], torch_stft(ref))
+        if not heard.all():  # a silent face: its output's level re. the mixture's, in dB, down to SILENT_FLOOR_DB
+            quiet = ~heard
+            leak = 10 * torch.log10((est[quiet].pow(2).sum((1, 2, 3)) + 1e-8) / (mix_rows[quiet].pow(2).sum((1, 2, 3)) + 1e-8))
+            per_row[quiet] = leak.clamp_min(SILENT_FLOOR_DB)
+        return per_row.mean()
     vis, gru = model.initial_state(b)
     mask, _, _ = model(mixture, mixture.new_zeros(b, t, 0), vis, gru)  # (B, T, M, F, 2)
     est = apply_mask(mask, mixture.unsqueeze(2)).transpose(1, 2)  # (B, M, T, F, 2)
@@ -314,6 +325,36 @@ def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_
     return out
 
 
+def evaluate_silent_face(model: CausalSeparator, pairs, competition: float = FACE_COMPETITION) -> dict:
+    """Two faces on screen, one of them speaking: the mixture is one face's voice alone, the other face's lips
+    move to speech we do not hear (its own clip, muted): a talker beside someone mouthing, the hard case of a
+    listener. Per pair, both ways round. Figures: how loud the silent face's output is re. the mixture (its
+    "leak", median dB; a separator that hands both faces the voice is near 0), the speaker's output quality
+    (SI-SDR vs the voice) and level, and the share of 1 s speech windows where the speaker's output is the
+    louder of the two (what a "who speaks" reading of the outputs would get right)."""
+    def power(x: np.ndarray) -> float:
+        return float(np.mean(np.square(x))) + 1e-12
+
+    window = 16000  # 1 s
+    model.eval()
+    leaks, quality, levels, right, windows = [], [], [], 0, 0
+    for a, b in pairs:
+        for speaker, silent in ((a, b), (b, a)):
+            mix = speaker.audio.astype(np.float64)
+            out = separate(model, mix, [speaker.emb, silent.emb], competition)
+            leaks.append(10 * np.log10(power(out[1]) / power(mix)))
+            quality.append(si_sdr(out[0], mix))
+            levels.append(voice_gain_db(out[0], mix))
+            for s in range(0, len(mix) - window + 1, window):
+                if np.sqrt(np.mean(mix[s:s + window] ** 2)) < 1e-3:
+                    continue  # a pause: nobody speaks
+                windows += 1
+                right += power(out[0, s:s + window]) > power(out[1, s:s + window])
+    return {"cases": len(leaks), "silent_leak_db": float(np.median(leaks)), "speaker_si_sdr": float(np.mean(quality)),
+            "speaker_voice_gain_db": float(np.median(levels)), "windows": windows,
+            "speaker_louder_share": right / max(windows, 1)}
+
+
 def train(args) -> Path:
     require_data()
     torch.manual_seed(args.seed)
@@ -359,7 +400,8 @@ def train(args) -> Path:
                  " (each heard alone, with noise)" if args.generated_alone else "", len(gen_pairs))
     sampler = RealMixtureSampler(units, speech, seed=args.seed + step, crop_s=args.crop_seconds,
                                  noise=train_noise(speech, args.babble),
-                                 weights=weights, alone=alone if args.generated else None)
+                                 weights=weights, alone=alone if args.generated else None,
+                                 silent_prob=args.silent_faces)
     total = args.minutes * 60
     start = time.monotonic() - elapsed0
     from tqdm import tqdm
@@ -388,6 +430,8 @@ def train(args) -> Path:
             if elapsed >= next_eval or elapsed >= total:
                 next_eval += args.eval_seconds
                 r = evaluate_pairs(model, val_pairs)
+                if model.config.lip_dim:  # reported beside: the muted face's leak (the choice stays on SI-SDRi)
+                    r["silent_leak_db"] = evaluate_silent_face(model, val_pairs)["silent_leak_db"]
                 if gen_pairs:  # reported beside (the choice stays on the real faces' figure)
                     r["generated_si_sdri"] = evaluate_pairs(model, gen_pairs)["si_sdri"]
                 writer.writerow([step, round(elapsed), round(running, 4), round(r["si_sdri"], 3), round(r["swap_rate"], 3)])
@@ -483,6 +527,8 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
                        "validation": ck.info.get("validation"), "competition": competition,
                        f"{split}_0db": evaluate_pairs(model, test, competition=competition),
                        f"{split}_offscreen_noise": evaluate_pairs(model, test, extra, noise, competition=competition)}
+        if model.config.lip_dim:
+            report[run][f"{split}_silent_face"] = evaluate_silent_face(model, test, competition)
         if not model.config.lip_dim:  # separate, then assign each output to a face by lip sync (stage 2)
             from lab.real_faces.train_sync import load_pair
 
@@ -523,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-competition", type=float, default=0.0,
                    help="train with the on-screen faces of a mixture competing for each bin, as the engine runs "
                         "them (the exponent; 0: each face alone, the recipe before session 12)")
+    p.add_argument("--silent-faces", type=float, default=0.0,
+                   help="share of mixtures that also show a muted face (lips moving, voice absent), trained to "
+                        "come out silent")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--val-pairs", type=int, default=16)
     p.add_argument("--eval-seconds", type=float, default=600.0, help="validate every so many seconds")
