@@ -331,13 +331,14 @@ def evaluate_silent_face(model: CausalSeparator, pairs, competition: float = FAC
     listener. Per pair, both ways round. Figures: how loud the silent face's output is re. the mixture (its
     "leak", median dB; a separator that hands both faces the voice is near 0), the speaker's output quality
     (SI-SDR vs the voice) and level, and the share of 1 s speech windows where the speaker's output is the
-    louder of the two (what a "who speaks" reading of the outputs would get right)."""
+    louder of the two (what a "who speaks" reading of the outputs would get right). ``silent_vs_speaker_db``
+    (median) compares the two outputs directly, so the output gain does not move it."""
     def power(x: np.ndarray) -> float:
         return float(np.mean(np.square(x))) + 1e-12
 
     window = 16000  # 1 s
     model.eval()
-    leaks, quality, levels, right, windows = [], [], [], 0, 0
+    leaks, quality, levels, versus, right, windows = [], [], [], [], 0, 0
     for a, b in pairs:
         for speaker, silent in ((a, b), (b, a)):
             mix = speaker.audio.astype(np.float64)
@@ -345,12 +346,14 @@ def evaluate_silent_face(model: CausalSeparator, pairs, competition: float = FAC
             leaks.append(10 * np.log10(power(out[1]) / power(mix)))
             quality.append(si_sdr(out[0], mix))
             levels.append(voice_gain_db(out[0], mix))
+            versus.append(10 * np.log10(power(out[1]) / power(out[0])))
             for s in range(0, len(mix) - window + 1, window):
                 if np.sqrt(np.mean(mix[s:s + window] ** 2)) < 1e-3:
                     continue  # a pause: nobody speaks
                 windows += 1
                 right += power(out[0, s:s + window]) > power(out[1, s:s + window])
-    return {"cases": len(leaks), "silent_leak_db": float(np.median(leaks)), "speaker_si_sdr": float(np.mean(quality)),
+    return {"cases": len(leaks), "silent_leak_db": float(np.median(leaks)),
+            "silent_vs_speaker_db": float(np.median(versus)), "speaker_si_sdr": float(np.mean(quality)),
             "speaker_voice_gain_db": float(np.median(levels)), "windows": windows,
             "speaker_louder_share": right / max(windows, 1)}
 
