@@ -447,7 +447,8 @@ def train(args) -> Path:
                             "batch_size": args.batch_size, "lr": args.lr, "spectral": args.spectral,
                             "generated": str(args.generated) if args.generated else None,
                             "generated_share": args.generated_share if args.generated else 0.0,
-                            "generated_alone": bool(args.generated and args.generated_alone)}
+                            "generated_alone": bool(args.generated and args.generated_alone),
+                            "train_competition": args.train_competition, "silent_faces": args.silent_faces}
                     checkpoint(model, info).save(best_path)
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                             "elapsed": time.monotonic() - start}, state_path)
