@@ -62,7 +62,6 @@ def test_separator_node_one_voice_per_face_contiguous() -> None:
 
 
 @needs_onnx
-@needs_onnx
 def test_separator_node_holds_loud_voices_under_full_scale_and_counts_it() -> None:
     """The make-up gain lifts a loud mixture's voices past ±1; the node's limiter holds them under its ceiling
     (a PCM16 WAV would clip them silently) and says how many samples it turned down."""
@@ -80,6 +79,7 @@ def test_separator_node_holds_loud_voices_under_full_scale_and_counts_it() -> No
     assert h.node.counters.get("limited_samples", 0) > 0
 
 
+@needs_onnx
 def test_separator_graph_writes_a_wav_per_face(tmp_path: Path) -> None:
     """camera + microphone (the demo clip, real-time) → faces, stft → separator → renderer WAVs."""
     import soundfile as sf
