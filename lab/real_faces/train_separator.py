@@ -538,7 +538,7 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
                        f"{split}_offscreen_noise": evaluate_pairs(model, test, extra, noise, competition=competition)}
         if model.config.lip_dim:
             report[run][f"{split}_silent_face"] = evaluate_silent_face(model, test, competition)
-        if not model.config.lip_dim:  # separate, then assign each output to a face by lip sync (stage 2)
+        else:  # audio-only: separate, then assign each output to a face by lip sync (stage 2)
             from lab.real_faces.train_sync import load_pair
 
             _, audio_model = load_pair(encoder)
