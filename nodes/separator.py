@@ -14,6 +14,10 @@ Output sample positions: frame ``t`` of the spectrum starts at stream sample ``t
 node counts from the first sample it saw); every face's output ends at the last sample its ISTFT
 can release, so ``first_sample`` is that end minus the block length.
 
+With exactly two faces on screen, each face's mask is mostly the audio-only separator's voice that the
+AV model's own estimate says is that face's (`engines/separation/two_voice_blend.py`): the network without a
+face separates two voices better than the one with faces, and cannot know whose each is; the AV model can.
+
 Every voice leaves through its own peak limiter (`engines/peak_limiter.py`): the model's make-up gain
 can push a loud voice past full scale, and the samples turned down are counted (``limited_samples``).
 """
@@ -25,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.dsp import StftConfig
-from engines.loader import load
 from engines.peak_limiter import PeakLimiter
 from engines.separation.streaming_separator import FACE_COMPETITION, StreamingSeparator
+from engines.separation.two_voice_blend import AUDIO_ONLY_BLEND
 from pipeline.messages import FaceTracks, SeparatedAudio, Spectrogram
 from pipeline.node import BadInput, Input, Node, Output
 
@@ -48,12 +52,16 @@ class Separator(Node):
         threads: int = 1
         face_timeout_ms: float = 500.0
         face_competition: float = FACE_COMPETITION  # how hard faces compete for each bin (0: each face alone)
+        audio_only_model: str = "separator_audio_only"  # whose two voices two faces take
+        audio_only_blend: float = AUDIO_ONLY_BLEND  # its share of two faces' masks (0: the AV masks alone)
         limit_ceiling: float = 0.97          # a voice's peaks are held to this (full scale 1.0)
         limit_release_db_per_s: float = 60.0  # how fast the limiter's gain comes back after a peak
 
         def validate(self) -> None:
             if self.face_competition < 0.0:
                 raise ValueError(f"face_competition must be ≥ 0, got {self.face_competition}")
+            if not 0.0 <= self.audio_only_blend <= 1.0:
+                raise ValueError(f"audio_only_blend must be in [0, 1], got {self.audio_only_blend}")
             if not 0.0 < self.limit_ceiling <= 1.0:
                 raise ValueError(f"limit_ceiling must be in (0, 1] (full scale 1.0), got {self.limit_ceiling}")
             if self.limit_release_db_per_s <= 0.0:
@@ -67,8 +75,9 @@ class Separator(Node):
     outputs = {"voices": Output(SeparatedAudio, doc="one isolated voice per face track")}
 
     def open(self) -> None:
-        engine = load(self.params.model, self.params.backend, threads=self.params.threads)
-        self.engine = StreamingSeparator.from_engine(engine, competition=self.params.face_competition)
+        p = self.params
+        self.engine = StreamingSeparator.from_registry(p.model, p.audio_only_model, p.backend, p.threads,
+                                                       p.face_competition, p.audio_only_blend)
         self.faces: FaceTracks | None = None
         self.cfg: StftConfig | None = None
         self._released: int | None = None  # stream sample after the last one sent

@@ -127,6 +127,70 @@ def test_competing_faces_stream_as_they_run_offline(small_model) -> None:
     assert not np.allclose(alone, offline), "two faces: competing changes what each gets"
 
 
+class FixedVoices:
+    """An audio-only step that always splits the spectrum the same way: voice A below bin 100, voice B above."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, inputs):
+        self.calls += 1
+        t, f = inputs["mixture"].shape[1:3]
+        low = (np.arange(f) < 100).astype(np.float32)
+        mask = np.zeros((1, t, 2, f, 2), np.float32)
+        mask[0, :, 0, :, 0], mask[0, :, 1, :, 0] = low, 1 - low
+        return {"mask": mask, "gru_state_out": inputs["gru_state"] + 1}
+
+
+def test_two_faces_take_the_audio_only_voice_their_av_masks_point_at() -> None:
+    """Each of two faces gets blend × the audio-only voice its own AV mask resembles (whatever the order of the
+    network's outputs) + (1 − blend) × its AV mask; one or three faces keep their AV masks untouched."""
+    from engines.separation.two_voice_blend import TwoVoiceBlend
+
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(20, 257)) + 1j * rng.normal(size=(20, 257))
+    high = (np.arange(257) >= 100).astype(float)
+    av = np.stack([0.2 + 0.6 * high, 0.8 - 0.6 * high])[:, None, :].repeat(20, axis=1).astype(complex)  # face 1 ≈ B
+    blend = TwoVoiceBlend(FixedVoices(), (1, 1, 8), blend=0.7)
+    out = blend(frames, av, [1, 2])
+    np.testing.assert_allclose(out[0], 0.7 * high + 0.3 * av[0])       # face 1 took voice B (the network's 2nd)
+    np.testing.assert_allclose(out[1], 0.7 * (1 - high) + 0.3 * av[1])
+    assert blend.evidence < 0 and np.all(blend.state == 1), "the evidence and the network's state carry on"
+    for faces in ([1], [1, 2, 3]):
+        masks = av[:1] if len(faces) == 1 else np.concatenate([av, av[:1]])
+        assert blend(frames, masks, faces) is masks
+    assert blend.pair is None and blend.evidence == 0, "another number of faces forgets the pair"
+    blend(frames, av, [1, 2])
+    blend(frames[:1], av[::-1, :1], [1, 5])  # a new pair: its own evidence, not the old pair's
+    assert blend.pair == (1, 5) and blend.evidence > 0
+    with pytest.raises(ValueError, match="blend"):
+        TwoVoiceBlend(FixedVoices(), (1, 1, 8), blend=1.5)
+
+
+def test_two_voices_stream_as_they_run_offline(small_model) -> None:
+    """The audio-only network's state and the assignment evidence carry across blocks: cutting the stream
+    changes nothing, and the blend does change what two faces get."""
+    from engines.separation.crn_model import CrnConfig, CrnSeparator
+    from engines.separation.two_voice_blend import TwoVoiceBlend
+
+    torch.manual_seed(1)
+    audio_only = CrnSeparator(CrnConfig(n_masks=2, lip_dim=0)).eval()
+    x = np.random.default_rng(5).normal(0, 0.1, 4000)
+    frames, lips = stft(x), _lips(len(stft(x)))
+
+    def engine(blend: float) -> StreamingSeparator:
+        return StreamingSeparator.from_model(small_model, two_voices=TwoVoiceBlend.from_model(audio_only, blend))
+
+    _, offline = engine(0.7).push(frames, lips)
+    live, pieces = engine(0.7), []
+    for i in range(0, len(frames), 3):
+        pieces.append(live.push(frames[i:i + 3], {k: v[i:i + 3] for k, v in lips.items()})[1])
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), offline, atol=1e-4 * np.abs(offline).max())
+    _, av_alone = StreamingSeparator.from_model(small_model).push(frames, lips)
+    np.testing.assert_array_equal(engine(0.0).push(frames, lips)[1], av_alone)
+    assert not np.allclose(offline, av_alone)
+
+
 @needs_weights
 def test_single_voice_passes_nearly_unchanged() -> None:
     """A clip with one talking face and no noise: the output should be the input, almost — at its loudness too

@@ -61,6 +61,27 @@ def test_separator_node_one_voice_per_face_contiguous() -> None:
     assert np.all(np.isfinite(np.concatenate([v.samples for v in voices], axis=1)))
 
 
+def _voices(params: dict, faces: int) -> np.ndarray:
+    audio = np.random.default_rng(0).normal(0, 0.05, 8000)
+    frames = stft(audio).astype(np.complex64)
+    lips = np.random.default_rng(1).normal(size=(faces, 64)).astype(np.float32)
+    with Harness(Separator, {"backend": "onnxruntime", **params}) as h:
+        for i in range(0, len(frames), 4):
+            h.feed("faces", FaceTracks(boxes=np.zeros((faces, 4), np.float32), track_ids=np.arange(faces) + 1,
+                                       lip_features=lips, capture_ns=i * 10_000_000))
+            h.feed("spectrum", Spectrogram(frames=frames[i:i + 4], first_frame=i, capture_ns=i * 10_000_000))
+        h.end()
+    return np.concatenate([v.samples for v in h.outputs["voices"]], axis=1)
+
+
+@needs_onnx
+def test_separator_node_gives_two_faces_the_audio_only_voices() -> None:
+    """Two faces: the shipped audio-only engine's voices go into their masks (blend 0 turns it off); one face:
+    the blend never runs, its voice is the AV model's alone."""
+    assert not np.allclose(_voices({}, 2), _voices({"audio_only_blend": 0.0}, 2), atol=1e-4)
+    np.testing.assert_array_equal(_voices({}, 1), _voices({"audio_only_blend": 0.0}, 1))
+
+
 @needs_onnx
 def test_separator_node_holds_loud_voices_under_full_scale_and_counts_it() -> None:
     """The make-up gain lifts a loud mixture's voices past ±1; the node's limiter holds them under its ceiling
@@ -148,7 +169,8 @@ def test_separator_node_restarts_cleanly_after_a_gap_in_the_stft_stream() -> Non
 
 
 @pytest.mark.parametrize("field, value", [("limit_ceiling", 1.5), ("limit_ceiling", 0.0),
-                                          ("limit_release_db_per_s", -1.0), ("face_competition", -0.5)])
+                                          ("limit_release_db_per_s", -1.0), ("face_competition", -0.5),
+                                          ("audio_only_blend", 1.5), ("audio_only_blend", -0.1)])
 def test_separator_params_refuse_bad_values_by_name(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         Separator.make_params({field: value})

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.dsp import StftConfig, StreamingIstft
+from engines.separation.two_voice_blend import AUDIO_ONLY_BLEND, TwoVoiceBlend
 
 #: A stream's first samples are covered only by the rising edge of one window, where the overlap-add
 #: normaliser Σw² is ~1e-5 and dividing a masked (no longer consistent) frame by it blows up into a
@@ -84,31 +85,50 @@ class StreamingSeparator:
     """Push STFT frames of the mixture and each face's lip rows; get each face's new samples.
 
     ``lip_dim``/``vis_history``/``layers``/``hidden`` give the state shapes (from the checkpoint
-    config, or the ONNX model's declared inputs).
+    config, or the ONNX model's declared inputs). ``two_voices``: with exactly two faces on screen, the
+    audio-only separator's voices handed to them (`engines.separation.two_voice_blend`); None: the AV masks alone.
     """
 
     def __init__(self, step: StepFn, lip_dim: int, vis_history: int, layers: int, hidden: int,
-                 stft: StftConfig = StftConfig(), competition: float = FACE_COMPETITION) -> None:
+                 stft: StftConfig = StftConfig(), competition: float = FACE_COMPETITION,
+                 two_voices: TwoVoiceBlend | None = None) -> None:
         if competition < 0:
             raise ValueError(f"face competition must be ≥ 0, got {competition}")
         self.step = step
         self.competition = competition
+        self.two_voices = two_voices
         self.lip_dim, self.vis_history, self.layers, self.hidden = lip_dim, vis_history, layers, hidden
         self.stft = stft
         self.faces: dict[int, FaceState] = {}
 
     @staticmethod
-    def from_model(model, stft: StftConfig = StftConfig(), competition: float = FACE_COMPETITION) -> "StreamingSeparator":
+    def from_model(model, stft: StftConfig = StftConfig(), competition: float = FACE_COMPETITION,
+                   two_voices: TwoVoiceBlend | None = None) -> "StreamingSeparator":
         c = model.config
-        return StreamingSeparator(torch_step(model), c.lip_dim, c.vis_history, c.layers, c.hidden, stft, competition)
+        return StreamingSeparator(torch_step(model), c.lip_dim, c.vis_history, c.layers, c.hidden, stft, competition,
+                                  two_voices)
 
     @staticmethod
-    def from_engine(engine, stft: StftConfig = StftConfig(), competition: float = FACE_COMPETITION) -> "StreamingSeparator":
+    def from_engine(engine, stft: StftConfig = StftConfig(), competition: float = FACE_COMPETITION,
+                    two_voices: TwoVoiceBlend | None = None) -> "StreamingSeparator":
         """Around an AV engine from ``engines.loader.load``: state sizes from its declared inputs."""
         shapes = {t.name: t.shape for t in engine.inputs}
         _, lip_dim, vis_history = shapes["vis_state"]
         layers, _, hidden = shapes["gru_state"]
-        return StreamingSeparator(engine.run, lip_dim, vis_history, layers, hidden, stft, competition)
+        return StreamingSeparator(engine.run, lip_dim, vis_history, layers, hidden, stft, competition, two_voices)
+
+    @staticmethod
+    def from_registry(model: str = "separator", audio_only_model: str = "separator_audio_only",
+                      backend: str = "auto", threads: int = 1, competition: float = FACE_COMPETITION,
+                      blend: float = AUDIO_ONLY_BLEND) -> "StreamingSeparator":
+        """The live engine as the separator node runs it: the registry's AV model and, unless ``blend`` is 0, its
+        audio-only model for two faces (`TwoVoiceBlend`)."""
+        from engines.loader import load
+
+        two_voices = None if blend == 0 else TwoVoiceBlend.from_engine(load(audio_only_model, backend, threads=threads),
+                                                                      blend)
+        return StreamingSeparator.from_engine(load(model, backend, threads=threads), competition=competition,
+                                              two_voices=two_voices)
 
     def push(self, frames: np.ndarray, lips: Mapping[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """frames (T, F) complex; lips {face id: (T, D) or (D,) held over the block}.
@@ -138,7 +158,10 @@ class StreamingSeparator:
             "gru_state": np.ascontiguousarray(np.stack([self.faces[f].gru for f in ids], axis=1)),
         })
         mask = out["mask"][:, :, 0]  # (N, T, F, 2)
-        masked = compete(mask[..., 0] + 1j * mask[..., 1], self.competition) * frames[None]
+        masks = compete(mask[..., 0] + 1j * mask[..., 1], self.competition)
+        if self.two_voices is not None:
+            masks = self.two_voices(frames, masks, ids)
+        masked = masks * frames[None]
         pieces = []
         for i, face in enumerate(ids):
             state = self.faces[face]
@@ -158,6 +181,8 @@ class StreamingSeparator:
     def reset(self) -> None:
         """Forget every face's state: the next push starts afresh (after a gap in the stream)."""
         self.faces.clear()
+        if self.two_voices is not None:
+            self.two_voices.reset()
 
     def flush(self) -> tuple[np.ndarray, np.ndarray]:
         """Release each face's ISTFT tail at end of stream."""

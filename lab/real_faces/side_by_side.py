@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.separation.two_voice_blend import AUDIO_ONLY_BLEND
 from lab.real_faces.face_tracks import SAMPLE_RATE, TEST_IDS, VALIDATION_IDS, VOXCELEB, decode, require_data
 
 HEIGHT = 360  # px: a video-call tile; each VoxCeleb crop (face-centred) is scaled to it
@@ -76,17 +77,18 @@ def checkpoint_lip_dim(path: Path) -> int:
 
 
 def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: int = SEED,
-             competition: float | None = None) -> dict:
+             competition: float | None = None, blend: float = AUDIO_ONLY_BLEND) -> dict:
     from engines.faces.mesh_lip_front_end import MeshLipFrontEnd
     from engines.loader import load
     from engines.separation.streaming_separator import FACE_COMPETITION, StreamingSeparator
+    from engines.separation.two_voice_blend import TwoVoiceBlend
     from lab.real_faces.real_mixtures import FaceUnit, pair_mixture
     from lab.separation.separator_real_video import separate_video
 
     competition = FACE_COMPETITION if competition is None else competition
     if weights is None:
         def separator():
-            return StreamingSeparator.from_engine(load("separator", "onnxruntime", threads=1), competition=competition)
+            return StreamingSeparator.from_registry(backend="onnxruntime", competition=competition, blend=blend)
     else:
         import torch
 
@@ -96,7 +98,9 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
         model = load_checkpoint(weights).model()
 
         def separator():
-            return StreamingSeparator.from_model(model, competition=competition)
+            two_voices = None if blend == 0 else TwoVoiceBlend.from_engine(
+                load("separator_audio_only", "onnxruntime", threads=1), blend)
+            return StreamingSeparator.from_model(model, competition=competition, two_voices=two_voices)
     rng = np.random.default_rng(11)
     talkers = noise = None
     if extra:
@@ -133,7 +137,7 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
                              "tracks": len(voices), "mixture": round(base, 2), "si_sdri": round(own - base, 2),
                              "swapped": bool(cross > own)})
     imp = np.array([r["si_sdri"] for r in rows])
-    return {"split": split, "pairs": pairs, "faces": len(rows), "extra": extra, "competition": competition,
+    return {"split": split, "pairs": pairs, "faces": len(rows), "extra": extra, "competition": competition, "blend": blend,
             "weights": str(weights) if weights else "engines/weights/separator.onnx",
             "si_sdri_mean": round(float(imp.mean()), 2), "si_sdri_median": round(float(np.median(imp)), 2),
             "share_ge_6db": round(float((imp >= 6).mean()), 3),
@@ -151,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra", action="store_true", help="add an off-screen test-other talker (−5 dB) and noise (10 dB)")
     p.add_argument("--competition", type=float, default=None,
                    help="how hard the faces compete for each bin (default: the live engine's; 0: not at all)")
+    p.add_argument("--blend", type=float, default=AUDIO_ONLY_BLEND,
+                   help="two faces: the audio-only voices' share of their masks (the engine's; 0: the AV masks alone)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     require_data()
-    result = evaluate(args.split, args.pairs, args.weights, args.extra, args.seed, args.competition)
+    result = evaluate(args.split, args.pairs, args.weights, args.extra, args.seed, args.competition, args.blend)
     summary = {k: v for k, v in result.items() if k != "rows"}
     print(json.dumps(summary, indent=1))
     if args.json:

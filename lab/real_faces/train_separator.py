@@ -45,6 +45,7 @@ from engines.separation.separator_model import CausalSeparator, Checkpoint, Sepa
 from engines.separation.shipped_separator import AUDIO_ONLY_WEIGHTS, AV_WEIGHTS
 from engines.separation.streaming_separator import FACE_COMPETITION, StreamingSeparator, inverse
 from engines.separation.crn_model import CrnConfig, CrnSeparator, checkpoint, load_checkpoint
+from engines.separation.two_voice_blend import AUDIO_ONLY_BLEND, TwoVoiceBlend
 from lab.real_faces.face_tracks import REPO, TEST_IDS, TRAIN_IDS, VALIDATION_IDS, require_data
 from lab.real_faces.real_data import load_clips
 from lab.real_faces.real_mixtures import FaceUnit, RealMixtureSampler, eval_pairs, pair_mixture, speech_crop
@@ -207,12 +208,15 @@ def widen_crn_audio_only(src: dict, model: CrnSeparator) -> list[str]:
 
 
 def separate(model: CausalSeparator, mixture: np.ndarray, embs: list[np.ndarray],
-             competition: float = FACE_COMPETITION) -> np.ndarray:
+             competition: float = FACE_COMPETITION, guide: CrnSeparator | None = None,
+             blend: float = AUDIO_ONLY_BLEND) -> np.ndarray:
     """(N,) and one (Tv, E) embedding per face → (K, N): the live engine's path, whole clip at once (the faces
-    competing for each bin as live, `FACE_COMPETITION`). Audio-only: its 3 outputs."""
+    competing for each bin as live, `FACE_COMPETITION`; with an audio-only ``guide``, two faces take its voices,
+    `TwoVoiceBlend`). Audio-only: its outputs."""
     frames = stft(mixture)
     if model.config.lip_dim:
-        engine = StreamingSeparator.from_model(model, competition=competition)
+        two_voices = None if guide is None else TwoVoiceBlend.from_model(guide, blend)
+        engine = StreamingSeparator.from_model(model, competition=competition, two_voices=two_voices)
         held = lips_at_stft_rate(np.stack(embs), len(frames))
         _, out = engine.push(frames, {k: held[k] for k in range(len(embs))})
         _, tail = engine.flush()
@@ -299,17 +303,18 @@ def assign_by_sync(outputs: np.ndarray, embs: list[np.ndarray], audio_model, cau
 
 def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_db: float = -5.0,
                    snr_db: float = 10.0, assign: str = "oracle", audio_model=None,
-                   competition: float = FACE_COMPETITION) -> dict:
+                   competition: float = FACE_COMPETITION, guide: CrnSeparator | None = None,
+                   blend: float = AUDIO_ONLY_BLEND) -> dict:
     """SI-SDRi per face: AV output k is face k's (no permutation). Audio-only: ``assign`` = "oracle" (its
     best assignment, favours it), "sync" (`assign_by_sync`, causal) or "sync-clip" (whole-clip choice).
     ``extra``/``noise``: per pair an off-screen talker (at ``extra_db`` re. each face) / noise (at ``snr_db``
-    re. the speech), or None."""
+    re. the speech), or None. ``guide``/``blend``: the engine's two-voice blend (`separate`)."""
     model.eval()
     rows, swaps = [], 0
     for i, pair in enumerate(pairs):
         mix, refs = pair_mixture(pair, None if extra is None else extra[i], None if noise is None else noise[i],
                                  extra_db, snr_db)
-        out = separate(model, mix, [pair[0].emb, pair[1].emb], competition)
+        out = separate(model, mix, [pair[0].emb, pair[1].emb], competition, guide, blend)
         if not model.config.lip_dim and assign == "oracle":  # the 3 outputs' best assignment to the 2 faces
             score = np.array([[si_sdr(o, r) for r in refs] for o in out])
             best = max(itertools.permutations(range(len(out)), 2), key=lambda p: score[p[0], 0] + score[p[1], 1])
@@ -330,7 +335,8 @@ def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_
     return out
 
 
-def evaluate_silent_face(model: CausalSeparator, pairs, competition: float = FACE_COMPETITION) -> dict:
+def evaluate_silent_face(model: CausalSeparator, pairs, competition: float = FACE_COMPETITION,
+                         guide: CrnSeparator | None = None, blend: float = AUDIO_ONLY_BLEND) -> dict:
     """Two faces on screen, one of them speaking: the mixture is one face's voice alone, the other face's lips
     move to speech we do not hear (its own clip, muted): a talker beside someone mouthing, the hard case of a
     listener. Per pair, both ways round. Figures: how loud the silent face's output is re. the mixture (its
@@ -347,7 +353,7 @@ def evaluate_silent_face(model: CausalSeparator, pairs, competition: float = FAC
     for a, b in pairs:
         for speaker, silent in ((a, b), (b, a)):
             mix = speaker.audio.astype(np.float64)
-            out = separate(model, mix, [speaker.emb, silent.emb], competition)
+            out = separate(model, mix, [speaker.emb, silent.emb], competition, guide, blend)
             leaks.append(10 * np.log10(power(out[1]) / power(mix)))
             quality.append(si_sdr(out[0], mix))
             levels.append(voice_gain_db(out[0], mix))
@@ -510,10 +516,13 @@ def calibrate(run: str, encoder: Path, pairs: int = 40) -> Path:
 
 
 def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "test",
-                competition: float = FACE_COMPETITION) -> dict:
+                competition: float = FACE_COMPETITION, guide: Path | None = AUDIO_ONLY_WEIGHTS,
+                blend: float = AUDIO_ONLY_BLEND) -> dict:
     """The stage-3 figures: TEST_IDS pairs at 0 dB; then with a LibriSpeech test-other talker off screen
     (−5 dB re. each face) and noise (eval part of the recordings, 10 dB SNR). ``split="validation"``: the
-    same on VALIDATION_IDS (whole clips, not training's 4 s crops), to choose between designs."""
+    same on VALIDATION_IDS (whole clips, not training's 4 s crops), to choose between designs. AV runs go
+    through the engine's two-voice blend with the audio-only separator ``guide`` (None or ``blend`` 0: the AV
+    masks alone, as before session 13)."""
     from lab.corpus.noise import noise_clip
     from lab.corpus.speech import EVAL, _load_flac, speakers
 
@@ -527,17 +536,21 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
         x = talkers[int(rng.integers(len(talkers)))]
         extra.append(np.resize(x, n))
         noise.append(noise_clip(EVAL, n, rng))
+    guide_model = None if guide is None or blend == 0 else load_checkpoint(guide).model().eval()
+    how = {"competition": competition, "guide": guide_model and str(guide), "blend": blend}
     report = {}
     for run in runs:
         name, _, which = run.partition(":")  # "av" → its best.pt; "av:last" → the model where training ended
         ck = load_checkpoint(RUN_DIR / name / f"{which or 'best'}.pt")
         model = ck.model()
         report[run] = {"info": {k: ck.info.get(k) for k in ("step", "train_minutes", "mode")},
-                       "validation": ck.info.get("validation"), "competition": competition,
-                       f"{split}_0db": evaluate_pairs(model, test, competition=competition),
-                       f"{split}_offscreen_noise": evaluate_pairs(model, test, extra, noise, competition=competition)}
+                       "validation": ck.info.get("validation"), **how,
+                       f"{split}_0db": evaluate_pairs(model, test, competition=competition, guide=guide_model,
+                                                      blend=blend),
+                       f"{split}_offscreen_noise": evaluate_pairs(model, test, extra, noise, competition=competition,
+                                                                  guide=guide_model, blend=blend)}
         if model.config.lip_dim:
-            report[run][f"{split}_silent_face"] = evaluate_silent_face(model, test, competition)
+            report[run][f"{split}_silent_face"] = evaluate_silent_face(model, test, competition, guide_model, blend)
         else:  # audio-only: separate, then assign each output to a face by lip sync (stage 2)
             from lab.real_faces.train_sync import load_pair
 
@@ -589,6 +602,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("test", "validation"), default="test", help="with --evaluate: whose pairs")
     p.add_argument("--competition", type=float, default=FACE_COMPETITION,
                    help="with --evaluate: how hard the two faces compete for each bin (0: not at all)")
+    p.add_argument("--guide", type=Path, default=AUDIO_ONLY_WEIGHTS,
+                   help="with --evaluate: the audio-only separator whose two voices the two faces take (the engine's "
+                        "two-voice blend; default the shipped one)")
+    p.add_argument("--blend", type=float, default=AUDIO_ONLY_BLEND,
+                   help="with --evaluate: share of the audio-only voice in each of two faces' masks (0: the AV "
+                        "masks alone, as before session 13)")
     p.add_argument("--save-last", metavar="RUN", default=None, help="write RUN/last.pt from its state.pt and exit")
     p.add_argument("--calibrate", metavar="RUN[:last]", default=None,
                    help="write RUN/calibrated.pt: a CRN's output gain set on the validation pairs, then exit")
@@ -603,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         print(calibrate(args.calibrate, args.encoder))
         return 0
     if args.evaluate is not None:
-        test_report(args.evaluate or [args.run], args.encoder, split=args.split, competition=args.competition)
+        test_report(args.evaluate or [args.run], args.encoder, split=args.split, competition=args.competition,
+                    guide=args.guide, blend=args.blend)
         return 0
     train(args)
     return 0

@@ -74,12 +74,13 @@ def _rms(x: np.ndarray) -> float:
 
 
 def mixture(pool: dict, n: int, rng: np.random.Generator, gain_db: float, noise_db: float | None,
-            noise_split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Two different speakers (the second ``gain_db`` re. the first), optional noise → (mixture, sources (2, n))."""
+            noise_split: str, voices: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Two different speakers (the second ``gain_db`` re. the first), optional noise → (mixture, sources (2, n)).
+    ``voices=1``: the second source is silence (one voice, the turn-taking case)."""
     a, b = rng.choice(sorted(pool), size=2, replace=False)
     s = [_crop(pool[k][int(rng.integers(len(pool[k])))], n, rng) for k in (a, b)]
     s = [x / _rms(x) for x in s]
-    s[1] = s[1] * 10 ** (gain_db / 20)
+    s[1] = s[1] * 10 ** (gain_db / 20) * (voices == 2)
     sources = np.stack(s).astype(np.float32)
     mix = sources.sum(0)
     if noise_db is not None:
@@ -89,8 +90,11 @@ def mixture(pool: dict, n: int, rng: np.random.Generator, gain_db: float, noise_
     return (mix * level).astype(np.float32), sources * level
 
 
-def batch(pool: dict, size: int, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    items = [mixture(pool, n, rng, rng.uniform(-5, 5), rng.uniform(0, 20) if rng.random() < 0.5 else None, TRAIN)
+def batch(pool: dict, size: int, n: int, rng: np.random.Generator,
+          one_voice: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``one_voice``: the share of mixtures with a single voice (the second source silent)."""
+    items = [mixture(pool, n, rng, rng.uniform(-5, 5), rng.uniform(0, 20) if rng.random() < 0.5 else None, TRAIN,
+                     1 if one_voice and rng.random() < one_voice else 2)
              for _ in range(size)]
     return torch.from_numpy(np.stack([m for m, _ in items])), torch.from_numpy(np.stack([s for _, s in items]))
 
@@ -98,6 +102,13 @@ def batch(pool: dict, size: int, n: int, rng: np.random.Generator) -> tuple[torc
 def fixed_set(pool: dict, count: int, seconds: float, seed: int, noisy: bool, split: str):
     rng = np.random.default_rng(seed)
     return [mixture(pool, int(seconds * RATE), rng, 0.0, 10.0 if noisy else None, split) for _ in range(count)]
+
+
+def one_voice_set(pool: dict, count: int, seconds: float, seed: int):
+    """Fixed one-voice mixtures, noise on half (10 dB SNR)."""
+    rng = np.random.default_rng(seed)
+    return [mixture(pool, int(seconds * RATE), rng, 0.0, 10.0 if k % 2 else None, TRAIN, voices=1)
+            for k in range(count)]
 
 
 def build(arch: str) -> torch.nn.Module:
@@ -126,6 +137,38 @@ def pit_si_sdr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
                         for i, j in itertools.permutations(range(est.shape[1]), 2)]).amax(0)
 
 
+QUIET_FLOOR = 1e-3  # a silent output's loss stops at −30 dB re. the mixture
+
+
+def quiet_db(est: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """(B, N) → (B,): an output's level re. the mixture in dB, floored at −30 dB (the loss of an output that
+    should be silent: SI-SDR has no silent reference)."""
+    return 10 * torch.log10(est.pow(2).sum(-1) / (mix.pow(2).sum(-1) + 1e-8) + QUIET_FLOOR)
+
+
+def pit_loss(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """(B, 2, N) outputs, (B, 2, N) sources, (B, N) mixtures → (B,) loss under the better assignment: −SI-SDR
+    per voice; where the second source is silence (one voice), that output's `quiet_db` instead."""
+    silent = ref[:, 1].abs().sum(-1) == 0
+    losses = []
+    for i, j in ((0, 1), (1, 0)):
+        second = torch.where(silent, quiet_db(est[:, j], mix), neg_si_sdr(est[:, j], ref[:, 1]))
+        losses.append((neg_si_sdr(est[:, i], ref[:, 0]) + second) / 2)
+    return torch.stack(losses).amin(0)
+
+
+def one_voice_score(model: torch.nn.Module, items: list) -> dict[str, float]:
+    """One voice in, two outputs: SI-SDR of the louder output vs the voice, and the other's level (dB re. mix)."""
+    with torch.inference_mode():
+        mix = torch.from_numpy(np.stack([m for m, _ in items]))
+        voice = torch.from_numpy(np.stack([s[0] for _, s in items]))
+        est = separate(model, mix)
+    loud = est.pow(2).sum(-1).argmax(1)
+    rows = torch.arange(len(items))
+    return {"voice_si_sdr": round(float(-neg_si_sdr(est[rows, loud], voice).mean()), 2),
+            "other_db": round(float(quiet_db(est[rows, 1 - loud], mix).mean()), 2)}
+
+
 def score(model: torch.nn.Module, items: list) -> dict[str, float]:
     """Mean/median SI-SDRi (dB) over fixed mixtures, 8 at a time."""
     gains = []
@@ -140,12 +183,13 @@ def score(model: torch.nn.Module, items: list) -> dict[str, float]:
 
 
 def train(run: str, arch: str, minutes: float, batch_size: int, lr: float, resume: bool, threads: int,
-          eval_minutes: float, seed: int) -> None:
+          eval_minutes: float, seed: int, one_voice: float = 0.0) -> None:
     torch.set_num_threads(threads)
     out = RUN_DIR / run
     out.mkdir(parents=True, exist_ok=True)
     pool, held = train_validation_speakers()
     validation = fixed_set(held, 48, 4.0, 1, False, TRAIN) + fixed_set(held, 16, 4.0, 2, True, TRAIN)
+    alone = one_voice_set(held, 16, 4.0, 3)
     model = build(arch)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     step, elapsed, best = 0, 0.0, -1e9
@@ -167,8 +211,8 @@ def train(run: str, arch: str, minutes: float, batch_size: int, lr: float, resum
         model.train()
         for g in opt.param_groups:
             g["lr"] = learning_rate(lr, elapsed, total)
-        mix, ref = batch(pool, batch_size, 2 * RATE, rng)
-        loss = -pit_si_sdr(separate(model, mix), ref).mean()
+        mix, ref = batch(pool, batch_size, 2 * RATE, rng, one_voice)
+        loss = pit_loss(separate(model, mix), ref, mix).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -182,7 +226,9 @@ def train(run: str, arch: str, minutes: float, batch_size: int, lr: float, resum
         if elapsed >= next_eval or elapsed >= total:
             model.eval()
             val = score(model, validation)["si_sdri_mean"]
-            writer.writerow([step, round(elapsed), round(float(np.mean(losses[-200:])), 3), val])
+            lone = one_voice_score(model, alone)
+            writer.writerow([step, round(elapsed), round(float(np.mean(losses[-200:])), 3), val,
+                             lone["voice_si_sdr"], lone["other_db"]])
             curve.flush()
             if val > best:
                 best = val
@@ -190,8 +236,9 @@ def train(run: str, arch: str, minutes: float, batch_size: int, lr: float, resum
             _save(model, arch, out / "last.pt", step, elapsed, val)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
                         "best": best}, out / "state.pt")
-            log.info("%s step %d (%.0f min): train loss %.2f, validation SI-SDRi %.2f dB (best %.2f)",
-                     run, step, elapsed / 60, np.mean(losses[-200:]), val, best)
+            log.info("%s step %d (%.0f min): train loss %.2f, validation SI-SDRi %.2f dB (best %.2f); one voice: "
+                     "%.1f dB SI-SDR, other output %.1f dB", run, step, elapsed / 60, np.mean(losses[-200:]), val, best,
+                     lone["voice_si_sdr"], lone["other_db"])
             next_eval = elapsed + eval_minutes * 60
     bar.close()
     curve.close()
@@ -267,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--one-voice", type=float, default=0.0,
+                   help="share of training mixtures with one voice (the other output is trained to be silent)")
     p.add_argument("--evaluate", nargs="+", metavar="RUN[:last]")
     p.add_argument("--count", type=int, default=100)
     p.add_argument("--real", action="store_true", help="with --evaluate: also the real-face validation pairs")
@@ -283,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.run:
         p.error("--run NAME (or --evaluate RUN …)")
     train(args.run, args.arch, args.minutes, args.batch_size, args.lr, args.resume, args.threads,
-          args.eval_minutes, args.seed)
+          args.eval_minutes, args.seed, args.one_voice)
     return 0
 
 

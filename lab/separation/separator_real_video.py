@@ -26,6 +26,7 @@ from lab.corpus.data_paths import data_root
 from engines.dsp import stft
 from engines.faces.mesh_lip_front_end import MeshLipFrontEnd
 from engines.separation.streaming_separator import StreamingSeparator
+from engines.separation.two_voice_blend import AUDIO_ONLY_BLEND
 from lab.separation.separation_samples import video_frame_of_stft_frame
 
 DEFAULT_VIDEO = data_root() / "video" / "two_speakers_split_screen.mp4"
@@ -126,16 +127,17 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     p.add_argument("--out", type=Path, default=Path("out/separation/real_video"))
+    p.add_argument("--blend", type=float, default=AUDIO_ONLY_BLEND,
+                   help="two faces: the audio-only voices' share of their masks (the engine's; 0: the AV masks alone)")
     p.add_argument("--min-presence", type=float, default=0.5, help="report tracks seen in this share of frames")
     args = p.parse_args(argv)
     if not args.video.is_file():
         raise SystemExit(f"SHARED DATA MISSING: {args.video} (set EARSHOT_DATA)")
     import soundfile as sf
 
-    from engines.loader import load
-
     frames, audio = read_video(args.video)
-    voices, motion, boxes = separate_video(frames, audio, StreamingSeparator.from_engine(load("separator", "onnxruntime", threads=1)))
+    engine = StreamingSeparator.from_registry(backend="onnxruntime", blend=args.blend)
+    voices, motion, boxes = separate_video(frames, audio, engine)
     found = {t: int(np.sum(~np.isnan(b[:, 0]))) for t, b in boxes.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     sf.write(args.out / "mixture.wav", audio, 16000)
