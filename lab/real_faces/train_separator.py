@@ -494,11 +494,13 @@ def calibrate(run: str, encoder: Path, pairs: int = 40) -> Path:
     """``RUN[:last]`` → ``RUN/calibrated.pt``: the CRN with ``output_gain`` set so that the median face's own voice
     keeps its level on the validation pairs at 0 dB (`voice_gain_db`; the pairs of ``--evaluate --split
     validation``). Only the level moves: SI-SDR and swaps are the same. Validation identities only. Each face is
-    judged alone (no competition): the gain is a lone face's, and two faces sharing bins only take away."""
+    judged alone (no competition): the gain is a lone face's, and two faces sharing bins only take away.
+    ``PATH.pt`` (any CRN file, e.g. an audio-only one: its outputs in their best assignment) → ``PATH-calibrated.pt``."""
     from dataclasses import replace
 
     name, _, which = run.partition(":")
-    ck = load_checkpoint(RUN_DIR / name / f"{which or 'best'}.pt")
+    source = Path(run) if run.endswith(".pt") else RUN_DIR / name / f"{which or 'best'}.pt"
+    ck = load_checkpoint(source)
     if not isinstance(ck.config, CrnConfig):
         raise SystemExit(f"--calibrate {run}: only a CRN carries an output gain")
     torch.set_num_threads(1)
@@ -509,7 +511,7 @@ def calibrate(run: str, encoder: Path, pairs: int = 40) -> Path:
                          info={**ck.info, "calibrated_from": run, "voice_gain_db_before": before})
     after = evaluate_pairs(calibrated.model(), val, competition=0.0)["voice_gain_db"]
     calibrated.info["voice_gain_db_after"] = after
-    path = RUN_DIR / name / "calibrated.pt"
+    path = source.with_name(f"{source.stem}-calibrated.pt") if run.endswith(".pt") else RUN_DIR / name / "calibrated.pt"
     calibrated.save(path)
     log.info("%s: median voice gain %.2f dB → output_gain %.3f → %.2f dB; wrote %s", run, before, gain, after, path)
     return path
@@ -610,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
                         "masks alone, as before session 13)")
     p.add_argument("--save-last", metavar="RUN", default=None, help="write RUN/last.pt from its state.pt and exit")
     p.add_argument("--calibrate", metavar="RUN[:last]", default=None,
-                   help="write RUN/calibrated.pt: a CRN's output gain set on the validation pairs, then exit")
+                   help="write RUN/calibrated.pt (or PATH-calibrated.pt for a .pt file): a CRN's output gain set on "
+                        "the validation pairs, then exit")
     args = p.parse_args(argv)
     if args.init is None and args.arch == "gru":
         args.init = AV_WEIGHTS if args.mode == "av" else AUDIO_ONLY_WEIGHTS

@@ -9,7 +9,7 @@ Sets are the fixed held-out ones of `lab.corpus.evalset` (the 10 librispeech-tes
 never trained on): 2 and 3 speakers, with and without noise, 4 s clips. Needs ../shared/data.
 
 Both models run through :class:`~engines.separation.streaming_separator.StreamingSeparator`, the engine the
-live node runs, on the whole clip at once (the tests check that chunked streaming gives the same).
+live node runs (with two faces, the audio-only model's voices blended in as live), on the whole clip at once (the tests check that chunked streaming gives the same).
 Lip features come from the live front end on the rendered frames; they are cached per clip under
 ``out/separation/eval-cache`` (deterministic, so the cache only saves time).
 
@@ -36,6 +36,7 @@ from engines.dsp import stft
 from lab.separation.separation_samples import eval_clip, face_lip_streams, lips_at_stft_rate
 from engines.separation.shipped_separator import AUDIO_ONLY_WEIGHTS, AV_WEIGHTS, load_checkpoint
 from engines.separation.streaming_separator import StreamingSeparator, inverse
+from engines.separation.two_voice_blend import AUDIO_ONLY_BLEND, TwoVoiceBlend
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -56,10 +57,12 @@ def load_eval_item(set_name: str, seed: int) -> dict[str, np.ndarray]:
     return item
 
 
-def separate_av(model, mixture: np.ndarray, lips: np.ndarray) -> np.ndarray:
-    """(N,) mixture, (K, Tv, D) lip streams → (K, N) one voice per face."""
+def separate_av(model, mixture: np.ndarray, lips: np.ndarray, guide=None, blend: float = AUDIO_ONLY_BLEND) -> np.ndarray:
+    """(N,) mixture, (K, Tv, D) lip streams → (K, N) one voice per face. ``guide``: the audio-only model whose two
+    voices two faces take, as live (`TwoVoiceBlend`); None: the AV masks alone."""
     frames = stft(mixture)
-    engine = StreamingSeparator.from_model(model)
+    two_voices = None if guide is None or blend == 0 else TwoVoiceBlend.from_model(guide, blend)
+    engine = StreamingSeparator.from_model(model, two_voices=two_voices)
     held = lips_at_stft_rate(lips, len(frames))
     ids, out = engine.push(frames, {k: held[k] for k in range(len(lips))})
     _, tail = engine.flush()
@@ -125,7 +128,7 @@ def silent_leak_db(output: np.ndarray, own: np.ndarray, mixture: np.ndarray, fra
     return max(LEAK_FLOOR_DB, float(10 * np.log10(e_out[quiet].sum() / e_mix[quiet].sum())))
 
 
-def evaluate_set(set_name: str, clips: int, av_model, ao_model) -> dict[str, float]:
+def evaluate_set(set_name: str, clips: int, av_model, ao_model, blend: float = AUDIO_ONLY_BLEND) -> dict[str, float]:
     rows: dict[str, list[float]] = {k: [] for k in ("mix_si", "av_si", "ao_si", "mix_sdr", "av_sdr", "ao_sdr")}
     swaps, clip_swaps, found, leaks = 0, 0, [], []
     seeds = list(EVAL_SETS[set_name].seeds())[:clips]
@@ -135,7 +138,7 @@ def evaluate_set(set_name: str, clips: int, av_model, ao_model) -> dict[str, flo
         keep = np.abs(refs).max(axis=1) > 1e-4  # a face with no speech in the clip has no SI-SDR
         mix = np.repeat(mixture[None], len(refs), 0)
         found.append(float(item["found"]))
-        av = separate_av(av_model, mixture, item["lips"])
+        av = separate_av(av_model, mixture, item["lips"], ao_model, blend)
         ao_all = separate_audio_only(ao_model, mixture)
         ao = ao_all[list(best_assignment(ao_all, refs[keep]))]
         rows["mix_si"] += si_sdr(mix[keep], refs[keep]).tolist()
@@ -227,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--av-weights", type=Path, default=AV_WEIGHTS)
     p.add_argument("--ao-weights", type=Path, default=AUDIO_ONLY_WEIGHTS)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--blend", type=float, default=AUDIO_ONLY_BLEND,
+                   help="two faces: the audio-only voices' share of their masks, as live (0: the AV masks alone)")
     p.add_argument("--lip-check", type=int, default=0, metavar="CLIPS",
                    help="instead: correlate the live lip features with the generator's mouth opening")
     p.add_argument("--single-voice", type=int, default=0, metavar="CLIPS",
@@ -245,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ao_model = load_checkpoint(args.ao_weights).model()
     results = []
     for name in args.sets:
-        results.append(evaluate_set(name, args.clips, av_model, ao_model))
+        results.append(evaluate_set(name, args.clips, av_model, ao_model, args.blend))
         log.info("%s", results[-1])
     print(format_table(results))
     if args.json:
