@@ -95,3 +95,26 @@ def test_output_gain_scales_every_mask_and_nothing_else():
         mask2, vis2, state2 = louder(x, lips, *louder.initial_state(1))
     assert torch.allclose(mask2, 2 * mask, atol=1e-6)
     assert torch.equal(vis2, vis) and torch.equal(state2, state)
+
+
+def test_pit_loss_is_uPIT_for_two_voices_and_anchors_the_level_for_one():
+    """Two voices: the loss is −(best-assignment SI-SDR), as the audio-only networks were trained. One voice (the
+    second source silent): the output holding the voice is scored by SNR, so turning it down costs (−SI-SDR would
+    not see it), and the other output by its level re. the mixture, floored at −30 dB; either output order."""
+    from lab.separation.audio_pretrain import pit_loss
+
+    torch.manual_seed(0)
+    a, b = torch.randn(1, 8000), torch.randn(1, 8000)
+    est = torch.stack([b + 0.1 * torch.randn(1, 8000), a + 0.1 * torch.randn(1, 8000)], dim=1)
+    ref = torch.stack([a, b], dim=1)
+    assert torch.allclose(pit_loss(est, ref, a + b), -pit_si_sdr(est, ref), atol=1e-4)
+
+    one = torch.stack([a, torch.zeros_like(a)], dim=1)
+    right = pit_loss(torch.stack([torch.zeros_like(a), a], dim=1), one, a)
+    assert right < (-60 - 30) / 2  # a perfect voice (far past 60 dB SNR) beside an output at the −30 dB floor
+    swapped = pit_loss(torch.stack([a, torch.zeros_like(a)], dim=1), one, a)
+    assert torch.allclose(swapped, right), "either output may hold the voice"
+    quiet = pit_loss(torch.stack([0.3 * a, torch.zeros_like(a)], dim=1), one, a)
+    assert quiet > right + 30, "a voice turned down 10 dB is a worse answer"
+    leaky = pit_loss(torch.stack([a, 0.3 * a], dim=1), one, a)
+    assert leaky > right + 5, "the silent output's leak is penalised"
