@@ -335,6 +335,34 @@ def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_
     return out
 
 
+def evaluate_long_streams(model: CausalSeparator, pairs, competition: float = FACE_COMPETITION,
+                          guide: CrnSeparator | None = None, blend: float = AUDIO_ONLY_BLEND, per_stream: int = 8) -> dict:
+    """The report's pairs played back to back, ``per_stream`` to a stream (~40 s: one conversation of the same two
+    people, face 0 always the first identity), through one engine whose state carries across the clips: the
+    figure a per-clip evaluation cannot see — whether what the engine carries (the two-voice blend's assignment
+    evidence, the networks' states) follows a conversation or goes stale. SI-SDRi per face and clip, as
+    `evaluate_pairs` scores them."""
+    model.eval()
+    rows, swaps = [], 0
+    for start in range(0, len(pairs) - per_stream + 1, per_stream):
+        group = pairs[start:start + per_stream]
+        parts = [pair_mixture(p) for p in group]
+        mix = np.concatenate([m for m, _ in parts])
+        embs = [np.concatenate([p[k].emb for p in group]) for k in range(2)]
+        out = separate(model, mix, embs, competition, guide, blend)
+        at = 0
+        for m, refs in parts:
+            for k in range(2):
+                seg = out[k, at:at + len(m)]
+                own, other = si_sdr(seg, refs[k]), si_sdr(seg, refs[1 - k])
+                rows.append(own - si_sdr(m, refs[k]))
+                swaps += other > own
+            at += len(m)
+    imp = np.array(rows)
+    return {"streams": len(pairs) // per_stream, "clips_per_stream": per_stream, "faces": len(rows),
+            "si_sdri": float(imp.mean()), "si_sdri_median": float(np.median(imp)), "swap_rate": swaps / max(len(rows), 1)}
+
+
 def evaluate_silent_face(model: CausalSeparator, pairs, competition: float = FACE_COMPETITION,
                          guide: CrnSeparator | None = None, blend: float = AUDIO_ONLY_BLEND) -> dict:
     """Two faces on screen, one of them speaking: the mixture is one face's voice alone, the other face's lips
@@ -553,6 +581,7 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
                                                                   guide=guide_model, blend=blend)}
         if model.config.lip_dim:
             report[run][f"{split}_silent_face"] = evaluate_silent_face(model, test, competition, guide_model, blend)
+            report[run][f"{split}_long_streams"] = evaluate_long_streams(model, test, competition, guide_model, blend)
         else:  # audio-only: separate, then assign each output to a face by lip sync (stage 2)
             from lab.real_faces.train_sync import load_pair
 
