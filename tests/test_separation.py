@@ -144,7 +144,7 @@ class FixedVoices:
 
 def test_two_faces_take_the_audio_only_voice_their_av_masks_point_at() -> None:
     """Each of two faces gets blend × the audio-only voice its own AV mask resembles (whatever the order of the
-    network's outputs) + (1 − blend) × its AV mask; one or three faces keep their AV masks untouched."""
+    network's outputs) + (1 − blend) × its AV mask; one face keeps its AV mask untouched."""
     from engines.separation.two_voice_blend import TwoVoiceBlend
 
     rng = np.random.default_rng(0)
@@ -156,15 +156,39 @@ def test_two_faces_take_the_audio_only_voice_their_av_masks_point_at() -> None:
     np.testing.assert_allclose(out[0], 0.7 * high + 0.3 * av[0])       # face 1 took voice B (the network's 2nd)
     np.testing.assert_allclose(out[1], 0.7 * (1 - high) + 0.3 * av[1])
     assert blend.evidence < 0 and np.all(blend.state == 1), "the evidence and the network's state carry on"
-    for faces in ([1], [1, 2, 3]):
-        masks = av[:1] if len(faces) == 1 else np.concatenate([av, av[:1]])
-        assert blend(frames, masks, faces) is masks
-    assert blend.pair is None and blend.evidence == 0, "another number of faces forgets the pair"
-    blend(frames, av, [1, 2])
-    blend(frames[:1], av[::-1, :1], [1, 5])  # a new pair: its own evidence, not the old pair's
-    assert blend.pair == (1, 5) and blend.evidence > 0
+    np.testing.assert_array_equal(blend(frames, av[:1], [1]), av[:1])
+    assert blend.pair is None and blend.evidence == 0, "one face: the pair is forgotten"
+    three = np.concatenate([av, av[:1]])
+    np.testing.assert_array_equal(blend(frames, three, [1, 2, 3]), three)
+    assert blend.pair is None, "three faces at once: no pair to follow"
     with pytest.raises(ValueError, match="blend"):
         TwoVoiceBlend(FixedVoices(), (1, 1, 8), blend=1.5)
+
+
+def test_two_voice_blend_follows_its_pair_through_a_split_track() -> None:
+    """A tracker that gives a person a new id, or a third id for a moment, must not cost the pair its voices: while
+    both faces are on screen the pair goes on (the third face keeps its AV mask); when one is replaced the one that
+    stayed keeps its voice, whichever row it moves to; two new faces start afresh."""
+    from engines.separation.two_voice_blend import TwoVoiceBlend
+
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(20, 257)) + 1j * rng.normal(size=(20, 257))
+    high = (np.arange(257) >= 100).astype(float)
+    av = np.stack([0.2 + 0.6 * high, 0.8 - 0.6 * high])[:, None, :].repeat(20, axis=1).astype(complex)
+    neutral = np.full((1, 20, 257), 0.5, complex)  # an AV mask that favours neither voice
+    blend = TwoVoiceBlend(FixedVoices(), (1, 1, 8), blend=0.7)
+    blend(frames, av, [1, 2])  # face 1 ↔ voice B, face 2 ↔ voice A
+    three = blend(frames, np.concatenate([av, neutral]), [1, 2, 3])
+    np.testing.assert_allclose(three[0], 0.7 * high + 0.3 * av[0])
+    np.testing.assert_array_equal(three[2], neutral[0])  # the third face: its AV mask alone
+    assert blend.pair == (1, 2)
+    kept = blend(frames[:2], np.concatenate([av[:1, :2], neutral[:, :2]]), [1, 5])  # face 2 became face 5
+    np.testing.assert_allclose(kept[0], 0.7 * high + 0.3 * av[0, :2])  # face 1 keeps voice B
+    np.testing.assert_allclose(kept[1], 0.7 * (1 - high) + 0.3 * neutral[0, :2])  # the newcomer takes A
+    moved = blend(frames[:2], np.concatenate([neutral[:, :2], av[:1, :2]]), [0, 1])  # face 0 arrives before face 1
+    np.testing.assert_allclose(moved[1], 0.7 * high + 0.3 * av[0, :2])  # face 1, now row 1, still has voice B
+    blend(frames[:2], av[::-1, :2], [7, 8])  # face 7 ≈ voice A: the opposite of what face 1 had built up
+    assert blend.pair == (7, 8) and blend.evidence > 0, "two new faces: their own evidence from the start"
 
 
 def test_two_voices_stream_as_they_run_offline(small_model) -> None:
