@@ -85,7 +85,7 @@ class StreamingSeparator:
     """Push STFT frames of the mixture and each face's lip rows; get each face's new samples.
 
     ``lip_dim``/``vis_history``/``layers``/``hidden`` give the state shapes (from the checkpoint
-    config, or the ONNX model's declared inputs). ``two_voices``: with exactly two faces on screen, the
+    config, or the ONNX model's declared inputs). ``two_voices``: with a pair of faces on screen, the
     audio-only separator's voices handed to them (`engines.separation.two_voice_blend`); None: the AV masks alone.
     """
 
