@@ -31,9 +31,10 @@ ASSIGN_MEMORY_FRAMES = 1000.0  # 10 s at the 10 ms hop
 
 
 class TwoVoiceBlend:
-    """Carries the audio-only network's state and the assignment evidence while the same two faces stay."""
+    """Carries the audio-only network's state and the assignment evidence for one pair of faces (`_follow`)."""
 
-    def __init__(self, step: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]], state_shape: tuple[int, ...], blend: float = AUDIO_ONLY_BLEND,
+    def __init__(self, step: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]],
+                 state_shape: tuple[int, ...], blend: float = AUDIO_ONLY_BLEND,
                  memory_frames: float = ASSIGN_MEMORY_FRAMES) -> None:
         if not 0.0 <= blend <= 1.0:
             raise ValueError(f"audio-only blend must be in [0, 1], got {blend}")
