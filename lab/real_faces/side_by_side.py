@@ -86,9 +86,13 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
     from lab.separation.separator_real_video import separate_video
 
     competition = FACE_COMPETITION if competition is None else competition
+    # the engines are loaded once; each video gets a fresh engine state around them (`separator()`)
+    audio_only = None if blend == 0 else load("separator_audio_only", "onnxruntime", threads=1)
     if weights is None:
-        def separator():
-            return StreamingSeparator.from_registry(backend="onnxruntime", competition=competition, blend=blend)
+        av = load("separator", "onnxruntime", threads=1)
+
+        def wrap(**kw):
+            return StreamingSeparator.from_engine(av, **kw)
     else:
         import torch
 
@@ -97,10 +101,13 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
         torch.set_num_threads(1)
         model = load_checkpoint(weights).model()
 
-        def separator():
-            two_voices = None if blend == 0 else TwoVoiceBlend.from_engine(
-                load("separator_audio_only", "onnxruntime", threads=1), blend)
-            return StreamingSeparator.from_model(model, competition=competition, two_voices=two_voices)
+        def wrap(**kw):
+            return StreamingSeparator.from_model(model, **kw)
+
+    def separator():
+        two_voices = None if audio_only is None else TwoVoiceBlend.from_engine(audio_only, blend)
+        return wrap(competition=competition, two_voices=two_voices)
+
     rng = np.random.default_rng(11)
     talkers = noise = None
     if extra:
