@@ -52,15 +52,18 @@ class TwoVoiceBlend:
 
     @staticmethod
     def from_model(model, blend: float = AUDIO_ONLY_BLEND) -> "TwoVoiceBlend":
-        """Around a torch audio-only separator (training-side checks and the lab's evaluations)."""
+        """Around a torch audio-only separator (training-side checks and the lab's evaluations): the same step the
+        ONNX export wraps (`shipped_separator.AudioOnlyStep`)."""
         import torch
+
+        from engines.separation.shipped_separator import AudioOnlyStep
+
+        audio_only = AudioOnlyStep(model)
 
         def step(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             with torch.inference_mode():
-                x = torch.from_numpy(np.asarray(inputs["mixture"], np.float32))
-                vis, _ = model.initial_state(x.shape[0])
-                mask, _, state = model(x, x.new_zeros(x.shape[0], x.shape[1], 0), vis,
-                                       torch.from_numpy(np.asarray(inputs["gru_state"], np.float32)))
+                mask, state = audio_only(*(torch.from_numpy(np.asarray(inputs[k], np.float32))
+                                           for k in ("mixture", "gru_state")))
             return {"mask": mask.numpy(), "gru_state_out": state.numpy()}
 
         return TwoVoiceBlend(step, tuple(model.initial_state(1)[1].shape), blend)
