@@ -54,7 +54,9 @@ from lab.separation.train_separator import learning_rate, neg_si_sdr, spectral_l
 
 log = logging.getLogger(__name__)
 RUN_DIR = REPO / "out" / "real_faces" / "separator"
-SYNC_WEIGHTS = REPO / "out" / "real_faces" / "sync" / "reg" / "best.pt"  # the chosen stage-2 run
+#: the shipped lip encoder (stage 2's chosen run, `out/real_faces/sync/reg/best.pt`, copied there), so a fresh clone
+#: evaluates with what the engine runs
+SYNC_WEIGHTS = REPO / "engines" / "weights" / "lip_encoder.pt"
 
 
 def face_units(identities, encoder_path: Path = SYNC_WEIGHTS) -> list[FaceUnit]:
@@ -571,7 +573,7 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
     report = {}
     for run in runs:
         name, _, which = run.partition(":")  # "av" → its best.pt; "av:last" → the model where training ended
-        ck = load_checkpoint(RUN_DIR / name / f"{which or 'best'}.pt")
+        ck = load_checkpoint(Path(run) if run.endswith(".pt") else RUN_DIR / name / f"{which or 'best'}.pt")
         model = ck.model()
         report[run] = {"info": {k: ck.info.get(k) for k in ("step", "train_minutes", "mode")},
                        "validation": ck.info.get("validation"), **how,

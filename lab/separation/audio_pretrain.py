@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +112,17 @@ def one_voice_set(pool: dict, count: int, seconds: float, seed: int):
             for k in range(count)]
 
 
-def build(arch: str) -> torch.nn.Module:
+def build(arch: str, width: tuple[int, ...] | None = None, time_hidden: int | None = None,
+          init: str | None = None) -> torch.nn.Module:
+    """``init``: start from a CRN weights file (its config; its output gain back to 1, as trained)."""
+    if init:
+        ck = crn_model.load_checkpoint(Path(init))
+        ck = replace(ck, config=replace(ck.config, output_gain=1.0))
+        return ck.model().train()
     if arch == "crn":
-        return crn_model.CrnSeparator()
+        cfg = crn_model.CrnConfig()
+        return crn_model.CrnSeparator(replace(cfg, channels=tuple(width or cfg.channels),
+                                              time_hidden=time_hidden or cfg.time_hidden))
     if arch == "gru":
         return CausalSeparator(SeparatorConfig(lip_dim=0, n_masks=2))
     raise ValueError(f"--arch must be crn or gru, got {arch!r}")
@@ -167,50 +176,79 @@ def pit_loss(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor) -> torch.T
 
 def one_voice_score(model: torch.nn.Module, items: list) -> dict[str, float]:
     """One voice in, two outputs: SI-SDR of the louder output vs the voice, and the other's level (dB re. mix)."""
+    dev = _device_of(model)
     with torch.inference_mode():
-        mix = torch.from_numpy(np.stack([m for m, _ in items]))
-        voice = torch.from_numpy(np.stack([s[0] for _, s in items]))
+        mix = torch.from_numpy(np.stack([m for m, _ in items])).to(dev)
+        voice = torch.from_numpy(np.stack([s[0] for _, s in items])).to(dev)
         est = separate(model, mix)
     loud = est.pow(2).sum(-1).argmax(1)
-    rows = torch.arange(len(items))
+    rows = torch.arange(len(items), device=dev)
     return {"voice_si_sdr": round(float(-neg_si_sdr(est[rows, loud], voice).mean()), 2),
             "other_db": round(float(quiet_db(est[rows, 1 - loud], mix).mean()), 2)}
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def score(model: torch.nn.Module, items: list) -> dict[str, float]:
-    """Mean/median SI-SDRi (dB) over fixed mixtures, 8 at a time."""
-    gains = []
+    """Mean/median SI-SDRi (dB) over fixed mixtures, 8 at a time where they are of one length."""
+    gains, dev = [], _device_of(model)
+    same_length = len({len(m) for m, _ in items}) == 1
+    step = 8 if same_length else 1
     with torch.inference_mode():
-        for i in range(0, len(items), 8):
-            mix = torch.from_numpy(np.stack([m for m, _ in items[i:i + 8]]))
-            ref = torch.from_numpy(np.stack([s for _, s in items[i:i + 8]]))
+        for i in range(0, len(items), step):
+            mix = torch.from_numpy(np.stack([m for m, _ in items[i:i + step]])).to(dev)
+            ref = torch.from_numpy(np.stack([s for _, s in items[i:i + step]])).to(dev)
             base = pit_si_sdr(mix[:, None].expand(-1, 2, -1), ref)
-            gains.append((pit_si_sdr(separate(model, mix), ref) - base).numpy())
+            gains.append((pit_si_sdr(separate(model, mix), ref) - base).cpu().numpy())
     g = np.concatenate(gains)
     return {"si_sdri_mean": round(float(g.mean()), 2), "si_sdri_median": round(float(np.median(g)), 2), "n": len(g)}
 
 
-def train(run: str, arch: str, minutes: float, batch_size: int, lr: float, resume: bool, threads: int,
-          eval_minutes: float, seed: int, one_voice: float = 0.0) -> None:
-    torch.set_num_threads(threads)
-    out = RUN_DIR / run
+def train(args: argparse.Namespace) -> None:
+    """Time-boxed training (``args.minutes`` of compute), resumable. With ``--pack`` (a `speech_pack`) the data
+    come from the pack, mixtures are made on ``--device`` (`pack_mixer`), and the checkpoint kept as best.pt is
+    the best on the packed real validation pairs (the real voices the engine meets) rather than on held-out
+    LibriSpeech speakers."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    out = RUN_DIR / args.run
     out.mkdir(parents=True, exist_ok=True)
-    pool, held = train_validation_speakers()
+    rng = np.random.default_rng(args.seed)
+    real = []
+    if args.pack:
+        from lab.separation import speech_pack
+        from lab.separation.pack_mixer import PackMixer
+
+        pack = speech_pack.load(args.pack)
+        held = speech_pack.by_speaker(pack["libri_held"])
+        real = speech_pack.validation_pairs(pack["val_pairs"])
+        mixer = PackMixer(pack["libri_train"], pack["vox_train"], pack["noise_train"], device, args.vox_share,
+                          args.seed)
+
+        def sample():
+            return mixer.batch(args.batch_size, 2 * RATE, args.one_voice)
+    else:
+        pool, held = train_validation_speakers()
+
+        def sample():
+            mix, ref = batch(pool, args.batch_size, 2 * RATE, rng, args.one_voice)
+            return mix.to(device), ref.to(device)
     validation = fixed_set(held, 48, 4.0, 1, False, TRAIN) + fixed_set(held, 16, 4.0, 2, True, TRAIN)
     alone = one_voice_set(held, 16, 4.0, 3)
-    model = build(arch)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = build(args.arch, args.channels, args.time_hidden, args.init).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed, best = 0, 0.0, -1e9
-    rng = np.random.default_rng(seed)
-    if resume and (out / "state.pt").exists():
-        st = torch.load(out / "state.pt", map_location="cpu", weights_only=False)
+    if args.resume and (out / "state.pt").exists():
+        st = torch.load(out / "state.pt", map_location=device, weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, elapsed, best = st["step"], st["elapsed"], st["best"]
-        rng = np.random.default_rng(seed + step)
-    total = minutes * 60
-    bar = tqdm(total=int(total), initial=int(elapsed), unit="s", desc=run)
-    next_eval = elapsed + eval_minutes * 60
+        rng = np.random.default_rng(args.seed + step)
+    total = args.minutes * 60
+    bar = tqdm(total=int(total), initial=int(elapsed), unit="s", desc=args.run, mininterval=5)
+    next_eval = elapsed + args.eval_minutes * 60
     curve = (out / "curve.csv").open("a", newline="")
     writer = csv.writer(curve)
     losses: list[float] = []
@@ -218,8 +256,8 @@ def train(run: str, arch: str, minutes: float, batch_size: int, lr: float, resum
         t0 = time.monotonic()
         model.train()
         for g in opt.param_groups:
-            g["lr"] = learning_rate(lr, elapsed, total)
-        mix, ref = batch(pool, batch_size, 2 * RATE, rng, one_voice)
+            g["lr"] = learning_rate(args.lr, elapsed, total)
+        mix, ref = sample()
         loss = pit_loss(separate(model, mix), ref, mix).mean()
         opt.zero_grad()
         loss.backward()
@@ -227,33 +265,38 @@ def train(run: str, arch: str, minutes: float, batch_size: int, lr: float, resum
         opt.step()
         losses.append(float(loss))
         step += 1
-        dt = time.monotonic() - t0
-        elapsed += dt
+        elapsed += time.monotonic() - t0
         bar.update(int(elapsed) - bar.n)
-        bar.set_postfix(step=step, loss=f"{np.mean(losses[-50:]):.2f}")
+        bar.set_postfix(step=step, loss=f"{np.mean(losses[-50:]):.2f}", refresh=False)
         if elapsed >= next_eval or elapsed >= total:
             model.eval()
             val = score(model, validation)["si_sdri_mean"]
             lone = one_voice_score(model, alone)
+            real_val = score(model, real)["si_sdri_mean"] if real else None
             writer.writerow([step, round(elapsed), round(float(np.mean(losses[-200:])), 3), val,
-                             lone["voice_si_sdr"], lone["other_db"]])
+                             lone["voice_si_sdr"], lone["other_db"]] + ([real_val] if real else []))
             curve.flush()
-            if val > best:
-                best = val
-                _save(model, arch, out / "best.pt", step, elapsed, val)
-            _save(model, arch, out / "last.pt", step, elapsed, val)
+            chosen_on = real_val if real else val
+            if chosen_on > best:
+                best = chosen_on
+                _save(model, args.arch, out / "best.pt", step, elapsed, val, real_val)
+            _save(model, args.arch, out / "last.pt", step, elapsed, val, real_val)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
                         "best": best}, out / "state.pt")
-            log.info("%s step %d (%.0f min): train loss %.2f, validation SI-SDRi %.2f dB (best %.2f); one voice: "
-                     "%.1f dB SI-SDR, other output %.1f dB", run, step, elapsed / 60, np.mean(losses[-200:]), val, best,
-                     lone["voice_si_sdr"], lone["other_db"])
-            next_eval = elapsed + eval_minutes * 60
+            log.info("%s step %d (%.1f min): train loss %.2f, validation SI-SDRi %.2f dB, real pairs %s (best %.2f); "
+                     "one voice: %.1f dB SI-SDR, other output %.1f dB", args.run, step, elapsed / 60,
+                     np.mean(losses[-200:]), val, real_val, best, lone["voice_si_sdr"], lone["other_db"])
+            next_eval = elapsed + args.eval_minutes * 60
     bar.close()
     curve.close()
 
 
-def _save(model: torch.nn.Module, arch: str, path: Path, step: int, elapsed: float, val: float) -> None:
-    info = {"arch": arch, "step": step, "cpu_minutes": round(elapsed / 60, 1), "validation_si_sdri": val}
+def _save(model: torch.nn.Module, arch: str, path: Path, step: int, elapsed: float, val: float,
+          real_val: float | None = None) -> None:
+    info = {"arch": arch, "step": step, "compute_minutes": round(elapsed / 60, 1), "validation_si_sdri": val,
+            "device": str(_device_of(model))}
+    if real_val is not None:
+        info["real_validation_si_sdri"] = real_val
     crn_model.checkpoint(model, info).save(path)
 
 
@@ -324,6 +367,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--one-voice", type=float, default=0.0,
                    help="share of training mixtures with one voice (the other output is trained to be silent)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a lent GPU (with --pack)")
+    p.add_argument("--pack", type=Path, default=None,
+                   help="train from a speech_pack folder (LibriSpeech + VoxCeleb training voices; mixtures made on "
+                        "--device) instead of ../shared/data")
+    p.add_argument("--vox-share", type=float, default=0.5, help="with --pack: share of sources from VoxCeleb")
+    p.add_argument("--init", default=None, help="start from this CRN weights file (e.g. the shipped one)")
+    p.add_argument("--channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=None,
+                   help="CRN encoder channels, e.g. 24,48,64,96 (default the shipped 16,32,48,64)")
+    p.add_argument("--time-hidden", type=int, default=None, help="CRN time-GRU size (default 64)")
     p.add_argument("--evaluate", nargs="+", metavar="RUN[:last]")
     p.add_argument("--count", type=int, default=100)
     p.add_argument("--real", action="store_true", help="with --evaluate: also the real-face validation pairs")
@@ -339,8 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.run:
         p.error("--run NAME (or --evaluate RUN …)")
-    train(args.run, args.arch, args.minutes, args.batch_size, args.lr, args.resume, args.threads,
-          args.eval_minutes, args.seed, args.one_voice)
+    train(args)
     return 0
 
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One lent GPU for a few minutes: three audio-only separators trained side by side from the speech pack, their runs
+# tarred into $OUT. Run from the repository root on the lent machine (the `device` tool), carrying the pack and
+# the soundfile wheels:
+#
+#   python -m lab.separation.speech_pack out/speech_pack          # here, once
+#   run: bash lab/separation/lent_gpu.sh    carry: out/speech_pack .whl
+#
+# g_ft  : the shipped audio-only CRN trained on, now half on real (VoxCeleb) voices
+# g_new : the same network from scratch on the same data
+# g_wide: a wider CRN (channels 24,48,64,96, time GRU 96) from scratch — more compute per hop, if it earns it
+# MINUTES is each run's training time (evaluations not counted); the three share the GPU. LIMIT (s) stops a run
+# that overstays, so the tars below are always written before the lent machine's own limit.
+set -uo pipefail
+MINUTES=${MINUTES:-6.5}
+LIMIT=${LIMIT:-510}
+OUT=${OUT:-out/lent_gpu}
+mkdir -p "$OUT"
+if [ -d .whl ] && [ "${WHEELS:-1}" = 1 ]; then  # WHEELS=0 where soundfile is installed already
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi -L 2>/dev/null || true
+DEVICE=${DEVICE:-cuda}
+common=(--pack out/speech_pack --device "$DEVICE" --one-voice 0.25 --eval-minutes "${EVAL_MINUTES:-0.5}"
+        --threads 4 --batch-size "${BATCH:-96}" --minutes "$MINUTES")
+timeout "$LIMIT" python3 -m lab.separation.audio_pretrain --run g_ft --init engines/weights/separator_audio_only.pt --lr 4e-4 \
+  "${common[@]}" > "$OUT/g_ft.log" 2>&1 &
+timeout "$LIMIT" python3 -m lab.separation.audio_pretrain --run g_new --lr 1e-3 "${common[@]}" > "$OUT/g_new.log" 2>&1 &
+timeout "$LIMIT" python3 -m lab.separation.audio_pretrain --run g_wide --channels 24,48,64,96 --time-hidden 96 --lr 1e-3 \
+  "${common[@]}" > "$OUT/g_wide.log" 2>&1 &
+wait
+for run in g_ft g_new g_wide; do
+  echo "== $run"; tail -c 600 "$OUT/$run.log" | tr '\r' '\n' | grep -v '^\s*$' | tail -4
+  cat "out/separation/audio_pretrain/$run/curve.csv" 2>/dev/null | tail -3
+done
+for run in g_ft g_new g_wide; do tar czf "$OUT/$run.tgz" -C out/separation/audio_pretrain "$run"; done
+ls -la "$OUT"

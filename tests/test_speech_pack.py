@@ -1,0 +1,70 @@
+"""The speech pack (Opus groups that travel to a lent GPU) and the mixtures made from it on the device."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lab.separation import speech_pack
+from lab.separation.pack_mixer import PackMixer
+from lab.separation.speech_pack import RATE, Item
+
+
+def _voice(seconds: float, f0: float, seed: int) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t + seed)
+    return (np.sin(2 * np.pi * f0 * t) * env * 0.3).astype(np.float32)
+
+
+def _items(prefix: str, talkers: int, per: int) -> list[Item]:
+    return [Item(f"{prefix}{k}", f"{k}-{u}", _voice(1.5 + 0.5 * u, 110 + 40 * k + 7 * u, k * 10 + u))
+            for k in range(talkers) for u in range(per)]
+
+
+def test_pack_round_trip_keeps_items_apart_and_pairs_in_ratio(tmp_path):
+    pair = [Item("a", "0a", _voice(2.0, 140, 0)), Item("b", "0b", 0.4 * _voice(2.0, 220, 1))]
+    groups = {"libri_train": _items("L", 3, 2), "val_pairs": pair}
+    index = {"rate": RATE, "groups": {g: speech_pack._write_group(tmp_path, g, items, normalise=g != "val_pairs")
+                                      for g, items in groups.items()}}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    back = speech_pack.load(tmp_path)
+    assert [len(i.audio) for i in back["libri_train"]] == [len(i.audio) for i in groups["libri_train"]]
+    assert [i.speaker for i in back["libri_train"]] == [i.speaker for i in groups["libri_train"]]
+    for orig, got in zip(groups["libri_train"], back["libri_train"]):  # lossy, but the same sound, peak ~0.5
+        corr = np.corrcoef(orig.audio, got.audio)[0, 1]
+        assert corr > 0.8, corr
+        assert 0.3 < np.abs(got.audio).max() < 0.7
+    (mix, refs), = speech_pack.validation_pairs(back["val_pairs"])
+    np.testing.assert_allclose(mix, refs.sum(0))
+    ratio = np.abs(refs[1]).max() / np.abs(refs[0]).max()
+    want = np.abs(groups["val_pairs"][1].audio).max() / np.abs(groups["val_pairs"][0].audio).max()
+    assert ratio == pytest.approx(want, rel=0.15)  # not normalised item by item
+
+
+def test_pack_mixer_batches_are_the_sum_of_their_sources():
+    libri, vox = _items("L", 4, 2), _items("V", 3, 2)
+    noise = [Item("n", "n", np.random.default_rng(0).normal(0, 0.1, 3 * RATE).astype(np.float32))]
+    mixer = PackMixer(libri, vox, noise, "cpu", vox_share=0.5, seed=1)
+    mix, ref = mixer.batch(16, RATE, one_voice=0.0)
+    assert mix.shape == (16, RATE) and ref.shape == (16, 2, RATE)
+    assert torch.isfinite(mix).all() and torch.isfinite(ref).all()
+    peak = mix.abs().amax(-1)
+    assert (peak > 10 ** (-31 / 20)).all() and (peak < 10 ** (-11 / 20)).all()
+    residual = mix - ref.sum(1)  # the noise, on about half the rows; zero on the rest
+    clean = residual.abs().amax(-1) < 1e-6
+    assert 2 <= int(clean.sum()) <= 14
+    level_db = 10 * torch.log10(ref[:, 1].pow(2).mean(-1) / ref[:, 0].pow(2).mean(-1))
+    assert (level_db.abs() <= 5.01).all()  # the second talker −5…+5 dB re. the first
+    lone_mix, lone_ref = mixer.batch(8, RATE, one_voice=1.0)
+    assert (lone_ref[:, 1] == 0).all() and (lone_ref[:, 0].abs().amax(-1) > 0).all()
+
+
+def test_pack_mixer_never_pairs_a_talker_with_themself():
+    mixer = PackMixer(_items("L", 2, 3), _items("V", 1, 3), [], "cpu", vox_share=0.5, seed=2)
+    items = mixer.domains
+    owner = {int(i): (d, t) for d, talkers in enumerate(items) for t, idx in enumerate(talkers) for i in idx}
+    pairs = mixer._talkers(200)
+    assert all(owner[int(a)] != owner[int(b)] for a, b in pairs)
+    domains = {owner[int(i)][0] for i in pairs.flatten()}
+    assert domains == {0, 1}  # both LibriSpeech and VoxCeleb voices are drawn
