@@ -68,3 +68,27 @@ def test_pack_mixer_never_pairs_a_talker_with_themself():
     assert all(owner[int(a)] != owner[int(b)] for a, b in pairs)
     domains = {owner[int(i)][0] for i in pairs.flatten()}
     assert domains == {0, 1}  # both LibriSpeech and VoxCeleb voices are drawn
+
+
+def test_audio_pretrain_trains_from_a_pack_and_keeps_the_best_on_real_pairs(tmp_path, monkeypatch):
+    from engines.separation import crn_model
+    from lab.separation import audio_pretrain
+
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    pair = [Item("a", "0a", _voice(2.0, 140, 0)), Item("b", "0b", 0.7 * _voice(2.0, 230, 1))]
+    groups = {"libri_train": _items("L", 3, 2), "libri_held": _items("H", 2, 2), "vox_train": _items("V", 2, 2),
+              "noise_train": [Item("n", "n", np.random.default_rng(0).normal(0, 0.1, 3 * RATE).astype(np.float32))],
+              "val_pairs": pair}
+    index = {"rate": RATE, "groups": {g: speech_pack._write_group(pack, g, items, normalise=g != "val_pairs")
+                                      for g, items in groups.items()}}
+    (pack / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(audio_pretrain, "RUN_DIR", tmp_path / "runs")
+    audio_pretrain.main(["--run", "t", "--pack", str(pack), "--minutes", "0.01", "--batch-size", "2",
+                         "--channels", "8,8,8,8", "--time-hidden", "8", "--one-voice", "0.5"])
+    run = tmp_path / "runs" / "t"
+    best = crn_model.load_checkpoint(run / "best.pt")
+    assert best.config.channels == (8, 8, 8, 8) and best.config.time_hidden == 8
+    assert "real_validation_si_sdri" in best.info and best.info["step"] >= 1
+    rows = (run / "curve.csv").read_text().split()
+    assert len(rows[-1].split(",")) == 7  # step, time, loss, LibriSpeech validation, one voice ×2, real pairs

@@ -216,4 +216,4 @@ def checkpoint(model, info: dict):
     from engines.separation.separator_model import Checkpoint
 
     kind = CrnCheckpoint if isinstance(model, CrnSeparator) else Checkpoint
-    return kind(model.config, {k: v.detach().clone() for k, v in model.state_dict().items()}, info)
+    return kind(model.config, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, info)

@@ -593,6 +593,7 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
                 report[run][f"{split}_offscreen_noise_{how}"] = evaluate_pairs(model, test, extra, noise, assign=how,
                                                                             audio_model=audio_model)
     print(json.dumps(report, indent=1))
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
     (RUN_DIR / f"report-{split}.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
@@ -631,7 +632,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-pairs", type=int, default=16)
     p.add_argument("--eval-seconds", type=float, default=600.0, help="validate every so many seconds")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--evaluate", nargs="*", default=None, metavar="RUN", help="test report of these runs' best.pt")
+    p.add_argument("--evaluate", nargs="*", default=None, metavar="RUN",
+                   help="test report of these runs (RUN: its best.pt, RUN:last, RUN:calibrated, or a .pt file such as "
+                        "engines/weights/separator.pt, the shipped AV separator)")
     p.add_argument("--split", choices=("test", "validation"), default="test", help="with --evaluate: whose pairs")
     p.add_argument("--competition", type=float, default=FACE_COMPETITION,
                    help="with --evaluate: how hard the two faces compete for each bin (0: not at all)")

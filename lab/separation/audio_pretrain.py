@@ -133,7 +133,7 @@ def separate(model: torch.nn.Module, wave: torch.Tensor) -> torch.Tensor:
     n = wave.shape[-1]
     spec = torch_stft(wave)
     b, t = spec.shape[:2]
-    vis, state = model.initial_state(b)  # both networks take the shipped separator's call
+    vis, state = (x.to(wave.device) for x in model.initial_state(b))  # both networks take the shipped call
     mask, _, _ = model(spec, spec.new_zeros(b, t, 0), vis, state)
     est = apply_mask(mask, spec.unsqueeze(2)).transpose(1, 2)  # (B, M, T, F, 2)
     return torch_istft(est.flatten(0, 1), n).view(b, est.shape[1], n)
@@ -263,7 +263,7 @@ def train(args: argparse.Namespace) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
         elapsed += time.monotonic() - t0
         bar.update(int(elapsed) - bar.n)
