@@ -3,6 +3,9 @@
     python -m lab.separation.audio_pretrain --run crn --arch crn --minutes 120      # add --resume to go on
     python -m lab.separation.audio_pretrain --run gru --arch gru --minutes 120
     python -m lab.separation.audio_pretrain --evaluate crn gru [--real]            # LibriSpeech test-other
+    python -m lab.separation.audio_pretrain --run g_ft --pack out/speech_pack --device cuda \
+        --init engines/weights/separator_audio_only.pt --one-voice 0.25 --batch-size 96 --lr 4e-4 --minutes 6.5
+                                            # on a lent GPU (`lent_gpu.sh`): LibriSpeech + real VoxCeleb voices
 
 Issue 16's audio path is weak (the audio-only variant of the shipped network, PIT, oracle assignment:
 ~4 dB on real pairs). This trains, with identical data, loss and time box, (a) that network — compressed
