@@ -12,7 +12,7 @@ Issue 16's audio path is weak (the audio-only variant of the shipped network, PI
 magnitude → 2-layer GRU 384 → complex masks (`engines.separation.separator_model`), from scratch — and
 (b) a frequency-aware causal CRN (`crn_model.py`), and compares them on held-out speakers.
 
-Data: LibriSpeech train-clean-100 (the shared 251 speakers), the last ``VALIDATION_SPEAKERS`` of them held
+Data: LibriSpeech train-clean-100 (the shared 251 speakers), the last ``speech_pack.VALIDATION_SPEAKERS`` of them held
 out for choosing the checkpoint; dynamic mixing every batch: two different speakers, 2 s crops, −5…+5 dB
 relative level, recorded or procedural noise (train part) on half at 0–20 dB SNR, random overall level.
 Loss: −SI-SDR of the two outputs under the better of the two assignments (uPIT). Test (``--evaluate``):
@@ -38,27 +38,15 @@ from tqdm import tqdm
 
 from engines.separation.separator_model import CausalSeparator, SeparatorConfig, apply_mask
 from lab.corpus.noise import noise_clip
-from lab.corpus.speech import EVAL, TRAIN, _load_flac, speakers
+from lab.corpus.speech import EVAL, TRAIN
 from engines.separation import crn_model
+from lab.separation.speech_pack import speech, train_validation_speakers
 from lab.separation.train_separator import learning_rate, neg_si_sdr, torch_istft, torch_stft
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 RUN_DIR = REPO / "out" / "separation" / "audio_pretrain"
 RATE = 16000
-VALIDATION_SPEAKERS = 21
-
-
-def speech(split: str) -> dict[str, list[np.ndarray]]:
-    """Speaker id → utterances (float32, 16 kHz)."""
-    return {s.id: [_load_flac(f) for f in s.files] for s in speakers(split, include_espeak=False)}
-
-
-def train_validation_speakers() -> tuple[dict, dict]:
-    everyone = speech(TRAIN)
-    ids = sorted(everyone)
-    held = set(ids[-VALIDATION_SPEAKERS:])
-    return ({k: v for k, v in everyone.items() if k not in held}, {k: v for k, v in everyone.items() if k in held})
 
 
 def _crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,7 @@ soundfile): ~100 minutes of 16 kHz speech in ~24 MB. Lossy coding does not bend 
 sum of the *decoded* sources, so each source is exactly what the network must give back.
 
 Groups (one Ogg file each, every item peak-normalised and concatenated; ``index.json`` says where each starts):
-  ``libri_train`` / ``libri_held``  LibriSpeech train-clean-100, split as `audio_pretrain.train_validation_speakers`
+  ``libri_train`` / ``libri_held``  LibriSpeech train-clean-100, split by `train_validation_speakers`
   ``vox_train``    the VoxCeleb clips of the real-face training identities (`face_tracks.TRAIN_IDS`), whole, with
                    their own rooms and microphones: the voices the shipped separator meets on real video
   ``noise_train``  the training part of the noise recordings (`lab.corpus.noise`)
@@ -26,9 +26,24 @@ from pathlib import Path
 
 import numpy as np
 
+from lab.corpus.speech import TRAIN, _load_flac, speakers
+
 log = logging.getLogger(__name__)
 RATE = 16000
 OPUS_LEVEL = 0.9  # libsndfile's compression level → ~31 kb/s Opus at 16 kHz
+VALIDATION_SPEAKERS = 21  # the last LibriSpeech training speakers, held out to choose checkpoints
+
+
+def speech(split: str) -> dict[str, list[np.ndarray]]:
+    """Speaker id → utterances (float32, 16 kHz)."""
+    return {s.id: [_load_flac(f) for f in s.files] for s in speakers(split, include_espeak=False)}
+
+
+def train_validation_speakers() -> tuple[dict, dict]:
+    everyone = speech(TRAIN)
+    ids = sorted(everyone)
+    held = set(ids[-VALIDATION_SPEAKERS:])
+    return ({k: v for k, v in everyone.items() if k not in held}, {k: v for k, v in everyone.items() if k in held})
 
 
 @dataclass
@@ -82,11 +97,9 @@ def validation_pairs(items: list[Item]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def build(folder: Path) -> None:
     from lab.corpus.noise import NOISE_FILES, recording_part
-    from lab.corpus.speech import TRAIN
     from lab.real_faces.face_tracks import TRAIN_IDS, VOXCELEB, require_data
     from lab.real_faces.real_mixtures import pair_mixture
     from lab.real_faces.train_separator import report_pairs
-    from lab.separation.audio_pretrain import train_validation_speakers
     from media.av_io import audio_from
 
     require_data()
