@@ -16,6 +16,9 @@ MINUTES=${MINUTES:-6.5}
 LIMIT=${LIMIT:-510}
 OUT=${OUT:-out/lent_gpu}
 mkdir -p "$OUT"
+for run in g_ft g_new g_wide; do  # never train over a run that is already here (a local test would)
+  if [ -e "out/separation/audio_pretrain/$run" ]; then echo "out/separation/audio_pretrain/$run exists: move it first"; exit 1; fi
+done
 if [ -d .whl ] && [ "${WHEELS:-1}" = 1 ]; then  # WHEELS=0 where soundfile is installed already
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
@@ -26,6 +29,10 @@ nvidia-smi -L 2>/dev/null || true
 DEVICE=${DEVICE:-cuda}
 common=(--pack out/speech_pack --device "$DEVICE" --one-voice 0.25 --eval-minutes "${EVAL_MINUTES:-0.5}"
         --threads 4 --batch-size "${BATCH:-96}" --minutes "$MINUTES")
+# PROFILE=1: first, where a step's time goes (session 14's run made only ~740 mixtures/s, one run or three alike)
+if [ "${PROFILE:-0}" = 1 ]; then
+  python3 -m lab.separation.audio_pretrain --run profile --profile-steps 20 "${common[@]}" > "$OUT/profile.txt" 2>&1
+fi
 timeout "$LIMIT" python3 -m lab.separation.audio_pretrain --run g_ft --init engines/weights/separator_audio_only.pt --lr 4e-4 \
   "${common[@]}" > "$OUT/g_ft.log" 2>&1 &
 timeout "$LIMIT" python3 -m lab.separation.audio_pretrain --run g_new --lr 1e-3 "${common[@]}" > "$OUT/g_new.log" 2>&1 &
