@@ -92,3 +92,7 @@ def test_audio_pretrain_trains_from_a_pack_and_keeps_the_best_on_real_pairs(tmp_
     assert "real_validation_si_sdri" in best.info and best.info["step"] >= 1
     rows = (run / "curve.csv").read_text().split()
     assert len(rows[-1].split(",")) == 7  # step, time, loss, LibriSpeech validation, one voice ×2, real pairs
+    audio_pretrain.main(["--run", "t", "--pack", str(pack), "--minutes", "0.02", "--batch-size", "2", "--resume",
+                         "--channels", "8,8,8,8", "--time-hidden", "8"])  # goes on from its state
+    later = (run / "curve.csv").read_text().split()
+    assert len(later) == len(rows) + 1 and int(later[-1].split(",")[0]) > int(rows[-1].split(",")[0])

@@ -197,6 +197,26 @@ def score(model: torch.nn.Module, items: list) -> dict[str, float]:
     return {"si_sdri_mean": round(float(g.mean()), 2), "si_sdri_median": round(float(np.median(g)), 2), "n": len(g)}
 
 
+def _data(args: argparse.Namespace, device: torch.device, seed: int):
+    """→ (sample() → mixtures and sources on ``device``, held-out LibriSpeech speakers, real validation pairs —
+    empty without a pack)."""
+    if not args.pack:
+        pool, held = train_validation_speakers()
+        rng = np.random.default_rng(seed)
+
+        def sample():
+            mix, ref = batch(pool, args.batch_size, 2 * RATE, rng, args.one_voice)
+            return mix.to(device), ref.to(device)
+        return sample, held, []
+    from lab.separation import speech_pack
+    from lab.separation.pack_mixer import PackMixer
+
+    pack = speech_pack.load(args.pack)
+    mixer = PackMixer(pack["libri_train"], pack["vox_train"], pack["noise_train"], device, args.vox_share, seed)
+    return (lambda: mixer.batch(args.batch_size, 2 * RATE, args.one_voice),
+            speech_pack.by_speaker(pack["libri_held"]), speech_pack.validation_pairs(pack["val_pairs"]))
+
+
 def train(args: argparse.Namespace) -> None:
     """Time-boxed training (``args.minutes`` of compute), resumable. With ``--pack`` (a `speech_pack`) the data
     come from the pack, mixtures are made on ``--device`` (`pack_mixer`), and the checkpoint kept as best.pt is
@@ -206,37 +226,18 @@ def train(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     out = RUN_DIR / args.run
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(args.seed)
-    real = []
-    if args.pack:
-        from lab.separation import speech_pack
-        from lab.separation.pack_mixer import PackMixer
-
-        pack = speech_pack.load(args.pack)
-        held = speech_pack.by_speaker(pack["libri_held"])
-        real = speech_pack.validation_pairs(pack["val_pairs"])
-        mixer = PackMixer(pack["libri_train"], pack["vox_train"], pack["noise_train"], device, args.vox_share,
-                          args.seed)
-
-        def sample():
-            return mixer.batch(args.batch_size, 2 * RATE, args.one_voice)
-    else:
-        pool, held = train_validation_speakers()
-
-        def sample():
-            mix, ref = batch(pool, args.batch_size, 2 * RATE, rng, args.one_voice)
-            return mix.to(device), ref.to(device)
+    st = None
+    if args.resume and (out / "state.pt").exists():
+        st = torch.load(out / "state.pt", map_location=device, weights_only=False)
+    step, elapsed, best = (st["step"], st["elapsed"], st["best"]) if st else (0, 0.0, -1e9)
+    sample, held, real = _data(args, device, args.seed + step)  # a resumed run draws new mixtures
     validation = fixed_set(held, 48, 4.0, 1, False, TRAIN) + fixed_set(held, 16, 4.0, 2, True, TRAIN)
     alone = one_voice_set(held, 16, 4.0, 3)
     model = build(args.arch, args.channels, args.time_hidden, args.init).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    step, elapsed, best = 0, 0.0, -1e9
-    if args.resume and (out / "state.pt").exists():
-        st = torch.load(out / "state.pt", map_location=device, weights_only=False)
+    if st:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        step, elapsed, best = st["step"], st["elapsed"], st["best"]
-        rng = np.random.default_rng(args.seed + step)
     if args.profile_steps:
         profile(model, opt, sample, args.profile_steps, device)
         return
