@@ -252,3 +252,12 @@ def test_sampler_shows_muted_faces_whose_voice_is_not_heard() -> None:
         muted = int(emb[mine & (sources == -1)][0, 0, 0]) % 4
         assert muted not in identity, "the muted face is nobody whose voice is heard"
     assert (RealMixtureSampler(units, [rng.normal(0, 0.1, 32000)], crop_s=1.0).sample(8)["row_source"] >= 0).all()
+
+
+def test_a_missing_face_cache_names_the_command_that_builds_it(tmp_path):
+    import pytest
+
+    from lab.real_faces.face_tracks import load_group
+
+    with pytest.raises(SystemExit, match=r"FACE CACHE MISSING: .*id99\.npz .*face_tracks --only id99"):
+        load_group("id99", tmp_path)

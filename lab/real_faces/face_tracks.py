@@ -216,7 +216,10 @@ def build(workers: int = 2, only: list[str] | None = None, cache_dir: Path = CAC
 
 
 def load_group(name: str, cache_dir: Path = CACHE_DIR) -> dict[str, np.ndarray]:
-    with np.load(cache_dir / f"{name}.npz") as raw:
+    path = cache_dir / f"{name}.npz"
+    if not path.is_file():  # a fresh clone has no cache: say how to build it, not a bare FileNotFoundError
+        raise SystemExit(f"FACE CACHE MISSING: {path} (build it: python -m lab.real_faces.face_tracks --only {name})")
+    with np.load(path) as raw:
         return dict(raw)
 
 

@@ -1,6 +1,7 @@
 """The audio-only separator's training speech, packed small enough to travel to a borrowed GPU.
 
-    python -m lab.separation.speech_pack out/speech_pack          # build (needs ../shared/data and the face cache)
+    python -m lab.real_faces.face_tracks --only id09 id13         # the validation people's face cache, once
+    python -m lab.separation.speech_pack out/speech_pack          # build (needs ../shared/data)
 
 A lent accelerator gets the working tree plus 64 MiB, so the pack is Opus at ~31 kb/s (libsndfile, through
 soundfile): ~100 minutes of 16 kHz speech in ~24 MB. Lossy coding does not bend the ground truth: a mixture is the
