@@ -9,15 +9,27 @@
 # g_ft  : the shipped audio-only CRN trained on, now half on real (VoxCeleb) voices
 # g_new : the same network from scratch on the same data
 # g_wide: a wider CRN (channels 24,48,64,96, time GRU 96) from scratch — more compute per hop, if it earns it
+# RUNS picks among them (one run alone had the GPU to itself: 0.13 s per step against 0.4 shared by three);
+# PREFIX names the run folders (a local test: DEVICE=cpu WHEELS=0 PREFIX=t_ MINUTES=0.1 BATCH=2).
 # MINUTES is each run's training time (evaluations not counted); the three share the GPU. LIMIT (s) stops a run
 # that overstays, so the tars below are always written before the lent machine's own limit.
 set -uo pipefail
 MINUTES=${MINUTES:-6.5}
 LIMIT=${LIMIT:-510}
 OUT=${OUT:-out/lent_gpu}
+RUNS=${RUNS:-g_ft g_new g_wide}
+PREFIX=${PREFIX:-}
+declare -A RECIPE=(
+  [g_ft]="--init engines/weights/separator_audio_only.pt --lr 4e-4"
+  [g_new]="--lr 1e-3"
+  [g_wide]="--channels 24,48,64,96 --time-hidden 96 --lr 1e-3"
+)
 mkdir -p "$OUT"
-for run in g_ft g_new g_wide; do  # never train over a run that is already here (a local test would)
-  if [ -e "out/separation/audio_pretrain/$run" ]; then echo "out/separation/audio_pretrain/$run exists: move it first"; exit 1; fi
+for run in $RUNS; do  # never train over a run that is already here
+  if [ -z "${RECIPE[$run]:-}" ]; then echo "unknown run $run (one of: ${!RECIPE[*]})"; exit 1; fi
+  if [ -e "out/separation/audio_pretrain/$PREFIX$run" ]; then
+    echo "out/separation/audio_pretrain/$PREFIX$run exists: move it first"; exit 1
+  fi
 done
 if [ -d .whl ] && [ "${WHEELS:-1}" = 1 ]; then  # WHEELS=0 where soundfile is installed already
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -31,17 +43,18 @@ common=(--pack out/speech_pack --device "$DEVICE" --one-voice 0.25 --eval-minute
         --threads 4 --batch-size "${BATCH:-96}" --minutes "$MINUTES")
 # PROFILE=1: first, where a step's time goes (session 14's run made only ~740 mixtures/s, one run or three alike)
 if [ "${PROFILE:-0}" = 1 ]; then
-  python3 -m lab.separation.audio_pretrain --run profile --profile-steps 20 "${common[@]}" > "$OUT/profile.txt" 2>&1
+  python3 -m lab.separation.audio_pretrain --run "${PREFIX}profile" --profile-steps 20 "${common[@]}" \
+    > "$OUT/profile.txt" 2>&1
 fi
-timeout "$LIMIT" python3 -m lab.separation.audio_pretrain --run g_ft --init engines/weights/separator_audio_only.pt --lr 4e-4 \
-  "${common[@]}" > "$OUT/g_ft.log" 2>&1 &
-timeout "$LIMIT" python3 -m lab.separation.audio_pretrain --run g_new --lr 1e-3 "${common[@]}" > "$OUT/g_new.log" 2>&1 &
-timeout "$LIMIT" python3 -m lab.separation.audio_pretrain --run g_wide --channels 24,48,64,96 --time-hidden 96 --lr 1e-3 \
-  "${common[@]}" > "$OUT/g_wide.log" 2>&1 &
-wait
-for run in g_ft g_new g_wide; do
-  echo "== $run"; tail -c 600 "$OUT/$run.log" | tr '\r' '\n' | grep -v '^\s*$' | tail -4
-  cat "out/separation/audio_pretrain/$run/curve.csv" 2>/dev/null | tail -3
+for run in $RUNS; do
+  # shellcheck disable=SC2086  # a recipe is words
+  timeout "$LIMIT" python3 -m lab.separation.audio_pretrain --run "$PREFIX$run" ${RECIPE[$run]} "${common[@]}" \
+    > "$OUT/$PREFIX$run.log" 2>&1 &
 done
-for run in g_ft g_new g_wide; do tar czf "$OUT/$run.tgz" -C out/separation/audio_pretrain "$run"; done
+wait
+for run in $RUNS; do
+  echo "== $PREFIX$run"; tail -c 600 "$OUT/$PREFIX$run.log" | tr '\r' '\n' | grep -v '^\s*$' | tail -4
+  tail -3 "out/separation/audio_pretrain/$PREFIX$run/curve.csv" 2>/dev/null
+  tar czf "$OUT/$PREFIX$run.tgz" -C out/separation/audio_pretrain "$PREFIX$run"
+done
 ls -la "$OUT"
