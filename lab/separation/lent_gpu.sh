@@ -4,6 +4,9 @@
 # the soundfile wheels:
 #
 #   python -m lab.separation.speech_pack out/speech_pack          # here, once
+#   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     soundfile==0.14.0 cffi pycparser                           # the lent machine has no soundfile
 #   run: bash lab/separation/lent_gpu.sh    carry: out/speech_pack .whl
 #
 # g_ft  : the shipped audio-only CRN trained on, now half on real (VoxCeleb) voices
