@@ -96,3 +96,8 @@ def test_audio_pretrain_trains_from_a_pack_and_keeps_the_best_on_real_pairs(tmp_
                          "--channels", "8,8,8,8", "--time-hidden", "8"])  # goes on from its state
     later = (run / "curve.csv").read_text().split()
     assert len(later) == len(rows) + 1 and int(later[-1].split(",")[0]) > int(rows[-1].split(",")[0])
+
+
+def test_a_missing_pack_names_the_command_that_builds_it(tmp_path):
+    with pytest.raises(SystemExit, match=r"SPEECH PACK MISSING: .*index\.json .*speech_pack"):
+        speech_pack.load(tmp_path / "nowhere")

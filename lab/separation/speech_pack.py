@@ -70,6 +70,9 @@ def load(folder: Path) -> dict[str, list[Item]]:
     """Group → items, decoded (float32)."""
     import soundfile as sf
 
+    if not (folder / "index.json").is_file():
+        raise SystemExit(f"SPEECH PACK MISSING: {folder / 'index.json'} (build it: python -m lab.separation.speech_pack "
+                         f"{folder})")
     index = json.loads((folder / "index.json").read_text())
     out = {}
     for group, entry in index["groups"].items():
