@@ -14,7 +14,7 @@ Output sample positions: frame ``t`` of the spectrum starts at stream sample ``t
 node counts from the first sample it saw); every face's output ends at the last sample its ISTFT
 can release, so ``first_sample`` is that end minus the block length.
 
-With two faces on screen (followed through a tracker's split), each face's mask is mostly the audio-only
+With two faces on screen (the pair followed while a third face comes and goes), each face's mask is mostly the audio-only
 separator's voice that the AV model's own estimate says is that face's (`engines/separation/two_voice_blend.py`):
 the network without a face separates two voices better than the one with faces, and cannot know whose each is;
 the AV model can.

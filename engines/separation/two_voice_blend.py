@@ -75,12 +75,12 @@ class TwoVoiceBlend:
         self.evidence = 0.0
 
     def _follow(self, ids: list[int]) -> tuple[int, int] | None:
-        """The pair to blend among the faces on screen now, carrying what can be carried. A tracker splits one
-        person's track now and then (a new id, or for a moment a third one), and in the lab's end-to-end
-        validation every swapped output was in such a video: so while both faces of the pair are on screen the
-        pair goes on (a third face gets its AV mask alone); when one of them is replaced, the one that stayed
-        keeps its voice (the network's state goes on, the evidence keeps its strength) and the newcomer takes
-        the other. Any other change starts afresh; fewer than two faces forget the pair."""
+        """The pair to blend among the faces on screen now, carrying what can be carried. Real footage has other
+        faces come and go (a person in the background: in the lab's end-to-end validation every swapped output was
+        beside one) and a tracker now and then gives a face a new id, so while both faces of the pair are on
+        screen the pair goes on (a third face gets its AV mask alone); when one of them is replaced, the one that
+        stayed keeps its voice (the network's state goes on, the evidence keeps its strength) and the newcomer
+        takes the other. Any other change starts afresh; fewer than two faces forget the pair."""
         if self.pair is not None and set(self.pair) <= set(ids):
             return self.pair
         if len(ids) != 2:

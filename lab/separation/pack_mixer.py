@@ -67,8 +67,8 @@ class PackMixer:
             self.domains.append([np.array(v) for _, v in sorted(talkers.items())])
         self.noise = _Flat([it.audio for it in noise], self.device) if noise else None
 
-    def _talkers(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Two utterances per row, by two different talkers."""
+    def _talkers(self, b: int) -> np.ndarray:
+        """(b, 2) utterance indices: two per row, by two different talkers."""
         out = np.zeros((b, 2), np.int64)
         for row in range(b):
             picked: list[tuple[int, int]] = []
