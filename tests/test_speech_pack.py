@@ -1,7 +1,5 @@
 """The speech pack (Opus groups that travel to a lent GPU) and the mixtures made from it on the device."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -25,9 +23,7 @@ def _items(prefix: str, talkers: int, per: int) -> list[Item]:
 def test_pack_round_trip_keeps_items_apart_and_pairs_in_ratio(tmp_path):
     pair = [Item("a", "0a", _voice(2.0, 140, 0)), Item("b", "0b", 0.4 * _voice(2.0, 220, 1))]
     groups = {"libri_train": _items("L", 3, 2), "val_pairs": pair}
-    index = {"rate": RATE, "groups": {g: speech_pack._write_group(tmp_path, g, items, normalise=g != "val_pairs")
-                                      for g, items in groups.items()}}
-    (tmp_path / "index.json").write_text(json.dumps(index))
+    speech_pack.write(tmp_path, groups)
     back = speech_pack.load(tmp_path)
     assert [len(i.audio) for i in back["libri_train"]] == [len(i.audio) for i in groups["libri_train"]]
     assert [i.speaker for i in back["libri_train"]] == [i.speaker for i in groups["libri_train"]]
@@ -75,14 +71,11 @@ def test_audio_pretrain_trains_from_a_pack_and_keeps_the_best_on_real_pairs(tmp_
     from lab.separation import audio_pretrain
 
     pack = tmp_path / "pack"
-    pack.mkdir()
     pair = [Item("a", "0a", _voice(2.0, 140, 0)), Item("b", "0b", 0.7 * _voice(2.0, 230, 1))]
     groups = {"libri_train": _items("L", 3, 2), "libri_held": _items("H", 2, 2), "vox_train": _items("V", 2, 2),
               "noise_train": [Item("n", "n", np.random.default_rng(0).normal(0, 0.1, 3 * RATE).astype(np.float32))],
               "val_pairs": pair}
-    index = {"rate": RATE, "groups": {g: speech_pack._write_group(pack, g, items, normalise=g != "val_pairs")
-                                      for g, items in groups.items()}}
-    (pack / "index.json").write_text(json.dumps(index))
+    speech_pack.write(pack, groups)
     monkeypatch.setattr(audio_pretrain, "RUN_DIR", tmp_path / "runs")
     audio_pretrain.main(["--run", "t", "--pack", str(pack), "--minutes", "0.01", "--batch-size", "2",
                          "--channels", "8,8,8,8", "--time-hidden", "8", "--one-voice", "0.5"])

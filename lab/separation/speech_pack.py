@@ -66,6 +66,16 @@ def _write_group(folder: Path, group: str, items: list[Item], normalise: bool = 
             "items": [[it.speaker, it.name, int(s), len(w)] for it, s, w in zip(items, starts, waves)]}
 
 
+def write(folder: Path, groups: dict[str, list[Item]]) -> None:
+    """Each group as one Ogg file, and ``index.json`` (``val_pairs`` keep their references' ratio)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {"rate": RATE, "groups": {}}
+    for group, items in groups.items():
+        index["groups"][group] = _write_group(folder, group, items, normalise=group != "val_pairs")
+        log.info("%s: %d items, %.1f min", group, len(items), sum(len(i.audio) for i in items) / RATE / 60)
+    (folder / "index.json").write_text(json.dumps(index))
+
+
 def load(folder: Path) -> dict[str, list[Item]]:
     """Group → items, decoded (float32)."""
     import soundfile as sf
@@ -107,7 +117,6 @@ def build(folder: Path) -> None:
     from media.av_io import audio_from
 
     require_data()
-    folder.mkdir(parents=True, exist_ok=True)
     pool, held = train_validation_speakers()
     groups = {
         "libri_train": [Item(k, str(i), u) for k, us in sorted(pool.items()) for i, u in enumerate(us)],
@@ -123,11 +132,7 @@ def build(folder: Path) -> None:
         refs = refs * (0.5 / max(float(np.abs(mix).max()), 1e-6))
         pairs += [Item(pair[0].identity, f"{k}a", refs[0]), Item(pair[1].identity, f"{k}b", refs[1])]
     groups["val_pairs"] = pairs
-    index = {"rate": RATE, "groups": {}}
-    for group, items in groups.items():
-        index["groups"][group] = _write_group(folder, group, items, normalise=group != "val_pairs")
-        log.info("%s: %d items, %.1f min", group, len(items), sum(len(i.audio) for i in items) / RATE / 60)
-    (folder / "index.json").write_text(json.dumps(index))
+    write(folder, groups)
     log.info("pack %s: %.1f MB", folder, sum(p.stat().st_size for p in folder.iterdir()) / 1e6)
 
 
