@@ -126,7 +126,7 @@ MAX_PENDING_GAPS = 256
 
 #: the socket options and flags the drain asks per message, as plain ints: pyzmq turns its enum members into
 #: ints on every call (~1 µs each, issue 17)
-_EVENTS, _RCVMORE, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.RCVMORE), int(zmq.POLLIN), int(zmq.NOBLOCK)
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
 def default_max_bytes(kind: type[Message] | None) -> int:
@@ -477,15 +477,20 @@ class Subscriber:
                     return n
                 refills += 1
                 continue
+            # each part as a zmq.Frame, whose `more` flag came with it: asking the socket (RCVMORE) per part
+            # costs a call and an enum each (issue 17); topic and header as bytes (decoding reads them whole),
+            # the arrays without a copy
             try:
-                frames = [sock.recv(_NOBLOCK), sock.recv(_NOBLOCK) if sock.getsockopt(_RCVMORE) else None]
+                part = sock.recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 return n
-            if frames[1] is None:
-                frames.pop()
-            else:  # topic and header as bytes (decoding reads them whole); the arrays without a copy
-                while sock.getsockopt(_RCVMORE):
-                    frames.append(sock.recv(_NOBLOCK, copy=False))
+            frames = [part.bytes]
+            if part.more:
+                part = sock.recv(_NOBLOCK, copy=False)
+                frames.append(part.bytes)
+                while part.more:
+                    part = sock.recv(_NOBLOCK, copy=False)
+                    frames.append(part)
             n += 1
             self.accept(frames)
         return n
