@@ -1,6 +1,6 @@
 """One-way hop latency through `pipeline.transport`, beside raw pyzmq in the same run.
 
-    python benchmarks/transport.py [--count 400] [--rounds 3] [--breakdown] [--floor]
+    python benchmarks/transport.py [--count 400] [--rounds 3] [--breakdown] [--floor] [--lean]
     python benchmarks/transport.py --cold     each Python step of a 64 B message, warm and after the 2 ms gap
 
 The sender stamps ``time.monotonic_ns()`` (one clock for all processes on Linux); a
@@ -10,7 +10,8 @@ with the same frames and copy policy and a blocking recv. The paths run at once,
 (`run`), and the ratio earshot/raw of the pooled p50s is the figure we track (goal ≤ 1.2×); "per run" is the
 least and most of it over the runs. ``--breakdown`` adds earshot's sender with a raw reader (the extra split into send and receive);
 ``--floor`` adds earshot's sender with the least reader that still checks what it gets (`receive_floor`):
-what any checked Python hop pays on this machine, before a queue or a counter.
+what any checked Python hop pays on this machine, before a queue or a counter; ``--lean`` a reader of a binary
+16-byte header (one precompiled `struct` call) and the array, no checks: what a binary header could reach.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import struct
 import sys
 import tempfile
 import time
@@ -105,6 +107,21 @@ def floor_decode(frames: list) -> int:
     return msg.capture_ns
 
 
+LEAN_HEADER = struct.Struct("<qq")  # seq, capture time: a binary header read by one precompiled call
+
+
+def lean_decode(frames: list) -> int:
+    """``--lean``: a reader of raw frames whose header is LEAN_HEADER, the array viewed as numpy's: what a binary
+    header could reach, before any field or value check. Returns its capture time."""
+    _, stamp = LEAN_HEADER.unpack_from(frames[1].buffer)
+    np.frombuffer(frames[2].buffer, np.uint8)
+    return stamp
+
+
+def receive_lean(endpoint: str, count: int, out: mp.Queue) -> None:
+    read_blocking(endpoint, count, out, lean_decode)
+
+
 def receive_floor(endpoint: str, count: int, out: mp.Queue) -> None:
     """A blocking read and `floor_decode`: what is left between this and raw is the price of decoding with
     these libraries at all, caches cold between messages."""
@@ -152,20 +169,23 @@ def cold_steps(count: int = 400, gap_s: float = 0.002) -> None:
         print(f"{name:<16} {w:>7.1f} {c:>7.1f} {c / w:>9.1f}×")
 
 
+RAW_SENDERS = ("raw", "lean")  # paths whose sender is plain pyzmq, not a Publisher
+
+
 def run(kinds: tuple[str, ...], make, count: int, gap_s: float, tmp: str) -> dict[str, np.ndarray]:
     """One run of every path at once, their messages taking turns (the order rotating each cycle; each path's
-    messages `gap_s` apart, as when it ran alone), each to its own reader process. Why: the ratio is a few tens of µs on a hop that itself moved by
-    more than that between separate runs on this machine (a raw 64 B hop of 162–329 µs over sessions 8–9);
-    paths whose messages interleave see the same machine at the same moments, so drift cancels out of the
-    ratio instead of landing in it."""
+    messages `gap_s` apart, as when it ran alone), each to its own reader process. Why: the ratio is a few
+    tens of µs on a hop that itself moved by more than that between separate runs on this machine (a raw 64 B
+    hop of 162–329 µs over sessions 8–9); paths whose messages interleave see the same machine at the same
+    moments, so drift cancels out of the ratio instead of landing in it."""
     ctx = zmq.Context()
     spawn = mp.get_context("spawn")
     socks, pubs, outs, procs = {}, {}, {}, {}
     for kind in kinds:
         endpoint = f"ipc://{tmp}/{kind.replace(' ', '-')}-{os.getpid()}"
         outs[kind] = spawn.Queue()
-        target = {"earshot": receive_earshot, "floor": receive_floor}.get(kind, receive_raw)
-        if kind != "raw":
+        target = {"earshot": receive_earshot, "floor": receive_floor, "lean": receive_lean}.get(kind, receive_raw)
+        if kind not in RAW_SENDERS:
             pubs[kind] = Publisher(ctx, endpoint, hwm=count + 10)
             socks[kind] = pubs[kind].socket
         else:
@@ -176,7 +196,7 @@ def run(kinds: tuple[str, ...], make, count: int, gap_s: float, tmp: str) -> dic
                                     + ((True,) if kind == "send only" else ()))
         procs[kind].start()
     for kind in kinds:
-        if kind != "raw":
+        if kind not in RAW_SENDERS:
             assert pubs[kind].wait_for_subscribers(1, 20)
         else:
             socks[kind].recv()  # the subscription: the reader is there
@@ -187,12 +207,15 @@ def run(kinds: tuple[str, ...], make, count: int, gap_s: float, tmp: str) -> dic
     order = list(kinds)
     for _ in range(count):
         for kind in order:
-            if kind != "raw":
-                msg.capture_ns = time.monotonic_ns()
-                pubs[kind].send(msg, source="bench")
-            else:
+            if kind == "raw":
                 stamp = time.monotonic_ns().to_bytes(8, "little")
                 socks[kind].send_multipart([b"VideoFrame", stamp, payload], copy=not big)
+            elif kind == "lean":
+                socks[kind].send_multipart([b"VideoFrame", LEAN_HEADER.pack(0, time.monotonic_ns()), payload],
+                                           copy=not big)
+            else:
+                msg.capture_ns = time.monotonic_ns()
+                pubs[kind].send(msg, source="bench")
             time.sleep(gap_s / len(kinds))
         order.append(order.pop(0))
     lat = {kind: np.array(outs[kind].get(timeout=60), dtype=np.float64) / 1e3 for kind in kinds}  # µs
@@ -213,13 +236,17 @@ def main() -> int:
     parser.add_argument("--floor", action="store_true",
                         help="also time earshot's sender with the least reader that checks what it gets (no poll, "
                              "queue or counters): the part of the ratio any checked Python hop pays")
+    parser.add_argument("--lean", action="store_true",
+                        help="also time raw pyzmq frames with a 16-byte binary header read by one struct call and the "
+                             "array viewed by numpy (no checks): what a binary header could reach")
     parser.add_argument("--cold", action="store_true",
                         help="only time each Python step of a 64 B message warm and after the 2 ms gap, then exit")
     args = parser.parse_args()
     if args.cold:
         cold_steps()
         return 0
-    kinds = ("raw", "earshot") + (("send only",) if args.breakdown else ()) + (("floor",) if args.floor else ())
+    kinds = (("raw", "earshot") + (("send only",) if args.breakdown else ()) + (("floor",) if args.floor else ())
+             + (("lean",) if args.lean else ()))
     print(f"one-way hop latency over ipc, {args.count} messages per path in each of {args.rounds} runs, the paths' "
           f"messages taking turns; "
           f"{os.cpu_count()} cores, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; "
@@ -227,7 +254,8 @@ def main() -> int:
     print(f"{'payload':<12} {'raw p50':>9} {'raw p99':>9} {'earshot p50':>12} {'earshot p99':>12} {'ratio p50':>10}"
           f" {'per run':>12}"
           + (f" {'send only p50':>14} {'extra: send':>12} {'receive':>8}" if args.breakdown else "")
-          + (f" {'floor p50':>10} {'floor ratio':>12}" if args.floor else ""))
+          + (f" {'floor p50':>10} {'floor ratio':>12}" if args.floor else "")
+          + (f" {'lean p50':>9} {'lean ratio':>11}" if args.lean else ""))
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name, make in SIZES.items():
             gap = 0.002 if name == "64 B" else 0.01
@@ -245,6 +273,9 @@ def main() -> int:
             if args.floor:
                 f50 = float(np.median(pooled["floor"]))
                 line += f" {f50:>8.0f}µs {f50 / r50:>11.2f}×"
+            if args.lean:
+                l50 = float(np.median(pooled["lean"]))
+                line += f" {l50:>7.0f}µs {l50 / r50:>10.2f}×"
             print(line)
     print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
