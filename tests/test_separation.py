@@ -165,6 +165,33 @@ def test_two_faces_take_the_audio_only_voice_their_av_masks_point_at() -> None:
         TwoVoiceBlend(FixedVoices(), (1, 1, 8), blend=1.5)
 
 
+def test_the_assignment_probe_reads_the_blends_choice_without_changing_it() -> None:
+    """The lab probe's blend returns exactly the engine's masks and records, per frame, whether the audio-only
+    voices went over crossed — here first straight (face 1's AV mask points at voice A), then, after the AV masks
+    turn round and the evidence changes sign, crossed; a block without a pair records nothing. Its tally weighs
+    frames by the truth's size and counts what goes against the clip's overall choice."""
+    from engines.separation.two_voice_blend import TwoVoiceBlend
+    from lab.real_faces.assignment_probe import RecordingBlend, tally
+
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(20, 257)) + 1j * rng.normal(size=(20, 257))
+    low = (np.arange(257) < 100).astype(float)
+    av = np.stack([0.2 + 0.6 * low, 0.8 - 0.6 * low])[:, None, :].repeat(20, axis=1).astype(complex)
+    engine, probe = (cls(FixedVoices(), (1, 1, 8), blend=0.7) for cls in (TwoVoiceBlend, RecordingBlend))
+    for block in (av, av[::-1], av[::-1], av[::-1]):
+        np.testing.assert_array_equal(probe(frames, block, [1, 2]), engine(frames, block, [1, 2]))
+    crossed = np.concatenate(probe.crossed)
+    assert not crossed[:20].any() and crossed[-20:].all(), "straight while face 1 points at voice A, then crossed"
+    assert np.concatenate(probe.voice_diff).shape == (80, 257)
+    probe(frames, av[:1], [1])
+    assert len(probe.crossed) == 4, "one face: no pair, nothing recorded"
+    right, weight, against = tally(np.array([False, False, True, True]), np.array([3.0, -1.0, -2.0, 0.5]),
+                                   edges=(0, 2, None))
+    np.testing.assert_allclose(right, [3.0, 2.0])
+    np.testing.assert_allclose(weight, [4.0, 2.5])
+    assert against == 3.0  # the clip's truth sums to +0.5 (straight): the two crossed frames go against it
+
+
 def test_two_voice_blend_follows_its_pair_through_a_split_track() -> None:
     """A tracker that gives a person a new id, or a third id for a moment, must not cost the pair its voices: while
     both faces are on screen the pair goes on (the third face keeps its AV mask); when one is replaced the one that

@@ -50,10 +50,11 @@ class TwoVoiceBlend:
         shape = dict((t.name, t.shape) for t in engine.inputs)["gru_state"]
         return TwoVoiceBlend(engine.run, (shape[0], 1, shape[2]), blend)
 
-    @staticmethod
-    def from_model(model, blend: float = AUDIO_ONLY_BLEND) -> "TwoVoiceBlend":
-        """Around a torch audio-only separator (training-side checks and the lab's evaluations): the same step the
-        ONNX export wraps (`shipped_separator.AudioOnlyStep`)."""
+    @classmethod
+    def from_model(cls, model, blend: float = AUDIO_ONLY_BLEND,
+                   memory_frames: float = ASSIGN_MEMORY_FRAMES) -> "TwoVoiceBlend":
+        """Around a torch audio-only separator (training-side checks and the lab's evaluations, which may subclass
+        it to watch its choices): the same step the ONNX export wraps (`shipped_separator.AudioOnlyStep`)."""
         import torch
 
         from engines.separation.shipped_separator import AudioOnlyStep
@@ -66,7 +67,7 @@ class TwoVoiceBlend:
                                            for k in ("mixture", "gru_state")))
             return {"mask": mask.numpy(), "gru_state_out": state.numpy()}
 
-        return TwoVoiceBlend(step, tuple(model.initial_state(1)[1].shape), blend)
+        return cls(step, tuple(model.initial_state(1)[1].shape), blend, memory_frames)
 
     def reset(self) -> None:
         """Forget the pair, the network state and the evidence (the next two faces start afresh)."""

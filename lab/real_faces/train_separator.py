@@ -45,7 +45,7 @@ from engines.separation.separator_model import CausalSeparator, Checkpoint, Sepa
 from engines.separation.shipped_separator import AUDIO_ONLY_WEIGHTS, AV_WEIGHTS
 from engines.separation.streaming_separator import FACE_COMPETITION, StreamingSeparator, inverse
 from engines.separation.crn_model import CrnConfig, CrnSeparator, checkpoint, load_checkpoint
-from engines.separation.two_voice_blend import AUDIO_ONLY_BLEND, TwoVoiceBlend
+from engines.separation.two_voice_blend import ASSIGN_MEMORY_FRAMES, AUDIO_ONLY_BLEND, TwoVoiceBlend
 from lab.real_faces.face_tracks import REPO, TEST_IDS, TRAIN_IDS, VALIDATION_IDS, require_data
 from lab.real_faces.real_data import load_clips
 from lab.real_faces.real_mixtures import FaceUnit, RealMixtureSampler, eval_pairs, pair_mixture, speech_crop
@@ -211,13 +211,15 @@ def widen_crn_audio_only(src: dict, model: CrnSeparator) -> list[str]:
 
 def separate(model: CausalSeparator, mixture: np.ndarray, embs: list[np.ndarray],
              competition: float = FACE_COMPETITION, guide: CrnSeparator | None = None,
-             blend: float = AUDIO_ONLY_BLEND) -> np.ndarray:
+             blend: float = AUDIO_ONLY_BLEND, two_voices: TwoVoiceBlend | None = None,
+             memory_frames: float = ASSIGN_MEMORY_FRAMES) -> np.ndarray:
     """(N,) and one (Tv, E) embedding per face → (K, N): the live engine's path, whole clip at once (the faces
     competing for each bin as live, `FACE_COMPETITION`; with an audio-only ``guide``, two faces take its voices,
-    `TwoVoiceBlend`). Audio-only: its outputs."""
+    `TwoVoiceBlend`, or ``two_voices`` as given: a probe's). Audio-only: its outputs."""
     frames = stft(mixture)
     if model.config.lip_dim:
-        two_voices = None if guide is None else TwoVoiceBlend.from_model(guide, blend)
+        if two_voices is None and guide is not None:
+            two_voices = TwoVoiceBlend.from_model(guide, blend, memory_frames)
         engine = StreamingSeparator.from_model(model, competition=competition, two_voices=two_voices)
         held = lips_at_stft_rate(np.stack(embs), len(frames))
         _, out = engine.push(frames, {k: held[k] for k in range(len(embs))})
@@ -306,7 +308,7 @@ def assign_by_sync(outputs: np.ndarray, embs: list[np.ndarray], audio_model, cau
 def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_db: float = -5.0,
                    snr_db: float = 10.0, assign: str = "oracle", audio_model=None,
                    competition: float = FACE_COMPETITION, guide: CrnSeparator | None = None,
-                   blend: float = AUDIO_ONLY_BLEND) -> dict:
+                   blend: float = AUDIO_ONLY_BLEND, memory_frames: float = ASSIGN_MEMORY_FRAMES) -> dict:
     """SI-SDRi per face: AV output k is face k's (no permutation). Audio-only: ``assign`` = "oracle" (its
     best assignment, favours it), "sync" (`assign_by_sync`, causal) or "sync-clip" (whole-clip choice).
     ``extra``/``noise``: per pair an off-screen talker (at ``extra_db`` re. each face) / noise (at ``snr_db``
@@ -316,7 +318,8 @@ def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_
     for i, pair in enumerate(pairs):
         mix, refs = pair_mixture(pair, None if extra is None else extra[i], None if noise is None else noise[i],
                                  extra_db, snr_db)
-        out = separate(model, mix, [pair[0].emb, pair[1].emb], competition, guide, blend)
+        out = separate(model, mix, [pair[0].emb, pair[1].emb], competition, guide, blend,
+                       memory_frames=memory_frames)
         if not model.config.lip_dim and assign == "oracle":  # the 3 outputs' best assignment to the 2 faces
             score = np.array([[si_sdr(o, r) for r in refs] for o in out])
             best = max(itertools.permutations(range(len(out)), 2), key=lambda p: score[p[0], 0] + score[p[1], 1])
@@ -338,7 +341,8 @@ def evaluate_pairs(model: CausalSeparator, pairs, extra=None, noise=None, extra_
 
 
 def evaluate_long_streams(model: CausalSeparator, pairs, competition: float = FACE_COMPETITION,
-                          guide: CrnSeparator | None = None, blend: float = AUDIO_ONLY_BLEND, per_stream: int = 8) -> dict:
+                          guide: CrnSeparator | None = None, blend: float = AUDIO_ONLY_BLEND, per_stream: int = 8,
+                          memory_frames: float = ASSIGN_MEMORY_FRAMES) -> dict:
     """The report's pairs played back to back, ``per_stream`` to a stream (~40 s: one conversation of the same two
     people, face 0 always the first identity), through one engine whose state carries across the clips: the
     figure a per-clip evaluation cannot see — whether what the engine carries (the two-voice blend's assignment
@@ -351,7 +355,7 @@ def evaluate_long_streams(model: CausalSeparator, pairs, competition: float = FA
         parts = [pair_mixture(p) for p in group]
         mix = np.concatenate([m for m, _ in parts])
         embs = [np.concatenate([p[k].emb for p in group]) for k in range(2)]
-        out = separate(model, mix, embs, competition, guide, blend)
+        out = separate(model, mix, embs, competition, guide, blend, memory_frames=memory_frames)
         at = 0
         for m, refs in parts:
             for k in range(2):
@@ -366,7 +370,8 @@ def evaluate_long_streams(model: CausalSeparator, pairs, competition: float = FA
 
 
 def evaluate_silent_face(model: CausalSeparator, pairs, competition: float = FACE_COMPETITION,
-                         guide: CrnSeparator | None = None, blend: float = AUDIO_ONLY_BLEND) -> dict:
+                         guide: CrnSeparator | None = None, blend: float = AUDIO_ONLY_BLEND,
+                         memory_frames: float = ASSIGN_MEMORY_FRAMES) -> dict:
     """Two faces on screen, one of them speaking: the mixture is one face's voice alone, the other face's lips
     move to speech we do not hear (its own clip, muted): a talker beside someone mouthing, the hard case of a
     listener. Per pair, both ways round. Figures: how loud the silent face's output is re. the mixture (its
@@ -383,7 +388,8 @@ def evaluate_silent_face(model: CausalSeparator, pairs, competition: float = FAC
     for a, b in pairs:
         for speaker, silent in ((a, b), (b, a)):
             mix = speaker.audio.astype(np.float64)
-            out = separate(model, mix, [speaker.emb, silent.emb], competition, guide, blend)
+            out = separate(model, mix, [speaker.emb, silent.emb], competition, guide, blend,
+                           memory_frames=memory_frames)
             leaks.append(10 * np.log10(power(out[1]) / power(mix)))
             quality.append(si_sdr(out[0], mix))
             levels.append(voice_gain_db(out[0], mix))
@@ -549,7 +555,7 @@ def calibrate(run: str, encoder: Path, pairs: int = 40) -> Path:
 
 def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "test",
                 competition: float = FACE_COMPETITION, guide: Path | None = AUDIO_ONLY_WEIGHTS,
-                blend: float = AUDIO_ONLY_BLEND) -> dict:
+                blend: float = AUDIO_ONLY_BLEND, memory_frames: float = ASSIGN_MEMORY_FRAMES) -> dict:
     """The stage-3 figures: TEST_IDS pairs at 0 dB; then with a LibriSpeech test-other talker off screen
     (−5 dB re. each face) and noise (eval part of the recordings, 10 dB SNR). ``split="validation"``: the
     same on VALIDATION_IDS (whole clips, not training's 4 s crops), to choose between designs. AV runs go
@@ -569,7 +575,9 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
         extra.append(np.resize(x, n))
         noise.append(noise_clip(EVAL, n, rng))
     guide_model = None if guide is None or blend == 0 else load_checkpoint(guide).model().eval()
-    how = {"competition": competition, "guide": guide_model and str(guide), "blend": blend}
+    how = {"competition": competition, "guide": guide_model and str(guide), "blend": blend,
+           "assign_memory_frames": memory_frames}
+    blending = {"competition": competition, "guide": guide_model, "blend": blend, "memory_frames": memory_frames}
     report = {}
     for run in runs:
         name, _, which = run.partition(":")  # "av" → its best.pt; "av:last" → the model where training ended
@@ -577,13 +585,11 @@ def test_report(runs: list[str], encoder: Path, pairs: int = 40, split: str = "t
         model = ck.model()
         report[run] = {"info": {k: ck.info.get(k) for k in ("step", "train_minutes", "mode")},
                        "validation": ck.info.get("validation"), **how,
-                       f"{split}_0db": evaluate_pairs(model, test, competition=competition, guide=guide_model,
-                                                      blend=blend),
-                       f"{split}_offscreen_noise": evaluate_pairs(model, test, extra, noise, competition=competition,
-                                                                  guide=guide_model, blend=blend)}
+                       f"{split}_0db": evaluate_pairs(model, test, **blending),
+                       f"{split}_offscreen_noise": evaluate_pairs(model, test, extra, noise, **blending)}
         if model.config.lip_dim:
-            report[run][f"{split}_silent_face"] = evaluate_silent_face(model, test, competition, guide_model, blend)
-            report[run][f"{split}_long_streams"] = evaluate_long_streams(model, test, competition, guide_model, blend)
+            report[run][f"{split}_silent_face"] = evaluate_silent_face(model, test, **blending)
+            report[run][f"{split}_long_streams"] = evaluate_long_streams(model, test, **blending)
         else:  # audio-only: separate, then assign each output to a face by lip sync (stage 2)
             from lab.real_faces.train_sync import load_pair
 
@@ -641,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guide", type=Path, default=AUDIO_ONLY_WEIGHTS,
                    help="with --evaluate: the audio-only separator whose two voices the two faces take (the engine's "
                         "two-voice blend; default the shipped one)")
+    p.add_argument("--assign-memory-s", type=float, default=ASSIGN_MEMORY_FRAMES / 100,
+                   help="with --evaluate: the two-voice blend's assignment memory in seconds (the engine's: 10)")
     p.add_argument("--blend", type=float, default=AUDIO_ONLY_BLEND,
                    help="with --evaluate: share of the audio-only voice in each of two faces' masks (0: the AV "
                         "masks alone, as before session 13)")
@@ -660,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.evaluate is not None:
         test_report(args.evaluate or [args.run], args.encoder, split=args.split, competition=args.competition,
-                    guide=args.guide, blend=args.blend)
+                    guide=args.guide, blend=args.blend, memory_frames=args.assign_memory_s * 100)
         return 0
     train(args)
     return 0
