@@ -183,6 +183,28 @@ def test_mesh_lip_front_end_streams_one_embedding_per_face(tmp_path):
 
 
 @needs_clip
+def test_a_side_scores_its_person_not_the_people_behind_them():
+    """A side's output is its longest track plus a track that never shares a frame with it (the same person under
+    a new id); a track on screen at the same time (someone in the background) is left out and counted, unless
+    every track is asked for."""
+    from lab.real_faces.side_by_side import by_side
+
+    frames, n = 20, 100
+    boxes = {t: np.full((frames, 4), np.nan, np.float32) for t in (1, 2, 3, 4)}
+    boxes[1][:12] = (10, 0, 50, 40)     # left: the person, frames 0–11
+    boxes[2][12:] = (12, 0, 52, 40)     # left: the same person under a new id, frames 12–19
+    boxes[3][5:9] = (60, 0, 80, 20)     # left: someone behind them, while they are there
+    boxes[4][:] = (120, 0, 160, 40)     # right: the other person, throughout
+    voices = {t: np.full(n, float(t), np.float32) for t in boxes}
+    out, left_out = by_side(voices, boxes, split_x=100, n=n)
+    np.testing.assert_array_equal(out[0], 3.0)  # tracks 1 + 2
+    np.testing.assert_array_equal(out[1], 4.0)
+    assert left_out == [1, 0]
+    out, left_out = by_side(voices, boxes, split_x=100, n=n, all_tracks=True)
+    np.testing.assert_array_equal(out[0], 6.0)
+    assert left_out == [0, 0]
+
+
 def test_two_real_people_side_by_side_each_get_their_own_voice():
     """The headline use, end to end on the shipped ONNX: two held-out (validation) people side by side,
     their voices summed at 0 dB, the live front end and streaming separator, each output given to a

@@ -12,8 +12,9 @@ clips (one of each held-out identity, both orders left/right) becomes one frame,
 faces visible, the two clips' audio summed at equal active level (0 dB) — exact ground truth. The live path
 runs offline, frame by frame and hop by hop (`lab.separation.separator_real_video.separate_video`: detector,
 tracker, face mesh, lip encoder, streaming separator), and **each output is given to a person by where its
-track's box is** (left or right half; a side with several tracks gets their outputs summed, a side with no
-track an output of silence) — never by the best permutation. Score: SI-SDR improvement of each person's
+track's box is** (left or right half; a side's person is its longest track plus any track that never shares a
+frame with it — a concurrent track is a person in the clip's background and is not scored, ``--all-tracks`` sums
+it in as before session 15 — and a side with no track gets an output of silence) — never by the best permutation. Score: SI-SDR improvement of each person's
 output over the mixture, against that person's own clip audio. Second row (``--extra``): plus a LibriSpeech
 test-other talker off screen at −5 dB re. each person and recorded noise (evaluation part) at 10 dB SNR.
 """
@@ -53,15 +54,30 @@ def side_by_side(left: list[np.ndarray], right: list[np.ndarray], height: int = 
     return frames, fit(left[0]).shape[1]
 
 
-def by_side(voices: dict[int, np.ndarray], boxes: dict[int, np.ndarray], split_x: int, n: int) -> np.ndarray:
-    """(2, n): the left person's output and the right one's, each the sum of the tracks whose median box
-    centre is on that side."""
+def by_side(voices: dict[int, np.ndarray], boxes: dict[int, np.ndarray], split_x: int, n: int,
+            all_tracks: bool = False) -> tuple[np.ndarray, list[int]]:
+    """(2, n) the left person's output and the right one's, and how many tracks each side left out. A track belongs to
+    the side its median box centre is on. A side's person is its track seen in most frames, plus any track there
+    that never shares a frame with it (the same person under a new id); a track on screen at the same time is
+    someone else — a person in the clip's background: session 14 looked at every validation video with more than
+    two tracks and found only those — and its output is not the person's (``all_tracks``: summed in anyway, as
+    before session 15)."""
     out = np.zeros((2, n), np.float32)
-    for t, v in voices.items():
+    sides: list[list[int]] = [[], []]
+    for t in voices:
         cx = np.nanmedian((boxes[t][:, 0] + boxes[t][:, 2]) / 2)
         if np.isfinite(cx):
-            out[int(cx >= split_x)] += v[:n]
-    return out
+            sides[int(cx >= split_x)].append(t)
+    left_out = [0, 0]
+    for side, tracks in enumerate(sides):
+        seen = {t: np.isfinite(boxes[t][:, 0]) for t in tracks}
+        main = max(tracks, key=lambda t: seen[t].sum(), default=None)
+        for t in tracks:
+            if all_tracks or t == main or not (seen[t] & seen[main]).any():
+                out[side] += voices[t][:n]
+            else:
+                left_out[side] += 1
+    return out, left_out
 
 
 def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
@@ -77,7 +93,7 @@ def checkpoint_lip_dim(path: Path) -> int:
 
 
 def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: int = SEED,
-             competition: float | None = None, blend: float = AUDIO_ONLY_BLEND) -> dict:
+             competition: float | None = None, blend: float = AUDIO_ONLY_BLEND, all_tracks: bool = False) -> dict:
     from engines.faces.mesh_lip_front_end import MeshLipFrontEnd
     from engines.loader import load
     from engines.separation.streaming_separator import FACE_COMPETITION, StreamingSeparator
@@ -136,15 +152,16 @@ def evaluate(split: str, pairs: int, weights: Path | None, extra: bool, seed: in
             fresh = LipFrontEnd() if legacy else MeshLipFrontEnd(detector=front.detector, mesh=front.mesh,
                                                                  encoder=front.encoder)
             voices, _, boxes = separate_video(frames, mix, separator(), fresh)
-            outs = by_side(voices, boxes, split_x, n)
+            outs, left_out = by_side(voices, boxes, split_x, n, all_tracks)
             for k, (src, ref) in enumerate(zip((a, b) if left is fa else (b, a), refs)):
                 base = si_sdr(mix, ref)
                 own, cross = si_sdr(outs[k], ref), si_sdr(outs[k], refs[1 - k])
                 rows.append({"clip": f"{src.parent.name}/{src.stem}", "side": "left right".split()[k],
-                             "tracks": len(voices), "mixture": round(base, 2), "si_sdri": round(own - base, 2),
-                             "swapped": bool(cross > own)})
+                             "tracks": len(voices), "tracks_not_scored": left_out[k], "mixture": round(base, 2),
+                             "si_sdri": round(own - base, 2), "swapped": bool(cross > own)})
     imp = np.array([r["si_sdri"] for r in rows])
     return {"split": split, "pairs": pairs, "faces": len(rows), "extra": extra, "competition": competition, "blend": blend,
+            "all_tracks": all_tracks, "tracks_not_scored": sum(r["tracks_not_scored"] for r in rows),
             "weights": str(weights) if weights else "engines/weights/separator.onnx",
             "si_sdri_mean": round(float(imp.mean()), 2), "si_sdri_median": round(float(np.median(imp)), 2),
             "share_ge_6db": round(float((imp >= 6).mean()), 3),
@@ -164,10 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="how hard the faces compete for each bin (default: the live engine's; 0: not at all)")
     p.add_argument("--blend", type=float, default=AUDIO_ONLY_BLEND,
                    help="two faces: the audio-only voices' share of their masks (the engine's; 0: the AV masks alone)")
+    p.add_argument("--all-tracks", action="store_true",
+                   help="score the sum of every track on a side, background people too (the rule before session 15)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     require_data()
-    result = evaluate(args.split, args.pairs, args.weights, args.extra, args.seed, args.competition, args.blend)
+    result = evaluate(args.split, args.pairs, args.weights, args.extra, args.seed, args.competition, args.blend,
+                      args.all_tracks)
     summary = {k: v for k, v in result.items() if k != "rows"}
     print(json.dumps(summary, indent=1))
     if args.json:
