@@ -44,11 +44,11 @@ class TwoVoiceBlend:
         self.forget = float(np.exp(-1.0 / memory_frames))
         self.reset()
 
-    @staticmethod
-    def from_engine(engine, blend: float = AUDIO_ONLY_BLEND) -> "TwoVoiceBlend":
+    @classmethod
+    def from_engine(cls, engine, blend: float = AUDIO_ONLY_BLEND) -> "TwoVoiceBlend":
         """Around the audio-only engine (``separator_audio_only``): one stream, its state size declared."""
         shape = dict((t.name, t.shape) for t in engine.inputs)["gru_state"]
-        return TwoVoiceBlend(engine.run, (shape[0], 1, shape[2]), blend)
+        return cls(engine.run, (shape[0], 1, shape[2]), blend)
 
     @classmethod
     def from_model(cls, model, blend: float = AUDIO_ONLY_BLEND,

@@ -14,9 +14,10 @@ runs offline, frame by frame and hop by hop (`lab.separation.separator_real_vide
 tracker, face mesh, lip encoder, streaming separator), and **each output is given to a person by where its
 track's box is** (left or right half; a side's person is its longest track plus any track that never shares a
 frame with it — a concurrent track is a person in the clip's background and is not scored, ``--all-tracks`` sums
-it in as before session 15 — and a side with no track gets an output of silence) — never by the best permutation. Score: SI-SDR improvement of each person's
-output over the mixture, against that person's own clip audio. Second row (``--extra``): plus a LibriSpeech
-test-other talker off screen at −5 dB re. each person and recorded noise (evaluation part) at 10 dB SNR.
+it in as before session 15 — and a side with no track gets an output of silence) — never by the best
+permutation. Score: SI-SDR improvement of each person's output over the mixture, against that person's own clip
+audio. Second row (``--extra``): plus a LibriSpeech test-other talker off screen at −5 dB re. each person and
+recorded noise (evaluation part) at 10 dB SNR.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def side_by_side(left: list[np.ndarray], right: list[np.ndarray], height: int = 
 
 def by_side(voices: dict[int, np.ndarray], boxes: dict[int, np.ndarray], split_x: int, n: int,
             all_tracks: bool = False) -> tuple[np.ndarray, list[int]]:
-    """(2, n) the left person's output and the right one's, and how many tracks each side left out. A track belongs to
-    the side its median box centre is on. A side's person is its track seen in most frames, plus any track there
+    """(2, n) the left person's output and the right one's, and how many tracks each side left out. A track belongs
+    to the side its median box centre is on. A side's person is its track seen in most frames, plus any track there
     that never shares a frame with it (the same person under a new id); a track on screen at the same time is
     someone else — a person in the clip's background: session 14 looked at every validation video with more than
     two tracks and found only those — and its output is not the person's (``all_tracks``: summed in anyway, as
