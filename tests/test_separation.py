@@ -192,6 +192,29 @@ def test_the_assignment_probe_reads_the_blends_choice_without_changing_it() -> N
     assert against == 3.0  # the clip's truth sums to +0.5 (straight): the two crossed frames go against it
 
 
+def test_the_clean_voices_evidence_hands_each_face_its_own_voice() -> None:
+    """The probe's upper bound: judged by the clean voices' ideal masks, the blend gives face 0 the audio-only
+    voice that carries face 0's sound (here the network's second, high-band output), and refuses to let those
+    ideal masks be heard (blend other than 1)."""
+    from engines.dsp import istft, stft
+    from lab.real_faces.assignment_probe import CleanEvidenceBlend
+
+    rng = np.random.default_rng(3)
+    noise = stft(rng.normal(0, 0.1, 8000))
+    bins = np.arange(noise.shape[1])
+    high, low = (istft(noise * (keep[None, :])) for keep in (bins >= 120, bins < 80))
+    n = min(len(high), len(low))
+    refs, mix = [high[:n], low[:n]], high[:n] + low[:n]
+    blend = CleanEvidenceBlend(FixedVoices(), (1, 1, 8))
+    blend.hear(refs, mix)
+    frames = stft(mix)
+    out = blend(frames, np.zeros((2, len(frames), frames.shape[1]), complex), [0, 1])
+    np.testing.assert_allclose(out[0].real, np.broadcast_to((bins >= 100).astype(float), out[0].shape))
+    np.testing.assert_allclose(out[1].real, np.broadcast_to((bins < 100).astype(float), out[1].shape))
+    with pytest.raises(ValueError, match="blend must be 1"):
+        CleanEvidenceBlend(FixedVoices(), (1, 1, 8), blend=0.7)
+
+
 def test_two_voice_blend_follows_its_pair_through_a_split_track() -> None:
     """A tracker that gives a person a new id, or a third id for a moment, must not cost the pair its voices: while
     both faces are on screen the pair goes on (the third face keeps its AV mask); when one is replaced the one that

@@ -1,6 +1,7 @@
 """Is each audio-only voice handed to the right face, and when not? The two-voice blend's choice, frame by frame.
 
     python -m lab.real_faces.assignment_probe [--split validation] [--memory-s 10]
+    python -m lab.real_faces.assignment_probe --prize       what a right assignment would be worth, in dB
 
 Why: on the validation people the blend's 4–6 s clips score ~0.7 dB under the same audio-only network with an
 oracle assignment (blend 1: 5.27 against 6.00 dB with session 14's `g_ft_lo` as guide), while its long streams
@@ -10,6 +11,10 @@ against the truth from the clean voices S: crossed when Σ_f (|S₀| − |S₁|)
 voices — the engine's own evidence with the clean voices in place of the AV outputs. Frames weigh by that sum's
 size (a frame where the two voices are alike cannot be handed over wrongly). Also: how much of that weight goes
 against the clip's overall best assignment, i.e. how often the audio-only network trades its outputs inside a clip.
+
+``--prize``: the audio-only voices alone (blend 1), handed over by the engine's evidence, by the clean voices'
+evidence with the engine's memory, and by the clean voices' evidence frame by frame (the best any assignment of
+these two outputs can do): SI-SDRi of the 0 dB pairs, each face against its own voice, as the report scores them.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from engines.separation.crn_model import load_checkpoint
 from engines.separation.shipped_separator import AUDIO_ONLY_WEIGHTS, AV_WEIGHTS
 from engines.separation.two_voice_blend import AUDIO_ONLY_BLEND, ASSIGN_MEMORY_FRAMES, TwoVoiceBlend
 from lab.real_faces.real_mixtures import pair_mixture
-from lab.real_faces.train_separator import SYNC_WEIGHTS, report_pairs, separate
+from lab.real_faces.train_separator import SYNC_WEIGHTS, report_pairs, separate, si_sdr
 
 #: time since the pair formed, in 10 ms STFT frames: the edges of the table's rows
 TIME_EDGES = (0, 25, 50, 100, 200, 300, None)
@@ -59,6 +64,48 @@ class RecordingBlend(TwoVoiceBlend):
         return out
 
 
+class CleanEvidenceBlend(TwoVoiceBlend):
+    """The engine's blend judging by the clean voices: each face's AV mask is replaced by its voice's ideal ratio
+    mask |S_k| / |X| before the blend weighs the evidence, so the evidence is the truth's (the AV masks' share of
+    the output must be 0: ``blend`` 1)."""
+
+    def __init__(self, step, state_shape, blend: float = 1.0, memory_frames: float = ASSIGN_MEMORY_FRAMES) -> None:
+        if blend != 1.0:
+            raise ValueError("the clean voices' masks may only judge, not be heard: blend must be 1")
+        super().__init__(step, state_shape, blend, memory_frames)
+        self.ideal, self.at = np.zeros((2, 0, 0), complex), 0
+
+    def hear(self, refs: list[np.ndarray], mixture: np.ndarray) -> None:
+        x = np.abs(stft(mixture))
+        self.ideal = np.stack([np.abs(stft(r)) / (x + 1e-8) for r in refs]).astype(complex)
+        self.at = 0
+
+    def __call__(self, frames: np.ndarray, masks: np.ndarray, ids: list[int]) -> np.ndarray:
+        n = len(frames)
+        ideal = np.zeros((2, n, frames.shape[1]), complex)
+        part = self.ideal[:, self.at:self.at + n]
+        ideal[:, :part.shape[1]] = part
+        self.at += n
+        return super().__call__(frames, ideal, ids)
+
+
+def prize(model, guide, pairs) -> dict[str, float]:
+    """Mean SI-SDRi per face of the audio-only voices (blend 1) under three ways of handing them over."""
+    ways = {"the engine's evidence (AV outputs)": lambda: TwoVoiceBlend.from_model(guide, 1.0),
+            "the clean voices' evidence, 10 s memory": lambda: CleanEvidenceBlend.from_model(guide, 1.0),
+            "the clean voices' evidence, frame by frame": lambda: CleanEvidenceBlend.from_model(guide, 1.0, 1e-3)}
+    scores: dict[str, list[float]] = {w: [] for w in ways}
+    for pair in pairs:
+        mix, refs = pair_mixture(pair)
+        for way, make in ways.items():
+            blend = make()
+            if isinstance(blend, CleanEvidenceBlend):
+                blend.hear(refs, mix)
+            out = separate(model, mix, [pair[0].emb, pair[1].emb], two_voices=blend)
+            scores[way] += [si_sdr(out[k], refs[k]) - si_sdr(mix, refs[k]) for k in range(2)]
+    return {way: float(np.mean(v)) for way, v in scores.items()}
+
+
 def truth_evidence(refs: list[np.ndarray], voice_diff: np.ndarray) -> np.ndarray:
     """Per frame Σ_f (|S₀| − |S₁|)(|B₀| − |B₁|): > 0 when the audio-only voices go straight to the faces."""
     s0, s1 = (np.abs(stft(r)) for r in refs)
@@ -82,9 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=40)
     p.add_argument("--memory-s", type=float, default=ASSIGN_MEMORY_FRAMES / 100,
                    help="the blend's assignment memory (the engine's: 10 s)")
+    p.add_argument("--prize", action="store_true", help="SI-SDRi of the audio-only voices under three hand-overs")
     args = p.parse_args(argv)
     model = load_checkpoint(AV_WEIGHTS).model().eval()
     guide = load_checkpoint(AUDIO_ONLY_WEIGHTS).model().eval()
+    if args.prize:
+        print(f"{args.split}, {args.pairs} pairs at 0 dB, shipped models, the audio-only voices alone (blend 1), "
+              "SI-SDRi per face:")
+        for way, value in prize(model, guide, report_pairs(args.split, SYNC_WEIGHTS, args.pairs)).items():
+            print(f"  handed over by {way}: {value:.2f} dB")
+        return 0
     right = total = 0.0
     against = 0.0
     for pair in report_pairs(args.split, SYNC_WEIGHTS, args.pairs):
