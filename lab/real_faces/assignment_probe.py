@@ -13,8 +13,9 @@ size (a frame where the two voices are alike cannot be handed over wrongly). Als
 against the clip's overall best assignment, i.e. how often the audio-only network trades its outputs inside a clip.
 
 ``--prize``: the audio-only voices alone (blend 1), handed over by the engine's evidence, by the clean voices'
-evidence with the engine's memory, and by the clean voices' evidence frame by frame (the best any assignment of
-these two outputs can do): SI-SDRi of the 0 dB pairs, each face against its own voice, as the report scores them.
+evidence with the engine's 10 s memory and shorter ones, and by the clean voices' evidence frame by frame (the
+best any assignment of these two outputs can do): SI-SDRi of the 0 dB pairs, each face against its own voice, as
+the report scores them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from lab.real_faces.train_separator import SYNC_WEIGHTS, report_pairs, separate,
 
 #: time since the pair formed, in 10 ms STFT frames: the edges of the table's rows
 TIME_EDGES = (0, 25, 50, 100, 200, 300, None)
+#: ``--prize``: memories of the clean voices' evidence, the engine's first (how long a trade of the audio-only
+#: voices lasts decides which of them would collect it)
+PRIZE_MEMORIES_S = (10.0, 1.0, 0.1)
 
 
 class RecordingBlend(TwoVoiceBlend):
@@ -91,9 +95,11 @@ class CleanEvidenceBlend(TwoVoiceBlend):
 
 def prize(model, guide, pairs) -> dict[str, float]:
     """Mean SI-SDRi per face of the audio-only voices (blend 1) under three ways of handing them over."""
-    ways = {"the engine's evidence (AV outputs)": lambda: TwoVoiceBlend.from_model(guide, 1.0),
-            "the clean voices' evidence, 10 s memory": lambda: CleanEvidenceBlend.from_model(guide, 1.0),
-            "the clean voices' evidence, frame by frame": lambda: CleanEvidenceBlend.from_model(guide, 1.0, 1e-3)}
+    ways = {"the engine's evidence (AV outputs)": lambda: TwoVoiceBlend.from_model(guide, 1.0)}
+    for memory_s in PRIZE_MEMORIES_S:
+        ways[f"the clean voices' evidence, {memory_s:g} s memory"] = (
+            lambda m=memory_s: CleanEvidenceBlend.from_model(guide, 1.0, m * 100))
+    ways["the clean voices' evidence, frame by frame"] = lambda: CleanEvidenceBlend.from_model(guide, 1.0, 1e-3)
     scores: dict[str, list[float]] = {w: [] for w in ways}
     for pair in pairs:
         mix, refs = pair_mixture(pair)
