@@ -80,6 +80,7 @@ class CleanEvidenceBlend(TwoVoiceBlend):
         self.ideal, self.at = np.zeros((2, 0, 0), complex), 0
 
     def hear(self, refs: list[np.ndarray], mixture: np.ndarray) -> None:
+        """The clean voices of the next clip, in the order of the faces (ids sorted)."""
         x = np.abs(stft(mixture))
         self.ideal = np.stack([np.abs(stft(r)) / (x + 1e-8) for r in refs]).astype(complex)
         self.at = 0
@@ -94,7 +95,8 @@ class CleanEvidenceBlend(TwoVoiceBlend):
 
 
 def prize(model, guide, pairs) -> dict[str, float]:
-    """Mean SI-SDRi per face of the audio-only voices (blend 1) under three ways of handing them over."""
+    """Mean SI-SDRi per face of the audio-only voices (blend 1), handed over by the engine's evidence, by the clean
+    voices' at each of PRIZE_MEMORIES_S, and by the clean voices frame by frame."""
     ways = {"the engine's evidence (AV outputs)": lambda: TwoVoiceBlend.from_model(guide, 1.0)}
     for memory_s in PRIZE_MEMORIES_S:
         ways[f"the clean voices' evidence, {memory_s:g} s memory"] = (
