@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -137,12 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=40)
     p.add_argument("--memory-s", type=float, default=ASSIGN_MEMORY_FRAMES / 100,
                    help="the blend's assignment memory (the engine's: 10 s)")
-    p.add_argument("--prize", action="store_true", help="SI-SDRi of the audio-only voices under three hand-overs")
+    p.add_argument("--prize", action="store_true", help="SI-SDRi of the audio-only voices under each hand-over")
+    p.add_argument("--guide", type=Path, default=AUDIO_ONLY_WEIGHTS,
+                   help="the audio-only separator whose voices are handed over (default the shipped one)")
     args = p.parse_args(argv)
     model = load_checkpoint(AV_WEIGHTS).model().eval()
-    guide = load_checkpoint(AUDIO_ONLY_WEIGHTS).model().eval()
+    guide = load_checkpoint(args.guide).model().eval()
     if args.prize:
-        print(f"{args.split}, {args.pairs} pairs at 0 dB, shipped models, the audio-only voices alone (blend 1), "
+        print(f"{args.split}, {args.pairs} pairs at 0 dB, guide {args.guide}, the audio-only voices alone (blend 1), "
               "SI-SDRi per face:")
         for way, value in prize(model, guide, report_pairs(args.split, SYNC_WEIGHTS, args.pairs)).items():
             print(f"  handed over by {way}: {value:.2f} dB")
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = truth_evidence(refs, np.concatenate(blend.voice_diff))
         r, t, a = tally(np.concatenate(blend.crossed), truth)
         right, total, against = right + r, total + t, against + a
-    print(f"{args.split}, {args.pairs} pairs at 0 dB, shipped AV model and guide, memory {args.memory_s:g} s: "
+    print(f"{args.split}, {args.pairs} pairs at 0 dB, guide {args.guide}, memory {args.memory_s:g} s: "
           f"the blend's choice per frame, weighted by how much it matters")
     print("| since the pair formed | handed over right | share of the weight |")
     print("|---|---|---|")
