@@ -252,13 +252,7 @@ def train(args: argparse.Namespace) -> None:
         model.train()
         for g in opt.param_groups:
             g["lr"] = learning_rate(args.lr, elapsed, total)
-        mix, ref = sample()
-        loss = pit_loss(separate(model, mix), ref, mix).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(train_step(model, opt, sample))
         step += 1
         elapsed += time.monotonic() - t0
         bar.update(int(elapsed) - bar.n)
@@ -286,28 +280,31 @@ def train(args: argparse.Namespace) -> None:
     curve.close()
 
 
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sample) -> float:
+    """One optimiser step on a fresh batch from ``sample()``; returns its loss."""
+    mix, ref = sample()
+    loss = pit_loss(separate(model, mix), ref, mix).mean()
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    return float(loss.detach())
+
+
 def profile(model: torch.nn.Module, opt: torch.optim.Optimizer, sample, steps: int, device: torch.device) -> None:
     """Where a training step's time goes (the lent H200 made only ~740 two-second mixtures a second with this
     209 k-parameter network, whether one run or three shared it): ``steps`` steps after two warm-ups under
     torch.profiler, the top operators by device time (CPU time on the CPU) printed."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    def step():
-        mix, ref = sample()
-        loss = pit_loss(separate(model, mix), ref, mix).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
-
     model.train()
     for _ in range(2):
-        step()
+        train_step(model, opt, sample)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     t0 = time.monotonic()
     with torch_profile(activities=activities) as prof:
         for _ in range(steps):
-            step()
+            train_step(model, opt, sample)
     print(f"{steps} steps, {(time.monotonic() - t0) / steps * 1000:.1f} ms per step (profiled)")
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=20, max_name_column_width=60))
