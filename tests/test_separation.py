@@ -197,7 +197,7 @@ def test_the_clean_voices_evidence_hands_each_face_its_own_voice() -> None:
     voice that carries face 0's sound (here the network's second, high-band output), and refuses to let those
     ideal masks be heard (blend other than 1)."""
     from engines.dsp import istft, stft
-    from lab.real_faces.assignment_probe import CleanEvidenceBlend
+    from lab.real_faces.assignment_probe import CleanEvidenceBlend, ideal_masks
 
     rng = np.random.default_rng(3)
     noise = stft(rng.normal(0, 0.1, 8000))
@@ -206,7 +206,7 @@ def test_the_clean_voices_evidence_hands_each_face_its_own_voice() -> None:
     n = min(len(high), len(low))
     refs, mix = [high[:n], low[:n]], high[:n] + low[:n]
     blend = CleanEvidenceBlend(FixedVoices(), (1, 1, 8))
-    blend.hear(refs, mix)
+    blend.hear(ideal_masks(refs, mix))
     frames = stft(mix)
     out = blend(frames, np.zeros((2, len(frames), frames.shape[1]), complex), [0, 1])
     np.testing.assert_allclose(out[0].real, np.broadcast_to((bins >= 100).astype(float), out[0].shape))

@@ -69,6 +69,12 @@ class RecordingBlend(TwoVoiceBlend):
         return out
 
 
+def ideal_masks(refs: list[np.ndarray], mixture: np.ndarray) -> np.ndarray:
+    """(2, T, F) each clean voice's ideal ratio mask |S_k| / |X|."""
+    x = np.abs(stft(mixture))
+    return np.stack([np.abs(stft(r)) / (x + 1e-8) for r in refs]).astype(complex)
+
+
 class CleanEvidenceBlend(TwoVoiceBlend):
     """The engine's blend judging by the clean voices: each face's AV mask is replaced by its voice's ideal ratio
     mask |S_k| / |X| before the blend weighs the evidence, so the evidence is the truth's (the AV masks' share of
@@ -80,11 +86,9 @@ class CleanEvidenceBlend(TwoVoiceBlend):
         super().__init__(step, state_shape, blend, memory_frames)
         self.ideal, self.at = np.zeros((2, 0, 0), complex), 0
 
-    def hear(self, refs: list[np.ndarray], mixture: np.ndarray) -> None:
-        """The clean voices of the next clip, in the order of the faces (ids sorted)."""
-        x = np.abs(stft(mixture))
-        self.ideal = np.stack([np.abs(stft(r)) / (x + 1e-8) for r in refs]).astype(complex)
-        self.at = 0
+    def hear(self, ideal: np.ndarray) -> None:
+        """The next clip's `ideal_masks`, in the order of the faces (ids sorted)."""
+        self.ideal, self.at = ideal, 0
 
     def __call__(self, frames: np.ndarray, masks: np.ndarray, ids: list[int]) -> np.ndarray:
         n = len(frames)
@@ -106,10 +110,11 @@ def prize(model, guide, pairs) -> dict[str, float]:
     scores: dict[str, list[float]] = {w: [] for w in ways}
     for pair in pairs:
         mix, refs = pair_mixture(pair)
+        ideal = ideal_masks(refs, mix)  # once per clip, for every clean judge
         for way, make in ways.items():
             blend = make()
             if isinstance(blend, CleanEvidenceBlend):
-                blend.hear(refs, mix)
+                blend.hear(ideal)
             out = separate(model, mix, [pair[0].emb, pair[1].emb], two_voices=blend)
             scores[way] += [si_sdr(out[k], refs[k]) - si_sdr(mix, refs[k]) for k in range(2)]
     return {way: float(np.mean(v)) for way, v in scores.items()}
