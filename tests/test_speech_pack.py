@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lab.separation import speech_pack
-from lab.separation.pack_mixer import PackMixer
+from lab.separation.pack_mixer import PackMixer, _Flat, reverberate, room_tails
 from lab.separation.speech_pack import RATE, Item
 
 
@@ -54,6 +54,41 @@ def test_pack_mixer_batches_are_the_sum_of_their_sources():
     assert (level_db.abs() <= 5.01).all()  # the second talker −5…+5 dB re. the first
     lone_mix, lone_ref = mixer.batch(8, RATE, one_voice=1.0)
     assert (lone_ref[:, 1] == 0).all() and (lone_ref[:, 0].abs().amax(-1) > 0).all()
+
+
+def test_speed_perturbation_plays_a_crop_faster_or_slower():
+    """A 500 Hz tone read at rate 1.1 comes out at 550 Hz; rate 1 reads the samples unchanged."""
+    tone = np.sin(2 * np.pi * 500 * np.arange(4 * RATE) / RATE).astype(np.float32)
+    flat = _Flat([tone], torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    which = torch.zeros(2, dtype=torch.long)
+    x = flat.crops(which, RATE, 1, gen, torch.tensor([1.0, 1.1]))
+    peak_hz = torch.fft.rfft(x).abs().argmax(-1)  # 1 s crops: bin k is k Hz
+    assert peak_hz.tolist() == [500, 550]
+    noise = torch.randn(4 * RATE, generator=gen)  # rate 1: a plain slice of the utterance
+    plain = _Flat([noise.numpy()], torch.device("cpu")).crops(which[:1], RATE, 1, gen, torch.tensor([1.0]))[0]
+    start = int(torch.nonzero(noise == plain[0]).flatten()[0])
+    assert torch.equal(plain, noise[start:start + RATE])
+
+
+def test_simulated_rooms_add_a_decaying_tail_and_keep_the_mixture_the_sum_of_its_sources():
+    gen = torch.Generator().manual_seed(3)
+    rir = room_tails(4, 2, gen, torch.device("cpu"))
+    assert (rir[..., 0] == 1).all() and (rir[..., 1:40] == 0).all()  # the direct sound, then 2.5 ms of nothing
+    tail_db = 10 * torch.log10(rir[..., 1:].pow(2).sum(-1))
+    assert (tail_db <= 0.01).all() and (tail_db >= -12.01).all()
+    late = rir[..., RATE // 4:].pow(2).sum(-1) / rir[..., 1:].pow(2).sum(-1)
+    assert (late < 0.2).all()  # most of the tail's energy comes early: it decays
+    click = torch.zeros(4, 2, 8000)
+    click[..., 100] = 1
+    wet = reverberate(click, rir)
+    assert torch.allclose(wet[..., 100:], rir[..., :7900], atol=1e-5) and wet[..., :100].abs().max() < 1e-5
+    libri, vox = _items("L", 4, 2), _items("V", 3, 2)
+    mixer = PackMixer(libri, vox, [], "cpu", vox_share=0.5, seed=1, speed=0.1, rooms=1.0)
+    mix, ref = mixer.batch(8, RATE)
+    assert torch.isfinite(mix).all()
+    noiseless = (mix - ref.sum(1)).abs().amax(-1) < 1e-6
+    assert noiseless.any()  # where no noise was added, the mixture is exactly its (reverberant) sources
 
 
 def test_pack_mixer_never_pairs_a_talker_with_themself():

@@ -201,19 +201,22 @@ def _data(args: argparse.Namespace, device: torch.device, seed: int):
     """→ (sample() → mixtures and sources on ``device``, held-out LibriSpeech speakers, real validation pairs —
     empty without a pack)."""
     if not args.pack:
+        if args.speed or args.rooms:
+            raise SystemExit("--speed and --rooms need --pack (the pack mixer makes them)")
         pool, held = train_validation_speakers()
         rng = np.random.default_rng(seed)
 
-        def sample():
-            mix, ref = batch(pool, args.batch_size, 2 * RATE, rng, args.one_voice)
+        def sample(size=None):
+            mix, ref = batch(pool, size or args.batch_size, 2 * RATE, rng, args.one_voice)
             return mix.to(device), ref.to(device)
         return sample, held, []
     from lab.separation import speech_pack
     from lab.separation.pack_mixer import PackMixer
 
     pack = speech_pack.load(args.pack)
-    mixer = PackMixer(pack["libri_train"], pack["vox_train"], pack["noise_train"], device, args.vox_share, seed)
-    return (lambda: mixer.batch(args.batch_size, 2 * RATE, args.one_voice),
+    mixer = PackMixer(pack["libri_train"], pack["vox_train"], pack["noise_train"], device, args.vox_share, seed,
+                      args.speed, args.rooms)
+    return (lambda size=None: mixer.batch(size or args.batch_size, 2 * RATE, args.one_voice),
             speech_pack.by_speaker(pack["libri_held"]), speech_pack.validation_pairs(pack["val_pairs"]))
 
 
@@ -239,7 +242,7 @@ def train(args: argparse.Namespace) -> None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
     if args.profile_steps:
-        profile(model, opt, sample, args.profile_steps, device)
+        profile(model, opt, sample, args.profile_steps, device, args.profile_batches)
         return
     total = args.minutes * 60
     bar = tqdm(total=int(total), initial=int(elapsed), unit="s", desc=args.run, mininterval=5)
@@ -291,13 +294,34 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sample) -> fl
     return float(loss.detach())
 
 
-def profile(model: torch.nn.Module, opt: torch.optim.Optimizer, sample, steps: int, device: torch.device) -> None:
+def profile(model: torch.nn.Module, opt: torch.optim.Optimizer, sample, steps: int, device: torch.device,
+            sizes: tuple[int, ...] = ()) -> None:
     """Where a training step's time goes (the lent H200 made only ~740 two-second mixtures a second with this
     209 k-parameter network, whether one run or three shared it): ``steps`` steps after two warm-ups under
-    torch.profiler, the top operators by device time (CPU time on the CPU) printed."""
+    torch.profiler, the top operators by device time (CPU time on the CPU) printed. ``sizes``: first, the time of
+    a step (mixing included) at each of these batch sizes — if it hardly grows, the step waits on latency, not work."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     model.train()
+    for size in sizes:
+        for _ in range(2):
+            train_step(model, opt, lambda: sample(size))
+        sync()
+        t0 = time.monotonic()
+        for _ in range(steps):
+            train_step(model, opt, lambda: sample(size))
+        sync()
+        per_step = (time.monotonic() - t0) / steps
+        mixer_t0 = time.monotonic()
+        for _ in range(steps):
+            sample(size)
+        sync()
+        print(f"batch {size}: {per_step * 1000:.1f} ms per step ({size / per_step:.0f} mixtures/s), of which making "
+              f"the mixtures {(time.monotonic() - mixer_t0) / steps * 1000:.1f} ms")
     for _ in range(2):
         train_step(model, opt, sample)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -393,6 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vox-share", type=float, default=0.5, help="with --pack: share of sources from VoxCeleb")
     p.add_argument("--profile-steps", type=int, default=0,
                    help="profile this many training steps (top operators by device time), then exit")
+    p.add_argument("--profile-batches", type=lambda v: tuple(int(c) for c in v.split(",")), default=(),
+                   help="with --profile-steps: first time a step at each of these batch sizes (e.g. 96,384)")
+    p.add_argument("--speed", type=float, default=0.0,
+                   help="with --pack: play each source 1 ± this times as fast (speed perturbation, e.g. 0.1)")
+    p.add_argument("--rooms", type=float, default=0.0,
+                   help="with --pack: the share of mixtures put in a simulated room (each source reverberant)")
     p.add_argument("--init", default=None, help="start from this CRN weights file (e.g. the shipped one)")
     p.add_argument("--channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=None,
                    help="CRN encoder channels, e.g. 24,48,64,96 (default the shipped 16,32,48,64)")

@@ -5,6 +5,13 @@ procedural noise on half at 0–20 dB SNR, a random overall level, optionally on
 source), drawn from a `speech_pack`: each source is a LibriSpeech training speaker or, with probability
 ``vox_share``, a VoxCeleb training identity — the voices, rooms and microphones of real video. Which talker and
 utterance is drawn on the CPU (a few hundred integers); the crops, gains and noise are tensor work on the device.
+
+Two augmentations stretch the ~90 minutes of packed speech (issue 16: "speed/pitch perturbation, reverberation"),
+both off by default so older runs keep their recipe: ``speed`` plays each source 1 ± ``speed`` times as fast (tempo
+and pitch together, as Kaldi's speed perturbation: a talker becomes a new talker), and ``rooms`` puts that share of
+the mixtures in a simulated room (each source its own exponentially decaying noise tail after the direct sound, one
+RT60 per mixture). The reverberant source is the target, as it is on real clips: the separator separates, it does
+not dereverberate.
 """
 
 from __future__ import annotations
@@ -24,15 +31,25 @@ class _Flat:
         self.start = torch.from_numpy(np.cumsum(np.r_[0, lengths[:-1]])).to(device)
         self.length = torch.from_numpy(lengths).to(device)
 
-    def crops(self, which: torch.Tensor, n: int, candidates: int, gen: torch.Generator) -> torch.Tensor:
+    def crops(self, which: torch.Tensor, n: int, candidates: int, gen: torch.Generator,
+              rate: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) utterance indices → (B, n): of ``candidates`` random crops the one with the most energy (a crop
-        with speech in it, not a pause), zero-padded past an utterance's end."""
+        with speech in it, not a pause), zero-padded past an utterance's end. ``rate`` (B,): each crop read that
+        many samples per output sample (linear interpolation), i.e. played ``rate`` times as fast."""
         b = len(which)
-        room = (self.length[which] - n).clamp_min(0).float()
-        offset = (torch.rand(b, candidates, device=room.device, generator=gen) * room[:, None]).long()
-        idx = offset[..., None] + torch.arange(n, device=room.device)
-        inside = idx < self.length[which][:, None, None]
-        x = self.audio[(self.start[which][:, None, None] + idx).clamp_max(len(self.audio) - 1)] * inside
+        dev = self.length.device
+        rate = torch.ones(b, device=dev) if rate is None else rate
+        span = ((n - 1) * rate).ceil() + 2  # the last sample read, and its right neighbour
+        room = (self.length[which] - span).clamp_min(0).float()
+        offset = (torch.rand(b, candidates, device=dev, generator=gen) * room[:, None]).floor()
+        pos = offset[..., None] + torch.arange(n, device=dev) * rate[:, None, None]  # (B, candidates, n)
+        lo = pos.floor().long()
+        frac = pos - lo
+        length = self.length[which][:, None, None]
+
+        def at(i: torch.Tensor) -> torch.Tensor:
+            return self.audio[(self.start[which][:, None, None] + i).clamp_max(len(self.audio) - 1)] * (i < length)
+        x = at(lo) * (1 - frac) + at(lo + 1) * frac
         best = x.pow(2).sum(-1).argmax(1)
         return x[torch.arange(b, device=x.device), best]
 
@@ -48,11 +65,32 @@ def pink_noise(b: int, n: int, gen: torch.Generator, device: torch.device) -> to
     return y / (y.std(-1, keepdim=True) + 1e-9)
 
 
+def room_tails(b: int, sources: int, gen: torch.Generator, device: torch.device, seconds: float = 0.5) -> torch.Tensor:
+    """(b, sources, taps) impulse responses: the direct sound, then from 2.5 ms an exponentially decaying noise tail
+    (RT60 0.15–0.7 s, one per row) at 0–12 dB below the direct sound's energy (the direct-to-reverberant ratio)."""
+    taps = int(seconds * RATE)
+    t = torch.arange(taps, device=device) / RATE
+    rt60 = 0.15 + 0.55 * torch.rand(b, 1, 1, device=device, generator=gen)
+    tail = torch.randn(b, sources, taps, device=device, generator=gen) * torch.exp(-6.9 * t / rt60) * (t >= 0.0025)
+    drr_db = 12 * torch.rand(b, sources, 1, device=device, generator=gen)
+    tail = tail / tail.pow(2).sum(-1, keepdim=True).sqrt() * 10 ** (-drr_db / 20)
+    tail[..., 0] = 1.0
+    return tail
+
+
+def reverberate(x: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
+    """(…, n) signals through (…, taps) impulse responses, the first n samples (FFT convolution)."""
+    n, size = x.shape[-1], x.shape[-1] + rir.shape[-1]
+    return torch.fft.irfft(torch.fft.rfft(x, size) * torch.fft.rfft(rir, size), size)[..., :n]
+
+
 class PackMixer:
     def __init__(self, libri: list[Item], vox: list[Item], noise: list[Item], device: torch.device | str,
-                 vox_share: float = 0.5, seed: int = 0) -> None:
+                 vox_share: float = 0.5, seed: int = 0, speed: float = 0.0, rooms: float = 0.0) -> None:
         self.device = torch.device(device)
         self.vox_share = vox_share
+        self.speed = speed
+        self.rooms = rooms
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator(self.device)
         self.gen.manual_seed(seed)
@@ -101,7 +139,11 @@ class PackMixer:
         """→ mixtures (b, n), sources (b, 2, n) on the device, as `audio_pretrain.batch`."""
         dev = self.device
         which = torch.from_numpy(self._talkers(b)).to(dev)
-        s = self.speech.crops(which.flatten(), n, 3, self.gen).view(b, 2, n)
+        rate = 1 + self.speed * (2 * torch.rand(2 * b, device=dev, generator=self.gen) - 1) if self.speed else None
+        s = self.speech.crops(which.flatten(), n, 3, self.gen, rate).view(b, 2, n)
+        if self.rooms:
+            roomy = torch.rand(b, 1, 1, device=dev, generator=self.gen) < self.rooms
+            s = torch.where(roomy, reverberate(s, room_tails(b, 2, self.gen, dev)), s)
         s = s / _rms(s)
         gain = 10 ** ((torch.rand(b, 1, device=dev, generator=self.gen) * 10 - 5) / 20)
         lone = torch.from_numpy(self.rng.random(b) < one_voice).to(dev)[:, None]
