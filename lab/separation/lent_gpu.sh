@@ -14,6 +14,8 @@
 # g_wide: a wider CRN (channels 24,48,64,96, time GRU 96) from scratch — more compute per hop, if it earns it
 # g_lo  : session 14's best (g_ft_lo, carried: INIT) trained on, batch 384 (session 16; the default RUNS)
 # g_aug : the same + speed perturbation (±10 %) and simulated rooms on half the mixtures
+# Session 16 ran g_lo and g_aug: flat (the network is saturated on the pack) and lower with augmentation
+# (engines/separation/MODEL_CARD.md): a next lent GPU should bring more speech or a different network, not more steps.
 # RUNS picks among them (one run alone had the GPU to itself: 0.13 s per step against 0.4 shared by three);
 # PREFIX names the run folders (a local test: DEVICE=cpu WHEELS=0 PREFIX=t_ MINUTES=0.1 BATCH=2 PROFILE=1 PROFILE_BATCHES=2,4 PROFILE_STEPS=2).
 # MINUTES is each run's training time (evaluations not counted); the three share the GPU. LIMIT (s) stops a run
