@@ -69,6 +69,9 @@ def test_speed_perturbation_plays_a_crop_faster_or_slower():
     plain = _Flat([noise.numpy()], torch.device("cpu")).crops(which[:1], RATE, 1, gen, torch.tensor([1.0]))[0]
     start = int(torch.nonzero(noise == plain[0]).flatten()[0])
     assert torch.equal(plain, noise[start:start + RATE])
+    plain = _Flat([noise.numpy()], torch.device("cpu")).crops(which[:1], RATE, 1, gen)[0]  # no rate: the same
+    start = int(torch.nonzero(noise == plain[0]).flatten()[0])
+    assert torch.equal(plain, noise[start:start + RATE])
 
 
 def test_simulated_rooms_add_a_decaying_tail_and_keep_the_mixture_the_sum_of_its_sources():

@@ -38,18 +38,22 @@ class _Flat:
         many samples per output sample (linear interpolation), i.e. played ``rate`` times as fast."""
         b = len(which)
         dev = self.length.device
-        rate = torch.ones(b, device=dev) if rate is None else rate
-        span = ((n - 1) * rate).ceil() + 2  # the last sample read, and its right neighbour
-        room = (self.length[which] - span).clamp_min(0).float()
-        offset = (torch.rand(b, candidates, device=dev, generator=gen) * room[:, None]).floor()
-        pos = offset[..., None] + torch.arange(n, device=dev) * rate[:, None, None]  # (B, candidates, n)
-        lo = pos.floor().long()
-        frac = pos - lo
         length = self.length[which][:, None, None]
 
         def at(i: torch.Tensor) -> torch.Tensor:
             return self.audio[(self.start[which][:, None, None] + i).clamp_max(len(self.audio) - 1)] * (i < length)
-        x = at(lo) * (1 - frac) + at(lo + 1) * frac
+        if rate is None:  # plain slices: one gather
+            room = (self.length[which] - n).clamp_min(0).float()
+            offset = (torch.rand(b, candidates, device=dev, generator=gen) * room[:, None]).long()
+            x = at(offset[..., None] + torch.arange(n, device=dev))
+        else:
+            span = ((n - 1) * rate).ceil() + 2  # the last sample read, and its right neighbour
+            room = (self.length[which] - span).clamp_min(0).float()
+            offset = (torch.rand(b, candidates, device=dev, generator=gen) * room[:, None]).floor()
+            pos = offset[..., None] + torch.arange(n, device=dev) * rate[:, None, None]  # (B, candidates, n)
+            lo = pos.floor().long()
+            frac = pos - lo
+            x = at(lo) * (1 - frac) + at(lo + 1) * frac
         best = x.pow(2).sum(-1).argmax(1)
         return x[torch.arange(b, device=x.device), best]
 
