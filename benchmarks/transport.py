@@ -11,7 +11,8 @@ with the same frames and copy policy and a blocking recv. The paths run at once,
 least and most of it over the runs. ``--breakdown`` adds earshot's sender with a raw reader (the extra split into send and receive);
 ``--floor`` adds earshot's sender with the least reader that still checks what it gets (`receive_floor`):
 what any checked Python hop pays on this machine, before a queue or a counter; ``--lean`` a reader of a binary
-16-byte header (one precompiled `struct` call) and the array, no checks: what a binary header could reach.
+16-byte header (one precompiled `struct` call) and the array, no checks: what a binary header could reach, and the
+same reader behind a poll ("polled"), as a node must read.
 """
 
 from __future__ import annotations
@@ -122,6 +123,26 @@ def receive_lean(endpoint: str, count: int, out: mp.Queue) -> None:
     read_blocking(endpoint, count, out, lean_decode)
 
 
+def receive_lean_polled(endpoint: str, count: int, out: mp.Queue) -> None:
+    """``--lean``'s reader behind a poll, as a node must read (it waits on several sockets at once): the poll and a
+    non-blocking read, then the same 16-byte header. What a node's loop costs before any decoding."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    lat = []
+    while len(lat) < count:
+        poller.poll(20)
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            stamp = lean_decode(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+            lat.append(time.monotonic_ns() - stamp)
+    out.put(lat)
+    sock.close(linger=0)
+    ctx.term()
+
+
 def receive_floor(endpoint: str, count: int, out: mp.Queue) -> None:
     """A blocking read and `floor_decode`: what is left between this and raw is the price of decoding with
     these libraries at all, caches cold between messages."""
@@ -169,7 +190,7 @@ def cold_steps(count: int = 400, gap_s: float = 0.002) -> None:
         print(f"{name:<16} {w:>7.1f} {c:>7.1f} {c / w:>9.1f}×")
 
 
-RAW_SENDERS = ("raw", "lean")  # paths whose sender is plain pyzmq, not a Publisher
+RAW_SENDERS = ("raw", "lean", "lean polled")  # paths whose sender is plain pyzmq, not a Publisher
 
 
 def run(kinds: tuple[str, ...], make, count: int, gap_s: float, tmp: str) -> dict[str, np.ndarray]:
@@ -184,7 +205,8 @@ def run(kinds: tuple[str, ...], make, count: int, gap_s: float, tmp: str) -> dic
     for kind in kinds:
         endpoint = f"ipc://{tmp}/{kind.replace(' ', '-')}-{os.getpid()}"
         outs[kind] = spawn.Queue()
-        target = {"earshot": receive_earshot, "floor": receive_floor, "lean": receive_lean}.get(kind, receive_raw)
+        target = {"earshot": receive_earshot, "floor": receive_floor, "lean": receive_lean,
+                  "lean polled": receive_lean_polled}.get(kind, receive_raw)
         if kind not in RAW_SENDERS:
             pubs[kind] = Publisher(ctx, endpoint, hwm=count + 10)
             socks[kind] = pubs[kind].socket
@@ -210,7 +232,7 @@ def run(kinds: tuple[str, ...], make, count: int, gap_s: float, tmp: str) -> dic
             if kind == "raw":
                 stamp = time.monotonic_ns().to_bytes(8, "little")
                 socks[kind].send_multipart([b"VideoFrame", stamp, payload], copy=not big)
-            elif kind == "lean":
+            elif kind in ("lean", "lean polled"):
                 socks[kind].send_multipart([b"VideoFrame", LEAN_HEADER.pack(0, time.monotonic_ns()), payload],
                                            copy=not big)
             else:
@@ -246,7 +268,7 @@ def main() -> int:
         cold_steps()
         return 0
     kinds = (("raw", "earshot") + (("send only",) if args.breakdown else ()) + (("floor",) if args.floor else ())
-             + (("lean",) if args.lean else ()))
+             + (("lean", "lean polled") if args.lean else ()))
     print(f"one-way hop latency over ipc, {args.count} messages per path in each of {args.rounds} runs, the paths' "
           f"messages taking turns; "
           f"{os.cpu_count()} cores, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; "
@@ -255,7 +277,7 @@ def main() -> int:
           f" {'per run':>12}"
           + (f" {'send only p50':>14} {'extra: send':>12} {'receive':>8}" if args.breakdown else "")
           + (f" {'floor p50':>10} {'floor ratio':>12}" if args.floor else "")
-          + (f" {'lean p50':>9} {'lean ratio':>11}" if args.lean else ""))
+          + (f" {'lean p50':>9} {'lean ratio':>11} {'polled':>7} {'ratio':>6}" if args.lean else ""))
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name, make in SIZES.items():
             gap = 0.002 if name == "64 B" else 0.01
@@ -275,7 +297,8 @@ def main() -> int:
                 line += f" {f50:>8.0f}µs {f50 / r50:>11.2f}×"
             if args.lean:
                 l50 = float(np.median(pooled["lean"]))
-                line += f" {l50:>7.0f}µs {l50 / r50:>10.2f}×"
+                p50 = float(np.median(pooled["lean polled"]))
+                line += f" {l50:>7.0f}µs {l50 / r50:>10.2f}× {p50:>5.0f}µs {p50 / r50:>5.2f}×"
             print(line)
     print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
