@@ -43,15 +43,19 @@ SIZES = {
 }
 
 
-def receive_earshot(endpoint: str, count: int, out: mp.Queue) -> None:
-    """What a node's loop does: poll, drain into the bounded queue, pop."""
+def receive_earshot(endpoint: str, count: int, out: mp.Queue, python_read: bool = False) -> None:
+    """What a node's loop does: poll, drain into the bounded queue, pop. ``python_read``: the drain reads in Python,
+    not through the compiled read (`--python-read`: the A/B)."""
+    import pipeline.transport
+
+    if python_read:
+        pipeline.transport.COMPILED_READ = None
     ctx = zmq.Context()
     sub = Subscriber(ctx, endpoint, policy="queue", size=count + 10, name="bench")
-    poller = zmq.Poller()
-    poller.register(sub.socket, zmq.POLLIN)
+    wait = pipeline.transport.waiter([sub.socket])
     lat = []
     while len(lat) < count:
-        poller.poll(20)
+        wait(20)
         sub.drain()
         while (msg := sub.pop()) is not None:
             lat.append(time.monotonic_ns() - msg.capture_ns)
@@ -205,7 +209,8 @@ def run(kinds: tuple[str, ...], make, count: int, gap_s: float, tmp: str) -> dic
     for kind in kinds:
         endpoint = f"ipc://{tmp}/{kind.replace(' ', '-')}-{os.getpid()}"
         outs[kind] = spawn.Queue()
-        target = {"earshot": receive_earshot, "floor": receive_floor, "lean": receive_lean,
+        target = {"earshot": receive_earshot, "python read": receive_earshot, "floor": receive_floor,
+                  "lean": receive_lean,
                   "lean polled": receive_lean_polled}.get(kind, receive_raw)
         if kind not in RAW_SENDERS:
             pubs[kind] = Publisher(ctx, endpoint, hwm=count + 10)
@@ -215,7 +220,7 @@ def run(kinds: tuple[str, ...], make, count: int, gap_s: float, tmp: str) -> dic
             socks[kind].setsockopt(zmq.SNDHWM, count + 10)
             socks[kind].bind(endpoint)
         procs[kind] = spawn.Process(target=target, args=(endpoint, count, outs[kind])
-                                    + ((True,) if kind == "send only" else ()))
+                                    + ((True,) if kind in ("send only", "python read") else ()))
         procs[kind].start()
     for kind in kinds:
         if kind not in RAW_SENDERS:
@@ -261,6 +266,8 @@ def main() -> int:
     parser.add_argument("--lean", action="store_true",
                         help="also time raw pyzmq frames with a 16-byte binary header read by one struct call and the "
                              "array viewed by numpy (no checks): what a binary header could reach")
+    parser.add_argument("--python-read", action="store_true",
+                        help="also the full path with the drain reading in Python instead of the compiled read")
     parser.add_argument("--cold", action="store_true",
                         help="only time each Python step of a 64 B message warm and after the 2 ms gap, then exit")
     args = parser.parse_args()
@@ -268,7 +275,9 @@ def main() -> int:
         cold_steps()
         return 0
     kinds = (("raw", "earshot") + (("send only",) if args.breakdown else ()) + (("floor",) if args.floor else ())
-             + (("lean", "lean polled") if args.lean else ()))
+             + (("lean", "lean polled") if args.lean else ()) + (("python read",) if args.python_read else ()))
+    from pipeline.transport import COMPILED_READ
+    print(f"earshot's drain reads {'compiled (pipeline/_fastzmq.pyx)' if COMPILED_READ else 'in Python'}")
     print(f"one-way hop latency over ipc, {args.count} messages per path in each of {args.rounds} runs, the paths' "
           f"messages taking turns; "
           f"{os.cpu_count()} cores, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; "
@@ -277,7 +286,8 @@ def main() -> int:
           f" {'per run':>12}"
           + (f" {'send only p50':>14} {'extra: send':>12} {'receive':>8}" if args.breakdown else "")
           + (f" {'floor p50':>10} {'floor ratio':>12}" if args.floor else "")
-          + (f" {'lean p50':>9} {'lean ratio':>11} {'polled':>7} {'ratio':>6}" if args.lean else ""))
+          + (f" {'lean p50':>9} {'lean ratio':>11} {'polled':>7} {'ratio':>6}" if args.lean else "")
+          + (f" {'py read':>8} {'ratio':>6}" if args.python_read else ""))
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name, make in SIZES.items():
             gap = 0.002 if name == "64 B" else 0.01
@@ -299,6 +309,9 @@ def main() -> int:
                 l50 = float(np.median(pooled["lean"]))
                 p50 = float(np.median(pooled["lean polled"]))
                 line += f" {l50:>7.0f}µs {l50 / r50:>10.2f}× {p50:>5.0f}µs {p50 / r50:>5.2f}×"
+            if args.python_read:
+                y50 = float(np.median(pooled["python read"]))
+                line += f" {y50:>6.0f}µs {y50 / r50:>5.2f}×"
             print(line)
     print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0

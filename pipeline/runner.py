@@ -35,7 +35,7 @@ from pipeline.media_clock import MediaClock, resume_point
 from pipeline.messages import Control, EndOfStream, Heartbeat, Message, MessageError, decode, encode
 from pipeline.node import BadInput, Node
 from pipeline.stats import Rolling
-from pipeline.transport import Publisher, Subscriber
+from pipeline.transport import Publisher, Subscriber, waiter
 
 
 MEDIA_CLOCK_FILE = "media_clock"
@@ -330,9 +330,7 @@ class Runtime:
             return None
 
     def _loop(self, node: Node) -> None:
-        poller = zmq.Poller()
-        for sub in self.subscribers.values():
-            poller.register(sub.socket, zmq.POLLIN)
+        wait = waiter([sub.socket for sub in self.subscribers.values()])
         if node.wants_telemetry:  # other nodes' heartbeats, republished by the supervisor
             self.control.setsockopt(zmq.SUBSCRIBE, Heartbeat.type_name.encode())
         is_source = not self.subscribers
@@ -345,7 +343,7 @@ class Runtime:
                 if not more:
                     return
             else:
-                poller.poll(int(self.TICK_S * 1000))
+                wait(int(self.TICK_S * 1000))
                 for port, sub in self.subscribers.items():
                     sub.drain()
                     if sub.gaps:

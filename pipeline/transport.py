@@ -129,6 +129,44 @@ MAX_PENDING_GAPS = 256
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
+def _compiled_read():
+    """The compiled read (`pipeline/_fastzmq.pyx`), bound to the libzmq pyzmq loaded, or None: not built (no
+    compiler at install), or ``EARSHOT_PYTHON_READ=1`` (the benchmark's and the tests' A/B). Why it exists: a Python
+    read is a dozen cold calls into pyzmq per message, the larger part of what the transport added to a raw hop."""
+    import os
+
+    if os.environ.get("EARSHOT_PYTHON_READ") == "1":
+        return None
+    try:
+        from zmq.backend.cython import _zmq
+
+        from pipeline import _fastzmq
+        _fastzmq._bind(_zmq.__file__)
+    except (ImportError, AttributeError, OSError) as exc:
+        log.debug("transport: reading in Python (%s)", exc)
+        return None
+    return _fastzmq.read
+
+
+#: the next whole message's parts from a socket address, None when none waits (or None: read in Python)
+COMPILED_READ = _compiled_read()
+
+
+def waiter(sockets: list[zmq.Socket]):
+    """``wait(timeout_ms)``: block until one of ``sockets`` has a message, or the timeout — a node's loop waits on
+    its inputs so. Compiled with the read where it is built (a zmq.Poller is several Python calls a wake-up, run
+    cold: issue 17), else a zmq.Poller."""
+    if COMPILED_READ is not None and len(sockets) <= 64:
+        from pipeline._fastzmq import wait as compiled_wait
+
+        sockets = list(sockets)
+        return lambda timeout_ms: compiled_wait(sockets, timeout_ms)
+    poller = zmq.Poller()
+    for s in sockets:
+        poller.register(s, zmq.POLLIN)
+    return lambda timeout_ms: len(poller.poll(timeout_ms))
+
+
 def default_max_bytes(kind: type[Message] | None) -> int:
     """The byte budget of a port that carries ``kind`` when neither the node nor the graph sets one."""
     return DEFAULT_MAX_BYTES.get(getattr(kind, "type_name", ""), OTHER_MAX_BYTES)
@@ -374,6 +412,27 @@ class Publisher:
         self.socket.close(linger=linger_ms)
 
 
+def _read_python(sock: zmq.Socket) -> list | None:
+    """The next whole message's parts, without blocking, or None: the reader where the compiled one is not built.
+    It asks before reading (a NOBLOCK read of an empty socket raises zmq.Again, and building that exception costs
+    more than the read), and reads each part as a zmq.Frame whose `more` flag came with it (asking the socket for
+    RCVMORE per part costs a call and an enum each); topic and header as bytes, the arrays without a copy."""
+    if not sock.getsockopt(_EVENTS) & _POLLIN:
+        return None
+    try:
+        part = sock.recv(_NOBLOCK, copy=False)
+    except zmq.Again:
+        return None
+    frames = [part.bytes]
+    if part.more:
+        part = sock.recv(_NOBLOCK, copy=False)
+        frames.append(part.bytes)
+        while part.more:
+            part = sock.recv(_NOBLOCK, copy=False)
+            frames.append(part)
+    return frames
+
+
 @dataclass
 class Subscriber:
     """One input port: a SUB socket plus the bounded queue its policy asks for.
@@ -462,11 +521,11 @@ class Subscriber:
         read_all = not self.lossless and (self.policy == "latest" or (self.full and not self._taken))
         self._taken = False
         sock = self.socket
+        read, address = (COMPILED_READ, sock.underlying) if COMPILED_READ is not None else (_read_python, sock)
         refills = 0
         while read_all or not self.full:
-            # ask before reading: a NOBLOCK read of an empty socket raises zmq.Again, and building that
-            # exception costs more than the read (issue 17: per-message cost)
-            if not sock.getsockopt(_EVENTS) & _POLLIN:
+            frames = read(address)
+            if frames is None:
                 # A drain that read a refill's worth may have a backlog behind it: ZeroMQ's I/O thread hears
                 # of room in the receive pipe only every low-water mark's worth of reads, and refills it from
                 # the kernel a moment later. Wait for that moment (a little, a few times), so a `latest` input
@@ -477,20 +536,6 @@ class Subscriber:
                     return n
                 refills += 1
                 continue
-            # each part as a zmq.Frame, whose `more` flag came with it: asking the socket (RCVMORE) per part
-            # costs a call and an enum each (issue 17); topic and header as bytes (decoding reads them whole),
-            # the arrays without a copy
-            try:
-                part = sock.recv(_NOBLOCK, copy=False)
-            except zmq.Again:
-                return n
-            frames = [part.bytes]
-            if part.more:
-                part = sock.recv(_NOBLOCK, copy=False)
-                frames.append(part.bytes)
-                while part.more:
-                    part = sock.recv(_NOBLOCK, copy=False)
-                    frames.append(part)
             n += 1
             self.accept(frames)
         return n
