@@ -398,6 +398,11 @@ def plot(runs: list[str], path: Path) -> None:
     cv2.imwrite(str(path), line_chart("validation SI-SDRi (dB)", series, x_label="CPU minutes (one thread)"))
 
 
+def _int_tuple(text: str) -> tuple[int, ...]:
+    """A command-line list of integers, "24,48,64,96" → (24, 48, 64, 96)."""
+    return tuple(int(c) for c in text.split(","))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run")
@@ -418,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vox-share", type=float, default=0.5, help="with --pack: share of sources from VoxCeleb")
     p.add_argument("--profile-steps", type=int, default=0,
                    help="profile this many training steps (top operators by device time), then exit")
-    p.add_argument("--profile-batches", type=lambda v: tuple(int(c) for c in v.split(",")), default=(),
+    p.add_argument("--profile-batches", type=_int_tuple, default=(),
                    help="with --profile-steps: first time a step at each of these batch sizes (e.g. 96,384)")
     p.add_argument("--no-cudnn", action="store_true",
                    help="PyTorch's own GRU and convolution kernels: cuDNN's GRU backward spent 53 %% of a lent H200's "
@@ -428,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rooms", type=float, default=0.0,
                    help="with --pack: the share of mixtures put in a simulated room (each source reverberant)")
     p.add_argument("--init", default=None, help="start from this CRN weights file (e.g. the shipped one)")
-    p.add_argument("--channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=None,
+    p.add_argument("--channels", type=_int_tuple, default=None,
                    help="CRN encoder channels, e.g. 24,48,64,96 (default the shipped 16,32,48,64)")
     p.add_argument("--time-hidden", type=int, default=None, help="CRN time-GRU size (default 64)")
     p.add_argument("--evaluate", nargs="+", metavar="RUN[:last]")
