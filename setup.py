@@ -9,9 +9,8 @@ try:
 except ImportError:  # a build without Cython (pyproject asks for it): no extension, the Python reader is used
     extensions = []
 else:
-    extensions = cythonize([Extension("pipeline._fastzmq", ["pipeline/_fastzmq.pyx"], optional=True)],
-                           language_level=3, quiet=True)
-    for ext in extensions:
+    extensions = cythonize([Extension("pipeline._fastzmq", ["pipeline/_fastzmq.pyx"])], language_level=3, quiet=True)
+    for ext in extensions:  # set here: cythonize returns new Extension objects, without `optional`
         ext.optional = True
 
 setup(ext_modules=extensions)
