@@ -42,14 +42,12 @@ class _Flat:
 
         def at(i: torch.Tensor) -> torch.Tensor:
             return self.audio[(self.start[which][:, None, None] + i).clamp_max(len(self.audio) - 1)] * (i < length)
+        span = n if rate is None else ((n - 1) * rate).ceil() + 2  # with a rate: the last sample read and its neighbour
+        room = (self.length[which] - span).clamp_min(0).float()
+        offset = (torch.rand(b, candidates, device=dev, generator=gen) * room[:, None]).floor()
         if rate is None:  # plain slices: one gather
-            room = (self.length[which] - n).clamp_min(0).float()
-            offset = (torch.rand(b, candidates, device=dev, generator=gen) * room[:, None]).long()
-            x = at(offset[..., None] + torch.arange(n, device=dev))
+            x = at(offset.long()[..., None] + torch.arange(n, device=dev))
         else:
-            span = ((n - 1) * rate).ceil() + 2  # the last sample read, and its right neighbour
-            room = (self.length[which] - span).clamp_min(0).float()
-            offset = (torch.rand(b, candidates, device=dev, generator=gen) * room[:, None]).floor()
             pos = offset[..., None] + torch.arange(n, device=dev) * rate[:, None, None]  # (B, candidates, n)
             lo = pos.floor().long()
             frac = pos - lo
