@@ -44,12 +44,14 @@ SIZES = {
 
 
 def receive_earshot(endpoint: str, count: int, out: mp.Queue, python_read: bool = False) -> None:
-    """What a node's loop does: poll, drain into the bounded queue, pop. ``python_read``: the drain reads in Python,
-    not through the compiled read (`--python-read`: the A/B)."""
+    """What a node's loop does: poll, drain into the bounded queue, pop. ``python_read``: the drain reads and
+    decodes in Python, not through the compiled read and decoder (`--python-read`: the A/B)."""
+    import pipeline.messages
     import pipeline.transport
 
     if python_read:
         pipeline.transport.COMPILED_READ = None
+        pipeline.messages._COMPILED_DECODE = None
     ctx = zmq.Context()
     sub = Subscriber(ctx, endpoint, policy="queue", size=count + 10, name="bench")
     wait = pipeline.transport.waiter([sub.socket])
@@ -267,7 +269,8 @@ def main() -> int:
                         help="also time raw pyzmq frames with a 16-byte binary header read by one struct call and the "
                              "array viewed by numpy (no checks): what a binary header could reach")
     parser.add_argument("--python-read", action="store_true",
-                        help="also the full path with the drain reading in Python instead of the compiled read")
+                        help="also the full path with the drain reading and decoding in Python instead of the "
+                             "compiled read and decoder")
     parser.add_argument("--cold", action="store_true",
                         help="only time each Python step of a 64 B message warm and after the 2 ms gap, then exit")
     args = parser.parse_args()
@@ -276,8 +279,10 @@ def main() -> int:
         return 0
     kinds = (("raw", "earshot") + (("send only",) if args.breakdown else ()) + (("floor",) if args.floor else ())
              + (("lean", "lean polled") if args.lean else ()) + (("python read",) if args.python_read else ()))
+    from pipeline.messages import _COMPILED_DECODE
     from pipeline.transport import COMPILED_READ
-    print(f"earshot's drain reads {'compiled (pipeline/_fastzmq.pyx)' if COMPILED_READ else 'in Python'}")
+    print(f"earshot's drain reads {'compiled (pipeline/_fastzmq.pyx)' if COMPILED_READ else 'in Python'} and decodes "
+          f"{'compiled (pipeline/_fastdecode.pyx)' if _COMPILED_DECODE else 'in Python'}")
     print(f"one-way hop latency over ipc, {args.count} messages per path in each of {args.rounds} runs, the paths' "
           f"messages taking turns; "
           f"{os.cpu_count()} cores, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; "

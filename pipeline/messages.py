@@ -692,9 +692,14 @@ def _check_depth(raw: bytes) -> None:
 
 
 def decode(frames: list[bytes] | list[Any]) -> Message:
-    """Multipart frames → validated Message. Every failure, whatever the bytes, is a MessageError saying why."""
+    """Multipart frames → validated Message. Every failure, whatever the bytes, is a MessageError saying why.
+
+    Three decoders, each taking exactly what the next takes: the compiled one (`pipeline/_fastdecode.pyx`, where
+    built) and `_decode_fast` take the common case cheaply and step aside for anything unusual; `_decode` is the
+    careful one, which names what is wrong."""
     try:
-        return _decode_fast(frames) or _decode(frames)
+        return ((_COMPILED_DECODE is not None and _COMPILED_DECODE(frames, _COMPILED_PLANS))
+                or _decode_fast(frames) or _decode(frames))
     except MessageError:
         raise
     except Exception as exc:  # a check above missed a case: still one frame's problem, not the node's
@@ -1003,3 +1008,43 @@ def _as_bytes(frame: Any) -> bytes:
     if hasattr(frame, "bytes"):  # zmq.Frame
         return frame.bytes
     return bytes(frame)
+
+
+def _compiled_plan(topic: bytes) -> tuple | bool | None:
+    """What the compiled decoder needs of the type ``topic`` names, resolved once: (class, its msgspec header
+    decoder, scalar field names, per array field ({dtype name: (numpy dtype, item size, value check)}, ranks,
+    magnitude limit), buffer byte limit, the type's own ``check`` or None). False for a type whose header has no
+    typed decoder (the Python decoders take it); None for a topic that names no type."""
+    cls = _REGISTRY_BY_TOPIC.get(topic)
+    if cls is None:
+        return None
+    types = _header_types(cls)
+    if types is None:
+        return False
+    from pipeline._fastdecode import VALUE_CHECKS
+
+    arrays = {name: ({d: (_DTYPE[d], _ITEMSIZE[d], VALUE_CHECKS.get(d, 0)) for d in spec.dtypes}, spec.ndims,
+                     float(spec.max_abs))
+              for name, spec in cls.array_fields().items()}
+    check = cls.check if cls.check is not Message.check else None
+    return cls, _header_decoder(cls), types[3], arrays, cls.max_bytes, check
+
+
+def _compiled_decode():
+    """`pipeline/_fastdecode.pyx`'s decode, or None: not built (no compiler at install), or
+    ``EARSHOT_PYTHON_READ=1`` (the transport reads and decodes in Python: the benchmark's and the tests' A/B)."""
+    import os
+
+    if os.environ.get("EARSHOT_PYTHON_READ") == "1":
+        return None
+    try:
+        from pipeline import _fastdecode
+    except ImportError:
+        return None
+    _fastdecode.configure(_check_values, _compiled_plan, np.zeros, MAX_HEADER_BYTES)
+    return _fastdecode.decode
+
+
+#: topic → the compiled decoder's plan for its type, filled as topics are first seen
+_COMPILED_PLANS: dict[bytes, tuple | bool] = {}
+_COMPILED_DECODE = _compiled_decode()

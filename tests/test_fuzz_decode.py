@@ -2,9 +2,9 @@
 
 Random frames, valid messages with mutated headers (any JSON where any value was), deep nesting,
 integers of thousands of digits, shapes and dtypes that lie. A message that does decode must be
-one the schema allows: it re-encodes and decodes to itself. And the hot path (``_decode_fast``) never
-takes what the careful path (``_decode``) refuses: where it returns a message, the careful path returns
-the same one; where it refuses, so does the careful path.
+one the schema allows: it re-encodes and decodes to itself. And neither hot path (``_decode_fast``, and the
+compiled one where it is built) takes what the careful path (``_decode``) refuses: where one returns a message, the
+careful path returns the same one; where it refuses, so does the careful path.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.messages import Message, MessageError, _decode, _decode_fast, decode, encode
+from pipeline.messages import (_COMPILED_DECODE, _COMPILED_PLANS, Message, MessageError, _decode, _decode_fast, decode,
+                               encode)
 from tests.test_messages import examples, wire
 
 #: more with EARSHOT_FUZZ_EXAMPLES=5000 (a longer search, same seed)
@@ -38,9 +39,22 @@ def same_message(a: Message, b: Message) -> bool:
                                     for x, y in zip(wa[2:], wb[2:]))
 
 
+def _compiled(frames: list) -> Message | None:
+    return _COMPILED_DECODE(frames, _COMPILED_PLANS)
+
+
+#: the hot paths: the Python one, and the compiled one where it is built
+HOT_PATHS = [_decode_fast] + ([_compiled] if _COMPILED_DECODE is not None else [])
+
+
 def fast_agrees_with_careful(frames: list) -> None:
+    for hot in HOT_PATHS:
+        hot_agrees_with_careful(hot, list(frames))
+
+
+def hot_agrees_with_careful(hot, frames: list) -> None:
     try:
-        fast = _decode_fast(frames)
+        fast = hot(frames)
     except MessageError:
         fast = "refused"
     if fast is None:
@@ -177,6 +191,30 @@ def test_the_fast_path_takes_every_valid_example() -> None:
         assert same_message(msg, _decode(frames))
 
 
+def test_the_compiled_path_takes_every_valid_example_of_a_typed_header() -> None:
+    """Likewise for the compiled decoder: it takes every example but the Heartbeat (no typed header decoder), and
+    hands over the same message, its arrays read-only views as the Python decoders give."""
+    if _COMPILED_DECODE is None:
+        if os.environ.get("EARSHOT_REQUIRE_COMPILED") == "1":
+            raise AssertionError("the compiled decoder (pipeline/_fastdecode) is not built, and EARSHOT_REQUIRE_COMPILED=1")
+        return  # nothing compiled to agree: the Python paths above are the decoder
+    for frames in VALID:
+        msg = _compiled(list(frames))
+        if frames[0] == b"Heartbeat":
+            assert msg is None
+            continue
+        assert msg is not None, frames[1]
+        careful = _decode(frames)
+        assert same_message(msg, careful)
+        for name in ("seq", "capture_ns", "source", *msg.scalar_fields()):  # the same values of the same types
+            mine, theirs = getattr(msg, name), getattr(careful, name)
+            assert mine == theirs and type(mine) is type(theirs), name
+        for name in msg.array_fields():
+            arr = getattr(msg, name)
+            assert arr.flags.aligned and arr.flags.c_contiguous
+            assert not arr.flags.writeable or arr.size == 0  # an empty one is np.zeros, as the Python decoders make it
+
+
 def test_every_hot_message_type_has_a_compiled_header_decoder() -> None:
     """The compiled (msgspec) decoder serves every type whose fields it can spell; only a type with a free-form
     field (the once-a-second Heartbeat's stats dict) takes the json path, and a stray dict field elsewhere
@@ -185,3 +223,38 @@ def test_every_hot_message_type_has_a_compiled_header_decoder() -> None:
 
     json_path = {name for name, cls in message_types().items() if _header_decoder(cls) is None}
     assert json_path == {"Heartbeat"}
+
+
+@FUZZ
+@given(st.sampled_from(["audio", "spectrum"]), st.integers(1, 70_000), st.data())
+def test_values_at_the_limit_are_judged_alike_on_every_path(kind: str, size: int, data) -> None:
+    """A float buffer's value check, where the compiled loop and the Python checker could part: elements at, just
+    above and just below the type's magnitude limit, complex ones whose parts are each within it but whose modulus
+    is not, non-finite ones, buffers on either side of the size where the compiled path hands over to BLAS."""
+    from pipeline.messages import AudioChunk, Spectrogram
+
+    limit = (AudioChunk if kind == "audio" else Spectrogram).array_fields()["samples" if kind == "audio" else "frames"]
+    limit = limit.max_abs
+    n = size if kind == "audio" else max(1, size // 257)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    values = rng.uniform(-0.5, 0.5, n * (1 if kind == "audio" else 257 * 2)).astype(np.float32) * np.float32(limit)
+    for _ in range(data.draw(st.integers(0, 3))):
+        at = data.draw(st.integers(0, values.size - 1))
+        values[at] = data.draw(st.sampled_from([limit, -limit, np.nextafter(np.float32(limit), np.float32(np.inf)),
+                                                np.nextafter(np.float32(limit), np.float32(0)), 0.75 * limit,
+                                                np.nan, np.inf, -np.inf]))
+    if kind == "audio":
+        msg = AudioChunk(samples=np.zeros(n, np.float32))
+        frames = [*wire(msg)[:2], values.tobytes()]
+    else:
+        msg = Spectrogram(frames=np.zeros((n, 257), np.complex64))
+        frames = [*wire(msg)[:2], values.tobytes()]
+    decodes_or_refuses(frames)
+    if _COMPILED_DECODE is not None:  # no silent fall-through: the compiled path decided, or said why not
+        try:
+            got = _compiled(list(frames))
+        except MessageError:
+            got = "refused"
+        ok = bool(np.isfinite(values).all()) and float(np.abs(values.view(np.float32 if kind == "audio"
+                                                                            else np.complex64)).max()) <= limit
+        assert (got not in (None, "refused")) == ok

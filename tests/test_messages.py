@@ -233,15 +233,17 @@ def test_audio_beyond_its_range_is_refused_and_large_finite_features_are_not() -
     decode(wire(AudioChunk(samples=np.ones(160_000, np.float32))))
 
 
-@pytest.mark.parametrize("where", ["_decode_fast", "_decode_buffer"])
+@pytest.mark.parametrize("where", ["_COMPILED_DECODE", "_decode_fast", "_decode_buffer"])
 def test_unexpected_exceptions_inside_decode_become_message_errors(monkeypatch, where: str) -> None:
     """Whatever a check misses, decode raises nothing but MessageError (the transport catches only that),
-    on the fast path and on the careful one."""
+    on the compiled path, the fast one and the careful one."""
     import pipeline.messages as messages
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug in a check")
 
+    if where != "_COMPILED_DECODE":
+        monkeypatch.setattr(messages, "_COMPILED_DECODE", None)
     if where == "_decode_buffer":
         monkeypatch.setattr(messages, "_decode_fast", lambda frames: None)
     monkeypatch.setattr(messages, where, broken)
