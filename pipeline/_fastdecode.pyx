@@ -17,7 +17,10 @@ large one); it raises as it does in Python.
 cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.math cimport fabs, hypot, isfinite
-from libc.stdint cimport int64_t
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport strtod
+from libc.string cimport memcmp, memcpy
 
 import msgspec
 
@@ -106,6 +109,159 @@ cdef object _view(object frame, cnp.dtype descr, int ndim, cnp.npy_intp *dims, P
     return arr
 
 
+cdef enum Slot:
+    INT_SLOT = 0  # an integer field, its bounds in the plan
+    FLOAT_SLOT = 1  # a float field, likewise
+    STR_SLOT = 2  # a JSON string field of plain ASCII (quotes included), its length limit and choices in the plan
+    DTYPE_SLOT = 3  # a buffer's dtype name (quotes in the literals)
+    SHAPE_SLOT = 4  # a buffer's dimensions, comma-separated (brackets in the literals)
+
+#: the slots by name, for the plan (`messages._header_layout`)
+SLOTS = {"int": INT_SLOT, "float": FLOAT_SLOT, "str": STR_SLOT, "dtype": DTYPE_SLOT, "shape": SHAPE_SLOT}
+
+cdef enum:
+    MAX_BUFFERS = 8
+    MAX_DIGITS = 19  # int64's; a longer run is left to msgspec
+    MAX_NUMBER_CHARS = 40
+
+
+cdef Py_ssize_t _digits(const unsigned char *p, Py_ssize_t at, Py_ssize_t end) noexcept nogil:
+    while at < end and 48 <= p[at] <= 57:
+        at += 1
+    return at
+
+
+cdef Py_ssize_t _number_end(const unsigned char *p, Py_ssize_t at, Py_ssize_t end, bint integer) noexcept nogil:
+    """Where a JSON number starting at ``at`` ends, or -1 if none does there: -?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?,
+    without the fraction and exponent for an ``integer``."""
+    cdef Py_ssize_t i = at
+    if i < end and p[i] == 45:  # -
+        i += 1
+    if i >= end or not 48 <= p[i] <= 57:
+        return -1
+    i = i + 1 if p[i] == 48 else _digits(p, i, end)
+    if integer:
+        return i
+    if i < end and p[i] == 46:  # .
+        if i + 1 >= end or not 48 <= p[i + 1] <= 57:
+            return -1
+        i = _digits(p, i + 1, end)
+    if i < end and (p[i] == 101 or p[i] == 69):  # e E
+        i += 1
+        if i < end and (p[i] == 43 or p[i] == 45):
+            i += 1
+        if i >= end or not 48 <= p[i] <= 57:
+            return -1
+        i = _digits(p, i, end)
+    return i
+
+
+cdef bint _int_at(const unsigned char *p, Py_ssize_t at, Py_ssize_t stop, int64_t *out) noexcept nogil:
+    """The canonical integer p[at:stop] (what an encoder's %d writes), if it fits an int64."""
+    cdef bint negative = p[at] == 45
+    cdef Py_ssize_t first = at + negative
+    cdef uint64_t value = 0
+    if stop - first > MAX_DIGITS:
+        return False
+    for i in range(first, stop):
+        value = value * 10 + (p[i] - 48)
+    if negative:
+        if value > <uint64_t> 9223372036854775807 + 1 or value == 0:  # "-0": valid JSON, never written
+            return False
+        out[0] = <int64_t> (0 - value)
+    else:
+        if value > <uint64_t> 9223372036854775807:
+            return False
+        out[0] = <int64_t> value
+    return True
+
+
+cdef Py_ssize_t _match(const unsigned char *p, Py_ssize_t n, tuple steps, bytes tail, dict kwargs, list dtypes,
+                       int64_t *dims, int *ranks) except -2:
+    """Read a header written by the type's own encoder template without a JSON parser: the template's literals
+    byte for byte, its values in their canonical spelling, each checked as msgspec's typed decoder checks it.
+    ``steps``: (literal, slot, name, lo, hi, extra) each; ``tail`` the literal after the last value; ``dims``
+    MAX_DIMS per buffer. Returns the bytes matched (``n``), or -1 at the first difference, when msgspec decides
+    instead (a header written otherwise is not wrong, only not this encoder's)."""
+    cdef Py_ssize_t at = 0, stop, lit, k, d
+    cdef const unsigned char *q
+    cdef int64_t ivalue
+    cdef double fvalue
+    cdef char number[MAX_NUMBER_CHARS + 1]
+    cdef int slot
+    for step in steps:
+        literal, slot, name, lo, hi, extra = <tuple> step
+        lit = len(<bytes> literal)
+        q = <const unsigned char *> (<bytes> literal)
+        if at + lit > n or memcmp(p + at, q, lit) != 0:
+            return -1
+        at += lit
+        if slot == INT_SLOT:
+            stop = _number_end(p, at, n, True)
+            if stop < 0 or not _int_at(p, at, stop, &ivalue) or not (<int64_t> lo <= ivalue <= <int64_t> hi):
+                return -1
+            kwargs[name] = ivalue
+        elif slot == FLOAT_SLOT:
+            stop = _number_end(p, at, n, False)
+            if stop < 0 or stop - at > MAX_NUMBER_CHARS:
+                return -1
+            if _number_end(p, at, n, True) == stop:  # an integer: msgspec reads it as one, then converts ("-0" → 0.0)
+                if not _int_at(p, at, stop, &ivalue):
+                    return -1
+                fvalue = <double> ivalue  # rounded to nearest, as Python's float(int)
+            else:
+                memcpy(number, p + at, stop - at)
+                number[stop - at] = 0
+                fvalue = strtod(number, NULL)  # correctly rounded, as msgspec's parser
+            if not (isfinite(fvalue) and <double> lo <= fvalue <= <double> hi):
+                return -1
+            kwargs[name] = fvalue
+        elif slot == STR_SLOT:
+            if at >= n or p[at] != 34:  # "
+                return -1
+            stop = at + 1
+            while stop < n and p[stop] != 34:
+                if p[stop] < 32 or p[stop] > 126 or p[stop] == 92:  # control, non-ASCII, an escape: msgspec reads it
+                    return -1
+                stop += 1
+            if stop >= n or stop - at - 1 > <Py_ssize_t> hi:
+                return -1
+            text = PyUnicode_DecodeASCII(<const char *> p + at + 1, stop - at - 1, NULL)
+            if extra is not None and text not in <tuple> extra:
+                return -1
+            kwargs[name] = text
+            stop += 1
+        elif slot == DTYPE_SLOT:
+            stop = at
+            while stop < n and p[stop] != 34:
+                stop += 1
+            dtype = (<dict> extra).get(p[at:stop])  # bytes name → str name, only the dtypes the array allows
+            if dtype is None:
+                return -1
+            dtypes.append(dtype)
+        else:  # SHAPE_SLOT: k is the buffer
+            k = <Py_ssize_t> lo
+            d = 0
+            stop = at
+            while True:
+                lit = _number_end(p, stop, n, True)
+                if lit < 0 or p[stop] == 45 or d >= MAX_DIMS or not _int_at(p, stop, lit, &ivalue):
+                    return -1
+                dims[k * MAX_DIMS + d] = ivalue
+                d += 1
+                stop = lit
+                if stop < n and p[stop] == 44:  # ,
+                    stop += 1
+                    continue
+                break
+            ranks[k] = <int> d
+        at = stop
+    lit = len(tail)
+    if n - at != lit or memcmp(p + at, <const unsigned char *> tail, lit) != 0:
+        return -1
+    return n
+
+
 def decode(object frames, dict plans):
     """The message ``frames`` hold, built and checked as `pipeline.messages` would, or None for anything unusual
     (the Python decoders then decide). ``plans``: topic → the type's plan (see `messages._compiled_plan`), filled on
@@ -126,42 +282,69 @@ def decode(object frames, dict plans):
         plans[topic] = plan
     if plan is False:
         return None
-    cls, decoder, field_names, arrays, max_bytes, check = <tuple> plan
-    try:
-        header = decoder.decode(raw)
-    except _MsgspecError:
+    cls, decoder, field_names, arrays, max_bytes, check, layout = <tuple> plan
+    cdef Py_ssize_t nbuffers = len(<dict> arrays)
+    if nframes != 2 + nbuffers or nbuffers > MAX_BUFFERS:
         return None
-    specs = header.buffers
-    cdef Py_ssize_t nbuffers = len(specs)
-    if nbuffers != len(<dict> arrays) or nframes != 2 + nbuffers:
-        return None
-    values = header.fields
+    cdef int64_t dims[MAX_BUFFERS * MAX_DIMS]
+    cdef int ranks[MAX_BUFFERS]
+    cdef Py_ssize_t i, j, ndim, count
     kwargs = {}
-    for name in field_names:
-        kwargs[name] = getattr(values, name)
-    cdef cnp.npy_intp dims[MAX_DIMS]
+    dtypes = []
+    if layout is not None and _match(<const unsigned char *> (<bytes> raw), len(<bytes> raw), <tuple> layout[0],
+                                     <bytes> layout[1], kwargs, dtypes, dims, ranks) >= 0:
+        names = list(<dict> arrays)  # the template's order
+    else:  # written otherwise: msgspec's typed decoder reads and checks it
+        kwargs.clear()
+        del dtypes[:]
+        try:
+            header = decoder.decode(raw)
+        except _MsgspecError:
+            return None
+        specs = header.buffers
+        if len(specs) != nbuffers:
+            return None
+        values = header.fields
+        for name in field_names:
+            kwargs[name] = getattr(values, name)
+        kwargs["seq"] = header.seq
+        kwargs["capture_ns"] = header.capture_ns
+        kwargs["source"] = header.source
+        names = []
+        for i in range(nbuffers):
+            spec = specs[i]
+            shape = spec.shape
+            if len(<list> shape) > MAX_DIMS:
+                return None
+            for j in range(len(<list> shape)):
+                size = (<list> shape)[j]  # msgspec held it to ≥ 0; a uint64 would not fit an int64
+                if size > max_bytes:
+                    return None
+                dims[i * MAX_DIMS + j] = size
+            ranks[i] = <int> len(<list> shape)
+            names.append(spec.name)
+            dtypes.append(spec.dtype)
+    cdef cnp.npy_intp shape_[MAX_DIMS]
     cdef int64_t limit = max_bytes, declared = 0, nbytes, ceiling, dim
-    cdef Py_ssize_t i, ndim, count
     cdef int kind
     cdef double max_abs
     for i in range(nbuffers):
-        spec = specs[i]
-        name, dtype, shape = spec.name, spec.dtype, spec.shape
+        name = names[i]
         rule = (<dict> arrays).get(name)
         if rule is None or name in kwargs:  # not an array of this type, or one named twice
             return None
-        dtypes, ndims, max_abs = <tuple> rule
-        entry = (<dict> dtypes).get(dtype)
-        ndim = len(<list> shape)
-        if entry is None or ndim not in <tuple> ndims or ndim > MAX_DIMS:
+        allowed, ndims, max_abs = <tuple> rule
+        entry = (<dict> allowed).get(dtypes[i])
+        ndim = ranks[i]
+        if entry is None or ndim not in <tuple> ndims:
             return None
         descr, itemsize, kind = <tuple> entry
         nbytes = ceiling = itemsize
         for j in range(ndim):
-            size = (<list> shape)[j]  # msgspec held it to ≥ 0; a uint64 would not fit an int64
-            if size > limit:
+            dim = dims[i * MAX_DIMS + j]
+            if dim > limit:
                 return None
-            dim = dims[j] = size
+            shape_[j] = dim
             nbytes *= dim
             ceiling *= dim if dim else 1  # as the Python decoder counts a zero dimension
             if ceiling > limit:
@@ -169,7 +352,7 @@ def decode(object frames, dict plans):
         declared += nbytes
         if declared > limit:
             return None
-        arr = _view(frames[2 + i], descr, <int> ndim, dims, <Py_ssize_t> nbytes)
+        arr = _view(frames[2 + i], descr, <int> ndim, shape_, <Py_ssize_t> nbytes)
         if arr is None:
             return None
         if kind != NONE and nbytes:
@@ -179,11 +362,20 @@ def decode(object frames, dict plans):
             elif not _values_ok(<const float *> cnp.PyArray_DATA(arr), count, kind == COMPLEX64, max_abs):
                 return None
         kwargs[name] = arr
-    kwargs["seq"] = header.seq
-    kwargs["capture_ns"] = header.capture_ns
-    kwargs["source"] = header.source
     msg = cls.__new__(cls)
     msg.__dict__ = kwargs  # every field, checked above: the dataclass __init__ would only copy them
     if check is not None:
         check(msg)
     return msg
+
+
+def read_header(bytes raw, tuple layout):
+    """What the template reading takes from ``raw`` (a plan's ``layout``): (values by field, dtypes, shapes), or None
+    where msgspec would read it instead. For the tests, which hold it to msgspec's reading."""
+    cdef int64_t dims[MAX_BUFFERS * MAX_DIMS]
+    cdef int ranks[MAX_BUFFERS]
+    kwargs, dtypes = {}, []
+    if _match(<const unsigned char *> raw, len(raw), <tuple> layout[0], <bytes> layout[1], kwargs, dtypes, dims,
+              ranks) < 0:
+        return None
+    return kwargs, dtypes, [[dims[k * MAX_DIMS + d] for d in range(ranks[k])] for k in range(len(dtypes))]

@@ -1027,7 +1027,39 @@ def _compiled_plan(topic: bytes) -> tuple | bool | None:
                      float(spec.max_abs))
               for name, spec in cls.array_fields().items()}
     check = cls.check if cls.check is not Message.check else None
-    return cls, _header_decoder(cls), types[3], arrays, cls.max_bytes, check
+    return cls, _header_decoder(cls), types[3], arrays, cls.max_bytes, check, _header_layout(cls)
+
+
+def _header_layout(cls: type[Message]) -> tuple[tuple, bytes] | None:
+    """The type's encoder template (`_header_template`) as the compiled decoder matches it: per value, the literal
+    before it and what it is, with the bounds msgspec's typed decoder holds it to; then the literal after the last.
+    None for a type without a template."""
+    from pipeline._fastdecode import SLOTS
+
+    template = _header_template(cls)
+    if not template:
+        return None
+    literals = re.split(rb"%[dsr]", template[1])
+    rules, arrays = _fast_rules(cls)
+
+    def whole(lo: float, hi: float) -> tuple[int, int]:  # an int field's bounds, within int64
+        return (max(INT64_MIN, math.ceil(lo)) if math.isfinite(lo) else INT64_MIN,
+                min(INT64_MAX, math.floor(hi)) if math.isfinite(hi) else INT64_MAX)
+
+    values: list[tuple] = [(SLOTS["int"], "seq", 0, INT64_MAX, None), (SLOTS["str"], "source", 0, MAX_STR_CHARS, None),
+                           (SLOTS["int"], "capture_ns", INT64_MIN, INT64_MAX, None)]
+    for name, kind, lo, hi, choices in rules:
+        if kind is int:
+            values.append((SLOTS["int"], name, *whole(lo, hi), None))
+        elif kind is float:
+            values.append((SLOTS["float"], name, float(lo), float(hi), None))
+        else:  # str: the template takes no other kind
+            values.append((SLOTS["str"], name, 0, MAX_STR_CHARS, tuple(choices) if choices else None))
+    for k, spec in enumerate(arrays.values()):
+        values += [(SLOTS["dtype"], "", 0, 0, {d.encode(): d for d in spec.dtypes}), (SLOTS["shape"], "", k, 0, None)]
+    if len(literals) != len(values) + 1:  # the template and this reading of it disagree: msgspec reads it all
+        return None
+    return tuple((literal, *value) for literal, value in zip(literals, values)), literals[-1]
 
 
 def _compiled_decode():

@@ -488,6 +488,7 @@ class Subscriber:
         self._traced: set[str] = set()  # exception types whose traceback was logged
         self.socket = None
         self.rcvhwm = hwm_for(self.max_bytes // RECEIVE_PIPE_SHARE, typical_bytes(self.accepts), self.hwm)
+        self._refill = low_water_mark(self.rcvhwm)  # reads between ZeroMQ's refills of the receive pipe
         if self.ctx is None:
             return
         self.socket = self.ctx.socket(zmq.SUB)
@@ -516,14 +517,16 @@ class Subscriber:
         loss, and only past the writer's budget are the newest dropped (counted as ``lost``). A queue
         still full from the last drain, with nothing taken from it since, has a reader that is not
         reading at all: there the declared policy applies and each new message drops the oldest."""
-        self.log_gaps()
+        if self._burst is not None:
+            self.log_gaps()
         n = 0
         read_all = not self.lossless and (self.policy == "latest" or (self.full and not self._taken))
         self._taken = False
         sock = self.socket
         read, address = (COMPILED_READ, sock.underlying) if COMPILED_READ is not None else (_read_python, sock)
         refills = 0
-        while read_all or not self.full:
+        queue, capacity, max_bytes = self.queue, self.capacity, self.max_bytes  # `full`, inlined: the hot loop
+        while read_all or (len(queue) < capacity and self.queued_bytes < max_bytes):
             frames = read(address)
             if frames is None:
                 # A drain that read a refill's worth may have a backlog behind it: ZeroMQ's I/O thread hears
@@ -531,8 +534,7 @@ class Subscriber:
                 # the kernel a moment later. Wait for that moment (a little, a few times), so a `latest` input
                 # really ends on the newest (waiting only after a whole pipe's worth left a small pipe, 9
                 # frames, read 5 per drain behind a 200 Hz writer: tests/test_runtime.py).
-                if (n < low_water_mark(self.rcvhwm) * (refills + 1) or refills >= MAX_REFILL_WAITS
-                        or not sock.poll(REFILL_WAIT_MS)):
+                if n < self._refill * (refills + 1) or refills >= MAX_REFILL_WAITS or not sock.poll(REFILL_WAIT_MS):
                     return n
                 refills += 1
                 continue

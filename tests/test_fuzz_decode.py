@@ -258,3 +258,100 @@ def test_values_at_the_limit_are_judged_alike_on_every_path(kind: str, size: int
         ok = bool(np.isfinite(values).all()) and float(np.abs(values.view(np.float32 if kind == "audio"
                                                                             else np.complex64)).max()) <= limit
         assert (got not in (None, "refused")) == ok
+
+
+def _typed_reading(cls, raw: bytes):
+    """What msgspec's typed decoder takes from a header: (values by field, dtypes, shapes), or None."""
+    import msgspec
+
+    from pipeline.messages import _header_decoder
+
+    try:
+        h = _header_decoder(cls).decode(raw)
+    except msgspec.MsgspecError:
+        return None
+    values = {**msgspec.structs.asdict(h.fields), "seq": h.seq, "capture_ns": h.capture_ns, "source": h.source}
+    return values, [b.dtype for b in h.buffers], [b.shape for b in h.buffers], [b.name for b in h.buffers]
+
+
+def _template_agrees_with_msgspec(topic: bytes, raw: bytes) -> bool:
+    """The compiled template reading takes a header only as msgspec's decoder reads it: the same values, of the same
+    types. Returns whether it took it."""
+    from pipeline._fastdecode import read_header
+    from pipeline.messages import _REGISTRY_BY_TOPIC, _header_layout
+
+    cls = _REGISTRY_BY_TOPIC[topic]
+    got = read_header(raw, _header_layout(cls))
+    if got is None:
+        return False
+    typed = _typed_reading(cls, raw)
+    assert typed is not None, f"the template reading took a header msgspec refuses: {raw!r:.300}"
+    values, dtypes, shapes, names = typed
+    assert names == list(cls.array_fields()), raw
+    def spelled(v):  # a value and its type, a float's sign included (-0.0 == 0.0)
+        return (type(v), repr(v))
+
+    assert {k: spelled(v) for k, v in got[0].items()} == {k: spelled(v) for k, v in values.items()}, raw
+    assert (got[1], got[2]) == (dtypes, shapes), raw
+    return True
+
+
+TYPED = [f for f in VALID if f[0] != b"Heartbeat"]
+
+
+def test_the_template_reading_takes_every_header_an_encoder_writes() -> None:
+    if _COMPILED_DECODE is None:
+        return  # not built: the Python decoders read every header (the compiled tests fail in CI instead)
+    for frames in TYPED:
+        assert _template_agrees_with_msgspec(frames[0], frames[1]), frames[1]
+
+
+@FUZZ
+@given(st.sampled_from(TYPED), st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(["replace", "insert", "delete"]),
+                                                  st.sampled_from(list(b'0123456789-+.eE",:[]{} \\\x80\x00x'))),
+                                        min_size=1, max_size=3))
+def test_edited_headers_are_read_by_the_template_only_as_msgspec_reads_them(frames: list[bytes], edits) -> None:
+    """Byte edits keep a header compact, so the template reading gets a say (a json.dumps rewrite never matches it):
+    digits longer or shorter, signs, exponents, leading zeros, quotes and escapes, a stray byte."""
+    if _COMPILED_DECODE is None:
+        return
+    raw = bytearray(frames[1])
+    for at, op, byte in edits:
+        at %= len(raw) + (op == "insert")
+        if op == "replace" and at < len(raw):
+            raw[at] = byte
+        elif op == "insert":
+            raw.insert(at, byte)
+        elif at < len(raw):
+            del raw[at]
+    _template_agrees_with_msgspec(frames[0], bytes(raw))
+    decodes_or_refuses([frames[0], bytes(raw), *frames[2:]])
+
+
+_NUMBERS = st.one_of(st.integers(-(2**70), 2**70).map(str), st.floats(allow_nan=False).map(repr),
+                     st.sampled_from(["0", "-0", "00", "01", "-01", "1.", ".5", "1e5", "1E+05", "1e-400", "1e400",
+                                      "-1.5e-3", "9223372036854775807", "9223372036854775808", "-9223372036854775808",
+                                      "-9223372036854775809", "18446744073709551616", "0.0", "1_0", "0x10", "+1"]))
+_STRINGS = st.text(max_size=12).map(json.dumps) | st.sampled_from(['"a\\"b"', '"\\u00e9"', '"é"', '""', '"complex"',
+                                                                  '"logmel"', '"x"'])
+
+
+@FUZZ
+@given(st.sampled_from(TYPED), st.data())
+def test_values_in_every_spelling_are_read_by_the_template_only_as_msgspec_reads_them(frames, data) -> None:
+    """Each value of a compact header respelled: integers past int64, leading zeros, a negative zero, floats in
+    exponent form, out of range or beyond a double, strings with escapes or non-ASCII, shapes with odd entries."""
+    if _COMPILED_DECODE is None:
+        return
+    import re
+
+    raw = frames[1].decode()
+    spots = [(m.start(2), m.end(2)) for m in re.finditer(r'("[a-z_]+":)(-?[0-9.eE+-]+|"[^"]*")', raw)]
+    spots += [(m.start(1), m.end(1)) for m in re.finditer(r'"shape":\[([0-9,]*)\]', raw)]
+    start, end = data.draw(st.sampled_from(spots))
+    old = raw[start:end]
+    new = data.draw(_STRINGS if old.startswith('"') else st.lists(_NUMBERS, min_size=1, max_size=4).map(",".join)
+                    if raw[start - 1] == "[" else _NUMBERS)
+    edited = (raw[:start] + new + raw[end:]).encode("utf-8", "surrogatepass")
+    _template_agrees_with_msgspec(frames[0], edited)
+    decodes_or_refuses([frames[0], edited, *frames[2:]])
