@@ -47,6 +47,10 @@ cdef object _make_plan = None
 cdef object _zeros = None
 cdef Py_ssize_t _max_header_bytes = 0
 _MsgspecError = msgspec.MsgspecError
+try:  # a received large part (`pipeline/_fastzmq.pyx`): its memory is libzmq's, released when the part is
+    from pipeline._fastzmq import Part as _Part
+except ImportError:
+    _Part = None
 
 
 def configure(check_values, make_plan, zeros, Py_ssize_t max_header_bytes):
@@ -87,25 +91,29 @@ cdef bint _values_ok(const float *f, Py_ssize_t count, bint complex_, double max
 
 
 cdef object _view(object frame, cnp.dtype descr, int ndim, cnp.npy_intp *dims, Py_ssize_t nbytes):
-    """``frame``'s bytes as a read-only array (no copy) whose base is a memoryview of the frame, as
-    ``np.ndarray(shape, dtype, memoryview(frame))`` makes it; None when the frame does not hold ``nbytes`` (or holds
-    no bytes at all)."""
-    cdef object view
+    """``frame``'s bytes as a read-only array (no copy), as ``np.ndarray(shape, dtype, memoryview(frame))`` makes it;
+    None when the frame does not hold ``nbytes`` (or holds no bytes at all). A bytes frame or a received `Part` is
+    the array's base itself (neither can change or move while referenced); any other through a memoryview, which
+    holds its export for as long as the array lives."""
+    cdef object base
     cdef Py_buffer buf
-    try:
-        view = memoryview(frame)
-    except (TypeError, BufferError):
-        return None
-    PyObject_GetBuffer(view, &buf, PyBUF_SIMPLE)
+    if type(frame) is bytes or type(frame) is _Part:
+        base = frame
+    else:
+        try:
+            base = memoryview(frame)
+        except (TypeError, BufferError):
+            return None
+    PyObject_GetBuffer(base, &buf, PyBUF_SIMPLE)
     cdef void *data = buf.buf
     cdef Py_ssize_t length = buf.len
-    PyBuffer_Release(&buf)  # the memoryview keeps the frame's export for as long as the array holds it
+    PyBuffer_Release(&buf)  # the base keeps the bytes where they are (see above)
     if length != nbytes:
         return None
     if nbytes == 0:
         return _zeros([dims[i] for i in range(ndim)], descr)
     arr = cnp.PyArray_New(cnp.ndarray, ndim, dims, descr.type_num, NULL, data, 0, 0, None)  # flags 0: read-only
-    cnp.set_array_base(arr, view)
+    cnp.set_array_base(arr, base)
     return arr
 
 
