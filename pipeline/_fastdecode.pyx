@@ -4,14 +4,16 @@
 Why: measured in the hop (`benchmarks/transport.py`), decoding a 64 B message in Python cost more than all the rest a
 node's input adds to a raw ZeroMQ read: a dozen library calls (a cache lookup, msgspec, `asdict`, numpy's array
 constructor, a BLAS dot for the value check, the object), each run cold after the idle gap between messages. Here
-they are C: the header is still parsed and range-checked by the same msgspec decoder, each buffer is viewed as an
-array through numpy's C API, and a float buffer's values are checked by a loop instead of numpy calls.
+they are C. A header written by the type's own encoder template (every header Earshot writes) is read by matching
+that template: its literals byte for byte, its values in their canonical spelling, each held to the bounds msgspec's
+typed decoder holds it to; any other spelling of a valid header is read by that msgspec decoder. Each buffer is
+viewed as an array through numpy's C API, and a float32 buffer's values are checked by a loop.
 
-It takes exactly what the Python decoder takes, and nothing else: anything unusual (a type without a plan, an
+It takes exactly what the Python decoders take, and nothing else: anything unusual (a type without a plan, an
 unknown or repeated buffer, a dtype or rank not declared, a size that does not add up, a value that fails its check)
-returns None, and the Python decoders decide and say what is wrong. A float buffer larger than `SMALL_ELEMENTS`, or of a
-float type other than float32 and complex64, is checked by the Python checker (one BLAS call beats this loop on a
-large one); it raises as it does in Python.
+returns None, and the Python decoders decide and say what is wrong (`tests/test_fuzz_decode.py` holds each path to
+the careful one). A float buffer larger than `SMALL_ELEMENTS`, or of a float type other than float32 and complex64,
+is checked by the Python checker (one BLAS call beats this loop on a large one); it raises as it does in Python.
 """
 
 cimport numpy as cnp
@@ -31,8 +33,8 @@ cdef enum:
     SMALL_ELEMENTS = 65536
     MAX_DIMS = 8
 
-#: a buffer's value check (the plan's code for its dtype): none (integers), here (the float32 types the messages
-#: carry), or by the Python checker (the other float types, which no message type declares today)
+#: a buffer's value check (the plan's code for its dtype): none (integers), here (float32 and complex64), or by the
+#: Python checker (float16, which feature maps may carry; float64 and complex128, which no message type declares)
 cdef enum ValueCheck:
     NONE = 0
     FLOAT32 = 1
