@@ -66,13 +66,19 @@ def receive_earshot(endpoint: str, count: int, out: mp.Queue, python_read: bool 
     ctx.term()
 
 
-def read_blocking(endpoint: str, count: int, out: mp.Queue, stamp_of) -> None:
-    """A blocking pyzmq reader: ``stamp_of(frames)`` gives each message's capture time (reading it however the
-    caller's path does), and the latency is taken after it returns."""
+def subscribed(endpoint: str) -> tuple[zmq.Context, zmq.Socket]:
+    """A plain pyzmq SUB socket on ``endpoint``, subscribed to everything: the raw readers' socket."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
     sock.connect(endpoint)
+    return ctx, sock
+
+
+def read_blocking(endpoint: str, count: int, out: mp.Queue, stamp_of) -> None:
+    """A blocking pyzmq reader: ``stamp_of(frames)`` gives each message's capture time (reading it however the
+    caller's path does), and the latency is taken after it returns."""
+    ctx, sock = subscribed(endpoint)
     lat = []
     while len(lat) < count:
         stamp = stamp_of(sock.recv_multipart(copy=False))
@@ -132,10 +138,7 @@ def receive_lean(endpoint: str, count: int, out: mp.Queue) -> None:
 def receive_lean_polled(endpoint: str, count: int, out: mp.Queue) -> None:
     """``--lean``'s reader behind a poll, as a node must read (it waits on several sockets at once): the poll and a
     non-blocking read, then the same 16-byte header. What a node's loop costs before any decoding."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(endpoint)
+    ctx, sock = subscribed(endpoint)
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     lat = []

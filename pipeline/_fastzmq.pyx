@@ -55,6 +55,9 @@ cdef enum:
     ZMQ_POLLIN = 1
     MAX_WAIT_SOCKETS = 64
 
+#: the most sockets `wait` takes at once (a node with more inputs waits through a zmq.Poller)
+WAIT_LIMIT = MAX_WAIT_SOCKETS
+
 cdef earshot_msg_fn_t msg_init = NULL
 cdef earshot_msg_fn_t msg_close = NULL
 cdef earshot_msg_recv_t msg_recv = NULL

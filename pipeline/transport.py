@@ -156,11 +156,13 @@ def waiter(sockets: list[zmq.Socket]):
     """``wait(timeout_ms)``: block until one of ``sockets`` has a message, or the timeout — a node's loop waits on
     its inputs so. Compiled with the read where it is built (a zmq.Poller is several Python calls a wake-up, run
     cold: issue 17), else a zmq.Poller."""
-    if COMPILED_READ is not None and len(sockets) <= 64:
+    if COMPILED_READ is not None:
+        from pipeline._fastzmq import WAIT_LIMIT
         from pipeline._fastzmq import wait as compiled_wait
 
-        sockets = list(sockets)
-        return lambda timeout_ms: compiled_wait(sockets, timeout_ms)
+        if len(sockets) <= WAIT_LIMIT:
+            sockets = list(sockets)
+            return lambda timeout_ms: compiled_wait(sockets, timeout_ms)
     poller = zmq.Poller()
     for s in sockets:
         poller.register(s, zmq.POLLIN)
