@@ -7,24 +7,29 @@ constructor, a BLAS dot for the value check, the object), each run cold after th
 they are C. A header written by the type's own encoder template (every header Earshot writes) is read by matching
 that template: its literals byte for byte, its values in their canonical spelling, each held to the bounds msgspec's
 typed decoder holds it to; any other spelling of a valid header is read by that msgspec decoder. Each buffer is
-viewed as an array through numpy's C API, and a float32 buffer's values are checked by a loop.
+viewed as an array through numpy's C API, and a float32 or complex64 buffer's values are settled by one sum where
+they are clearly within their limit.
 
 It takes exactly what the Python decoders take, and nothing else: anything unusual (a type without a plan, an
 unknown or repeated buffer, a dtype or rank not declared, a size that does not add up, a value that fails its check)
 returns None, and the Python decoders decide and say what is wrong (`tests/test_fuzz_decode.py` holds each path to
-the careful one). A float buffer larger than `SMALL_ELEMENTS`, or of a float type other than float32 and complex64,
-is checked by the Python checker (one BLAS call beats this loop on a large one); it raises as it does in Python.
+the careful one). Every float buffer that sum does not settle (a value at or over
+the limit, a non-finite one), every one larger than `SMALL_ELEMENTS` (one BLAS call beats the loop there), and every
+one of another float type goes to the Python checker, which raises as it does in Python.
 """
 
 cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from libc.math cimport fabs, hypot, isfinite
+from libc.math cimport isfinite
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport int64_t, uint64_t
-from libc.stdlib cimport strtod
 from libc.string cimport memcmp, memcpy
 
 import msgspec
+
+cdef extern from "Python.h":
+    # the C locale's decimal point does not matter to it (strtod's would: a GUI toolkit may set LC_NUMERIC)
+    double PyOS_string_to_double(const char *s, char **endptr, void *overflow_exception) except? -1.0
 
 cnp.import_array()
 
@@ -63,13 +68,13 @@ def configure(check_values, make_plan, zeros, Py_ssize_t max_header_bytes):
     _check_in_python, _make_plan, _zeros, _max_header_bytes = check_values, make_plan, zeros, max_header_bytes
 
 
-cdef bint _values_ok(const float *f, Py_ssize_t count, bint complex_, double max_abs) nogil:
-    """Every element finite and at most ``max_abs`` in magnitude (a complex one's modulus), as the Python checker:
-    first the sum of squares in double (it bounds every square: finite and ≤ max_abs² settles it), and only when
-    that does not settle it, element by element."""
-    cdef Py_ssize_t n = count * (2 if complex_ else 1)
+cdef bint _clearly_within(const float *f, Py_ssize_t n, double max_abs) noexcept nogil:
+    """The sum of the squares of ``n`` floats, in double, clearly within max_abs²: then every element is finite and
+    within max_abs in magnitude (a complex one's modulus too, its two parts being two of the floats). Clearly: with a
+    margin of 2⁻²⁰, far above this sum's rounding and above the float32 arithmetic of the Python checker, which
+    decides every case this does not settle (a value at the limit, a non-finite one) exactly as it does in Python."""
     cdef Py_ssize_t i = 0
-    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, x, y
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, limit = max_abs * (1.0 - 1.0 / 1048576.0)
     while i + 4 <= n:  # four sums: the additions do not wait on each other
         s0 += <double> f[i] * f[i]
         s1 += <double> f[i + 1] * f[i + 1]
@@ -80,16 +85,7 @@ cdef bint _values_ok(const float *f, Py_ssize_t count, bint complex_, double max
         s0 += <double> f[i] * f[i]
         i += 1
     s0 = s0 + s1 + s2 + s3
-    if isfinite(s0) and s0 <= max_abs * max_abs:
-        return True
-    for i in range(count):  # not settled: a non-finite element, or one too large
-        if complex_:
-            x, y = f[2 * i], f[2 * i + 1]
-            if not (isfinite(x) and isfinite(y)) or hypot(x, y) > max_abs:
-                return False
-        elif not isfinite(f[i]) or fabs(f[i]) > max_abs:
-            return False
-    return True
+    return isfinite(s0) and s0 <= limit * limit
 
 
 cdef object _view(object frame, cnp.dtype descr, int ndim, cnp.npy_intp *dims, Py_ssize_t nbytes):
@@ -104,9 +100,12 @@ cdef object _view(object frame, cnp.dtype descr, int ndim, cnp.npy_intp *dims, P
     else:
         try:
             base = memoryview(frame)
-        except (TypeError, BufferError):
+        except (TypeError, BufferError, ValueError):  # no buffer, or a released one
             return None
-    PyObject_GetBuffer(base, &buf, PyBUF_SIMPLE)
+    try:
+        PyObject_GetBuffer(base, &buf, PyBUF_SIMPLE)
+    except (BufferError, ValueError):  # not contiguous, or released: the Python decoders say which
+        return None
     cdef void *data = buf.buf
     cdef Py_ssize_t length = buf.len
     PyBuffer_Release(&buf)  # the base keeps the bytes where they are (see above)
@@ -222,7 +221,7 @@ cdef Py_ssize_t _match(const unsigned char *p, Py_ssize_t n, tuple steps, bytes 
             else:
                 memcpy(number, p + at, stop - at)
                 number[stop - at] = 0
-                fvalue = strtod(number, NULL)  # correctly rounded, as msgspec's parser
+                fvalue = PyOS_string_to_double(number, NULL, NULL)  # correctly rounded, whatever the C locale
             if not (isfinite(fvalue) and <double> lo <= fvalue <= <double> hi):
                 return -1
             kwargs[name] = fvalue
@@ -251,6 +250,8 @@ cdef Py_ssize_t _match(const unsigned char *p, Py_ssize_t n, tuple steps, bytes 
             dtypes.append(dtype)
         else:  # SHAPE_SLOT: k is the buffer
             k = <Py_ssize_t> lo
+            if k >= MAX_BUFFERS:  # a layout of more buffers than the dims hold (decode() never passes one)
+                return -1
             d = 0
             stop = at
             while True:
@@ -278,7 +279,8 @@ def decode(object frames, dict plans):
     first sight of a topic."""
     if type(frames) is not list:
         return None
-    cdef Py_ssize_t nframes = len(<list> frames)
+    frames = tuple(<list> frames)  # its own: Python code runs in the loop below, another thread could shrink a list
+    cdef Py_ssize_t nframes = len(<tuple> frames)
     if nframes < 2:
         return None
     topic, raw = frames[0], frames[1]
@@ -367,10 +369,9 @@ def decode(object frames, dict plans):
             return None
         if kind != NONE and nbytes:
             count = nbytes // itemsize
-            if kind == IN_PYTHON or count > SMALL_ELEMENTS:
+            if (kind == IN_PYTHON or count > SMALL_ELEMENTS or not _clearly_within(
+                    <const float *> cnp.PyArray_DATA(arr), count * (2 if kind == COMPLEX64 else 1), max_abs)):
                 _check_in_python(cls.type_name, name, arr, max_abs)  # raises saying what is wrong
-            elif not _values_ok(<const float *> cnp.PyArray_DATA(arr), count, kind == COMPLEX64, max_abs):
-                return None
         kwargs[name] = arr
     msg = cls.__new__(cls)
     msg.__dict__ = kwargs  # every field, checked above: the dataclass __init__ would only copy them

@@ -13,6 +13,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -355,3 +356,32 @@ def test_values_in_every_spelling_are_read_by_the_template_only_as_msgspec_reads
     edited = (raw[:start] + new + raw[end:]).encode("utf-8", "surrogatepass")
     _template_agrees_with_msgspec(frames[0], edited)
     decodes_or_refuses([frames[0], edited, *frames[2:]])
+
+
+@pytest.mark.parametrize("value", [4.9592653e+08 + 8.683645e+08j, 6e8 + 8e8j, 1e9 + 0j, 7.0710677e8 + 7.0710677e8j,
+                                   7.07e8 + 7.07e8j])
+def test_complex_values_at_the_limit_are_judged_alike(value: complex) -> None:
+    """A modulus a hair from the limit, where double and float32 arithmetic part (found in review): the compiled
+    path leaves it to the Python checker, so every path says the same."""
+    from pipeline.messages import Spectrogram
+
+    frames = wire(Spectrogram(frames=np.zeros((1, 4), np.complex64)))
+    z = np.zeros((1, 4), np.complex64)
+    z[0, 1] = value
+    fast_agrees_with_careful([frames[0], frames[1], z.tobytes()])
+
+
+def test_a_frame_that_is_no_plain_buffer_is_refused_with_a_reason() -> None:
+    """A Fortran-ordered array or a released memoryview as a frame: the compiled path steps aside (it used to let
+    numpy's BufferError out), and decode names what is wrong."""
+    from pipeline.messages import VideoFrame
+
+    frames = wire(VideoFrame(image=np.zeros((4, 6, 3), np.uint8)))
+    fortran = np.asfortranarray(np.zeros((6, 12), np.uint8))
+    released = memoryview(b"\\0" * 72)
+    released.release()
+    for frame in (fortran, released):
+        if _COMPILED_DECODE is not None:
+            assert _compiled([frames[0], frames[1], frame]) is None
+        with pytest.raises(MessageError):
+            decode([frames[0], frames[1], frame])
