@@ -100,6 +100,9 @@ cdef class Part:
     cdef Py_ssize_t shape[1]
     cdef bint live
 
+    def __init__(self):  # `read` makes them (Part.__new__); one made here would hold no message at all
+        raise TypeError("a Part is made by pipeline._fastzmq.read, not directly")
+
     def __dealloc__(self):
         if self.live:
             msg_close(&self.msg)

@@ -115,6 +115,8 @@ def test_a_large_part_stays_valid_after_the_socket_is_gone_and_is_read_only() ->
     with pytest.raises(zmq.ZMQError):
         read(sock.underlying)  # closed: an error, as pyzmq gives, never a read of freed memory
     ctx.term()
+    with pytest.raises(TypeError):
+        type(msg.image.base)()  # a part holds a received message: one made from Python would hold none
 
 
 def test_the_waiter_wakes_on_a_message_and_refuses_a_closed_socket() -> None:
