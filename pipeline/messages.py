@@ -861,8 +861,8 @@ def _decode_fast(frames: list[bytes] | list[Any]) -> Message | None:
             ceiling *= d or 1  # as `_decode_buffer` counts a zero dimension
         declared += nbytes
         buf = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
-        if ceiling > cls.max_bytes or declared > cls.max_bytes or buf.nbytes != nbytes:
-            return None
+        if ceiling > cls.max_bytes or declared > cls.max_bytes or buf.nbytes != nbytes or not buf.c_contiguous:
+            return None  # (a strided frame: the careful path says so, where np.ndarray would read it in memory order)
         if not nbytes:
             kwargs[name] = np.zeros(shape, dtype)
             continue
@@ -927,9 +927,10 @@ def _decode(frames: list[bytes] | list[Any]) -> Message:
         value = fields[name]
         if not isinstance(value, allowed) or (allowed != (bool,) and isinstance(value, bool)):
             raise MessageError(f"{type_name}.{name}: expected {allowed[0].__name__}, got {value!r:.40}", "fields")
+        value = float(value) if is_float else value  # bounds hold what is stored (an integer, rounded), as msgspec's
         if bounds is not None:
             bounds.check(type_name, name, value)
-        kwargs[name] = float(value) if is_float else value
+        kwargs[name] = value
     if len(fields) != len(kwargs):
         raise MessageError(f"{type_name}: unexpected fields {sorted(set(fields) - set(kwargs))!r:.80}", "fields")
 
