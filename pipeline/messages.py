@@ -508,8 +508,7 @@ def encode(msg: Message) -> list[Any]:
     if template is None:
         template = _TEMPLATES[cls] = _header_template(cls)
     if template:
-        frames = ((_COMPILED_ENCODE is not None and _COMPILED_ENCODE(msg, template))
-                  or _encode_template(msg, template))
+        frames = _encode_template(msg, template)
         if frames is not None:
             return frames
     return _encode_structs(msg)
@@ -581,9 +580,7 @@ def _header_template(cls: type[Message]) -> tuple | bool:
     template = head + keys + b'},"buffers":[' + buffers + b"]}"
     fields = tuple((name, kind) for name, kind, *_ in rules)
     specs = tuple((name, frozenset(np.dtype(d) for d in spec.dtypes), spec.ndims) for name, spec in arrays.items())
-    # per array, its dtypes' wire names by numpy's type number (the compiled writer reads that from the array)
-    wire_names = tuple({np.dtype(d).num: d.encode() for d in spec.dtypes} for spec in arrays.values())
-    return cls.type_name.encode(), template, fields, specs, wire_names
+    return cls.type_name.encode(), template, fields, specs
 
 
 def _encode_template(msg: Message, plan: tuple) -> list[Any] | None:
@@ -591,7 +588,7 @@ def _encode_template(msg: Message, plan: tuple) -> list[Any] | None:
     numpy scalar, a bool in an int field, a non-finite float, a wrong array): msgspec's path then writes it
     or says what is wrong, as before. The bytes differ from msgspec's only in spelling (a float's digits,
     non-ASCII escaped), never in what a decoder reads."""
-    topic, template, fields, specs, _ = plan
+    topic, template, fields, specs = plan
     seq, capture_ns, source = msg.seq, msg.capture_ns, _json_text(msg.source)
     if type(seq) is not int or type(capture_ns) is not int or source is None:
         return None
@@ -1068,7 +1065,7 @@ def _header_layout(cls: type[Message]) -> tuple[tuple, bytes] | None:
 
 def _compiled_decode():
     """`pipeline/_fastdecode.pyx`'s decode, or None: not built (no compiler at install), or
-    ``EARSHOT_PYTHON_READ=1`` (the whole transport in Python: the benchmark's and the tests' A/B)."""
+    ``EARSHOT_PYTHON_READ=1`` (the transport reads and decodes in Python: the benchmark's and the tests' A/B)."""
     import os
 
     if os.environ.get("EARSHOT_PYTHON_READ") == "1":
@@ -1081,22 +1078,6 @@ def _compiled_decode():
     return _fastdecode.decode
 
 
-def _compiled_encode():
-    """`pipeline/_fastencode.pyx`'s encode (the frames `_encode_template` writes, or None), or None: not built, or
-    ``EARSHOT_PYTHON_READ=1`` (the whole transport in Python)."""
-    import os
-
-    if os.environ.get("EARSHOT_PYTHON_READ") == "1":
-        return None
-    try:
-        from pipeline import _fastencode
-    except ImportError:
-        return None
-    _fastencode.configure(_json_text)
-    return _fastencode.encode
-
-
 #: topic → the compiled decoder's plan for its type, filled as topics are first seen
 _COMPILED_PLANS: dict[bytes, tuple | bool] = {}
 _COMPILED_DECODE = _compiled_decode()
-_COMPILED_ENCODE = _compiled_encode()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 
 import numpy as np
@@ -309,67 +308,6 @@ def test_any_value_the_template_writes_reads_back_as_msgspec_writes_it(source, p
             assert_same(read[1], msg)
         else:
             assert read[0] == read[1]
-
-
-_ODD_SCALARS = [np.int64(3), True, 2.5, 7, float("nan"), float("inf"), -0.0, 1e300, "é\"\\", "x" * 2000, None,
-                np.float32(0.5), "plain"]
-
-
-def _odd_array(a: np.ndarray, how: str):
-    return {"strided": lambda: a[..., ::-1] if a.ndim else a, "swapped": lambda: a.astype(a.dtype.newbyteorder()),
-            "fortran": lambda: np.asfortranarray(a),
-            "longlong": lambda: a.astype(np.longlong) if a.dtype == np.int64 else a,
-            "rank": lambda: a.reshape(-1) if a.ndim > 1 else a[None], "list": a.tolist, "masked": lambda: np.ma.asarray(a),
-            "float64": lambda: a.real.astype(np.float64), "same": lambda: a}[how]()
-
-
-@settings(max_examples=300, deadline=None, derandomize=True)
-@given(st.sampled_from([m for m in examples() if not isinstance(m, Heartbeat)]), st.data())
-def test_the_compiled_writer_writes_exactly_what_the_template_writes(msg: Message, data) -> None:
-    """`pipeline/_fastencode.pyx` against `_encode_template`: where it writes, the same frames byte for byte (the
-    same arrays); where it declines, the Python writers decide. Values of every odd kind: numpy scalars, bools,
-    non-finite floats, escapes, long strings, arrays strided, byte-swapped, Fortran-ordered, of another rank,
-    dtype or class."""
-    import copy
-
-    from pipeline.messages import _COMPILED_ENCODE, _encode_template, _header_template
-
-    if _COMPILED_ENCODE is None:
-        return  # not built (CI builds it: the examples below then run)
-    msg = copy.copy(msg)
-    for name in data.draw(st.lists(st.sampled_from(["seq", "capture_ns", "source", *msg.scalar_fields()]),
-                                   max_size=2)):
-        setattr(msg, name, data.draw(st.sampled_from(_ODD_SCALARS)))
-    for name in msg.array_fields():
-        setattr(msg, name, _odd_array(getattr(msg, name), data.draw(st.sampled_from(
-            ["same", "same", "strided", "swapped", "fortran", "longlong", "rank", "list", "masked", "float64"]))))
-    plan = _header_template(type(msg))
-
-    def outcome(write):
-        try:
-            return write(msg, plan)
-        except MessageError as exc:
-            return str(exc)
-
-    compiled, python = outcome(_COMPILED_ENCODE), outcome(_encode_template)
-    if compiled is None:
-        return  # declined: the Python writers decide, as before the compiled one existed
-    if isinstance(compiled, str):
-        assert compiled == python
-        return
-    assert compiled[:2] == python[:2]
-    assert all(x is y for x, y in zip(compiled[2:], python[2:]))
-
-
-def test_the_compiled_writer_takes_every_plain_message() -> None:
-    from pipeline.messages import _COMPILED_ENCODE, _header_template
-
-    if _COMPILED_ENCODE is None:
-        assert os.environ.get("EARSHOT_REQUIRE_COMPILED") != "1", "pipeline/_fastencode is not built"
-        return
-    for msg in examples():
-        if not isinstance(msg, Heartbeat):
-            assert _COMPILED_ENCODE(msg, _header_template(type(msg))) is not None, msg.type_name
 
 
 @pytest.mark.parametrize("change, error", [
