@@ -1,7 +1,8 @@
 """One-way hop latency through `pipeline.transport`, beside raw pyzmq in the same run.
 
     python benchmarks/transport.py [--count 400] [--rounds 3] [--breakdown] [--floor] [--lean]
-    python benchmarks/transport.py --cold     each Python step of a 64 B message, warm and after the 2 ms gap
+    python benchmarks/transport.py --cold     each step of a 64 B message, warm and after the 2 ms gap (decode
+                                              compiled where built, and in Python)
 
 The sender stamps ``time.monotonic_ns()`` (one clock for all processes on Linux); a
 receiver in another process reads it back and reports now − stamp. "earshot" is the full
@@ -33,7 +34,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.messages import (_DTYPE, _FLOAT_DTYPES, _REGISTRY_BY_TOPIC, AudioChunk, VideoFrame,  # noqa: E402
-                               _check_values, _header_decoder, _parse_fast, decode, encode)
+                               _check_values, _decode_fast, _header_decoder, _parse_fast, decode, encode)
 from pipeline.transport import ZERO_COPY_MIN_BYTES, Publisher, Subscriber  # noqa: E402
 
 SIZES = {
@@ -166,7 +167,8 @@ def cold_steps(count: int = 400, gap_s: float = 0.002) -> None:
     msg = SIZES["64 B"]()
     frames = [bytes(f) for f in encode(msg)]
     cls = _REGISTRY_BY_TOPIC[frames[0]]
-    names = ("encode", "header parse", "array view", "value check", "message object", "decode (all)")
+    names = ("encode", "header parse", "array view", "value check", "message object", "decode (all)",
+             "decode in Python")
 
     def steps() -> list[int]:
         t = [time.perf_counter_ns()]
@@ -183,6 +185,8 @@ def cold_steps(count: int = 400, gap_s: float = 0.002) -> None:
         out.check()
         t.append(time.perf_counter_ns())
         decode(frames)
+        t.append(time.perf_counter_ns())
+        _decode_fast(frames)
         t.append(time.perf_counter_ns())
         return list(np.diff(t))
 
