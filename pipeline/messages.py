@@ -1063,12 +1063,18 @@ def _header_layout(cls: type[Message]) -> tuple[tuple, bytes] | None:
     return tuple((literal, *value) for literal, value in zip(literals, values)), literals[-1]
 
 
-def _compiled_decode():
-    """`pipeline/_fastdecode.pyx`'s decode, or None: not built (no compiler at install), or
-    ``EARSHOT_PYTHON_READ=1`` (the transport reads and decodes in Python: the benchmark's and the tests' A/B)."""
+def _python_transport() -> bool:
+    """``EARSHOT_PYTHON_READ=1``: the transport's compiled parts (read and decode) stay unused and it works in Python,
+    the benchmark's and the tests' A/B. Asked by both (`pipeline.transport` too), so the switch is spelled once."""
     import os
 
-    if os.environ.get("EARSHOT_PYTHON_READ") == "1":
+    return os.environ.get("EARSHOT_PYTHON_READ") == "1"
+
+
+def _compiled_decode():
+    """`pipeline/_fastdecode.pyx`'s decode, or None: not built (no compiler at install), or the transport in Python
+    (`_python_transport`)."""
+    if _python_transport():
         return None
     try:
         from pipeline import _fastdecode

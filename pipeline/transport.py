@@ -67,8 +67,8 @@ from typing import Literal
 import zmq
 
 from pipeline.keys import secure_socket
-from pipeline.messages import (AudioChunk, EndOfStream, Message, MessageError, SeparatedAudio, Spectrogram, decode,
-                               encode)
+from pipeline.messages import (AudioChunk, EndOfStream, Message, MessageError, SeparatedAudio, Spectrogram,
+                               _python_transport, decode, encode)
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,9 @@ _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 def _compiled_read():
     """The compiled read (`pipeline/_fastzmq.pyx`), bound to the libzmq pyzmq loaded, or None: not built (no
-    compiler at install), or ``EARSHOT_PYTHON_READ=1`` (the benchmark's and the tests' A/B). Why it exists: a Python
-    read is a dozen cold calls into pyzmq per message, the larger part of what the transport added to a raw hop."""
-    import os
-
-    if os.environ.get("EARSHOT_PYTHON_READ") == "1":
+    compiler at install), or ``EARSHOT_PYTHON_READ=1`` (`messages._python_transport`). Why it exists: a Python read
+    is a dozen cold calls into pyzmq per message, the larger part of what the transport added to a raw hop."""
+    if _python_transport():
         return None
     try:
         from zmq.backend.cython import _zmq
